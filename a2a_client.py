@@ -1,0 +1,285 @@
+"""A2A client: sends one caller turn to an agent over JSON-RPC 2.0 and returns one typed reply.
+
+Speaks A2A 1.0 (`SendMessage`, `A2A-Version: 1.0`) by default; an agent whose card says it only
+speaks 0.3 gets `message/send` instead. The card is read once per agent URL and cached.
+Every transport or protocol failure leaves here as an `AgentFault` subclass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import httpx
+
+from errors import (
+    AgentBadResponse,
+    AgentDisconnected,
+    AgentError,
+    AgentFault,
+    AgentHttpError,
+    AgentTaskFailed,
+    AgentTimeout,
+    AgentUnreachable,
+)
+from models import PendingTask
+
+Protocol = Literal["1.0", "0.3"]
+CARD_PATHS = (".well-known/agent-card.json", ".well-known/agent.json")
+NEEDS_INPUT = frozenset({"input_required", "auth_required"})
+FAILED = frozenset({"failed", "rejected", "canceled"})
+
+
+@dataclass(frozen=True)
+class AgentReply:
+    text: str
+    kind: Literal["message", "task"]
+    data: list[Any] = field(default_factory=list)
+    task_id: str | None = None
+    context_id: str | None = None
+    task_state: str | None = None  # normalised: "completed", "input_required", ...
+
+    @property
+    def needs_input(self) -> bool:
+        return self.task_state in NEEDS_INPUT
+
+    def as_response(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "data": self.data,
+            "kind": self.kind,
+            "task_id": self.task_id,
+            "context_id": self.context_id,
+            "task_state": self.task_state,
+        }
+
+
+class A2AClient:
+    def __init__(self, http: httpx.AsyncClient, *, timeout: float, max_response_bytes: int):
+        self._http = http
+        self._timeout = timeout
+        self._max_bytes = max_response_bytes
+        self._protocols: dict[str, Protocol] = {}
+
+    async def send_message(
+        self,
+        url: str,
+        text: str,
+        metadata: dict[str, Any],
+        *,
+        message_id: str,
+        continues: PendingTask | None = None,
+    ) -> AgentReply:
+        """One SendMessage round trip, card look-up included, within the turn's deadline."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                protocol = await self._protocol_of(url)
+                body = _request(protocol, text, metadata, message_id, continues)
+                answer = await self._post(url, body, protocol)
+        except TimeoutError as exc:
+            raise AgentTimeout(f"agent did not answer within {self._timeout:g}s") from exc
+        return _parse_answer(answer, protocol)
+
+    async def _protocol_of(self, url: str) -> Protocol:
+        if url not in self._protocols:
+            self._protocols[url] = await self._read_card_protocol(url)
+        return self._protocols[url]
+
+    async def _read_card_protocol(self, url: str) -> Protocol:
+        for path in CARD_PATHS:
+            card_url = url.rstrip("/") + "/" + path
+            async with _transport_errors():
+                answer = await self._http.get(card_url, headers={"A2A-Version": "1.0"})
+            if answer.status_code == 200:
+                try:
+                    return protocol_from_card(answer.json())
+                except ValueError:
+                    return "1.0"
+        return "1.0"  # no card: assume the current protocol
+
+    async def _post(self, url: str, body: dict[str, Any], protocol: Protocol) -> dict[str, Any]:
+        headers = {"A2A-Version": "1.0"} if protocol == "1.0" else {}
+        async with (
+            _transport_errors(),
+            self._http.stream(
+                "POST", url, content=json.dumps(body), headers=headers | _JSON
+            ) as answer,
+        ):
+            if answer.status_code != 200:
+                raise AgentHttpError(f"agent answered HTTP {answer.status_code}")
+            raw = await self._read_limited(answer)
+        try:
+            decoded = json.loads(raw)
+        except ValueError as exc:
+            raise AgentBadResponse("agent answer is not JSON") from exc
+        if not isinstance(decoded, dict) or decoded.get("jsonrpc") != "2.0":
+            raise AgentBadResponse("agent answer is not a JSON-RPC 2.0 response")
+        return decoded
+
+    async def _read_limited(self, answer: httpx.Response) -> bytes:
+        declared = answer.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self._max_bytes:
+            raise AgentBadResponse(f"agent answer is over {self._max_bytes} bytes")
+        chunks, size = [], 0
+        async for chunk in answer.aiter_bytes():
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise AgentBadResponse(f"agent answer is over {self._max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+_JSON = {"Content-Type": "application/json", "Accept": "application/json"}
+
+
+@asynccontextmanager
+async def _transport_errors() -> AsyncIterator[None]:
+    """Turns httpx's exceptions into our AgentFault tree, once, at the boundary."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise AgentTimeout(f"agent timed out: {type(exc).__name__}") from exc
+    except httpx.ConnectError as exc:
+        raise AgentUnreachable(f"cannot connect to agent: {exc or type(exc).__name__}") from exc
+    except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
+        raise AgentDisconnected(f"connection to agent broke: {type(exc).__name__}") from exc
+    except httpx.HTTPError as exc:
+        raise AgentUnreachable(f"agent call failed: {type(exc).__name__}") from exc
+
+
+def protocol_from_card(card: Any) -> Protocol:
+    """An agent speaks 0.3 only when its card offers no 1.x JSON-RPC interface and claims 0.x."""
+    if not isinstance(card, dict):
+        return "1.0"
+    versions = [
+        str(i.get("protocolVersion", ""))
+        for i in card.get("supportedInterfaces") or []
+        if isinstance(i, dict) and str(i.get("protocolBinding", "JSONRPC")).upper() == "JSONRPC"
+    ]
+    if any(v.startswith("1") for v in versions):
+        return "1.0"
+    legacy = str(card.get("protocolVersion", ""))
+    if legacy.startswith("0.") or any(v.startswith("0.") for v in versions):
+        return "0.3"
+    return "1.0"
+
+
+def _request(
+    protocol: Protocol,
+    text: str,
+    metadata: dict[str, Any],
+    message_id: str,
+    continues: PendingTask | None,
+) -> dict[str, Any]:
+    if protocol == "1.0":
+        message: dict[str, Any] = {"role": "ROLE_USER", "parts": [{"text": text}]}
+        method, params_extra = "SendMessage", {"configuration": {}}
+    else:
+        message = {"kind": "message", "role": "user", "parts": [{"kind": "text", "text": text}]}
+        method, params_extra = "message/send", {}
+    message |= {"messageId": message_id, "metadata": metadata}
+    if continues is not None:
+        message["taskId"] = continues.task_id
+        if continues.context_id:
+            message["contextId"] = continues.context_id
+    return {
+        "jsonrpc": "2.0",
+        "id": message_id,
+        "method": method,
+        "params": {"message": message, **params_extra},
+    }
+
+
+def _parse_answer(answer: dict[str, Any], protocol: Protocol) -> AgentReply:
+    if "error" in answer:
+        error = answer["error"] if isinstance(answer["error"], dict) else {}
+        raise AgentError(
+            f"agent JSON-RPC error {error.get('code')}: {str(error.get('message', ''))[:500]}"
+        )
+    result = answer.get("result")
+    if not isinstance(result, dict):
+        raise AgentBadResponse("agent answer has neither result nor error")
+    if isinstance(result.get("message"), dict):
+        return _reply_from_message(result["message"])
+    if isinstance(result.get("task"), dict):
+        return _reply_from_task(result["task"])
+    if result.get("kind") == "message":
+        return _reply_from_message(result)
+    if result.get("kind") == "task":
+        return _reply_from_task(result)
+    raise AgentBadResponse("agent result is neither a message nor a task")
+
+
+def _reply_from_message(message: dict[str, Any]) -> AgentReply:
+    texts, data = _read_parts(message.get("parts"))
+    return AgentReply(
+        text="\n".join(texts),
+        kind="message",
+        data=data,
+        task_id=_str_or_none(message.get("taskId")),
+        context_id=_str_or_none(message.get("contextId")),
+    )
+
+
+def _reply_from_task(task: dict[str, Any]) -> AgentReply:
+    status = task.get("status") if isinstance(task.get("status"), dict) else {}
+    state = normalise_state(status.get("state"))
+    task_id = _str_or_none(task.get("id"))
+    if not task_id or state is None:
+        raise AgentBadResponse("agent task has no id or no state")
+    texts, data = [], []
+    for artifact in task.get("artifacts") or []:
+        if isinstance(artifact, dict):
+            _extend(texts, data, artifact.get("parts"))
+    if isinstance(status.get("message"), dict):
+        _extend(texts, data, status["message"].get("parts"))
+    text = "\n".join(texts)
+    if state in FAILED:
+        raise AgentTaskFailed(
+            f"agent task {state}: {text[:500]}".rstrip(": "), task_id=task_id, task_state=state
+        )
+    if state not in NEEDS_INPUT and state != "completed":
+        raise AgentBadResponse(f"agent task is still {state}", task_id=task_id, task_state=state)
+    return AgentReply(
+        text=text,
+        kind="task",
+        data=data,
+        task_id=task_id,
+        context_id=_str_or_none(task.get("contextId")),
+        task_state=state,
+    )
+
+
+def normalise_state(state: Any) -> str | None:
+    """'TASK_STATE_INPUT_REQUIRED' (1.0) and 'input-required' (0.3) both become 'input_required'."""
+    if not isinstance(state, str) or not state:
+        return None
+    return state.removeprefix("TASK_STATE_").lower().replace("-", "_")
+
+
+def _read_parts(parts: Any) -> tuple[list[str], list[Any]]:
+    texts: list[str] = []
+    data: list[Any] = []
+    _extend(texts, data, parts)
+    return texts, data
+
+
+def _extend(texts: list[str], data: list[Any], parts: Any) -> None:
+    for part in parts if isinstance(parts, list) else []:
+        if not isinstance(part, dict):
+            continue
+        if isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif "data" in part:
+            data.append(part["data"])
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+__all__ = ["A2AClient", "AgentFault", "AgentReply", "protocol_from_card"]

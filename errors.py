@@ -1,0 +1,113 @@
+"""Our error tree: each error knows its HTTP status and stable code; main.py renders them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OrchestratorError(Exception):
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None, **details: Any):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+
+
+class CallNotFound(OrchestratorError):
+    status_code = 404
+    code = "call_not_found"
+
+
+class IntentNotAllowed(OrchestratorError):
+    status_code = 409
+    code = "intent_not_allowed"
+
+
+class UnknownIntent(OrchestratorError):
+    status_code = 422
+    code = "unknown_intent"
+
+
+class CallComplete(OrchestratorError):
+    status_code = 409
+    code = "call_complete"
+
+
+class AccountMismatch(OrchestratorError):
+    status_code = 409
+    code = "account_mismatch"
+
+
+class TurnInProgress(OrchestratorError):
+    status_code = 409
+    code = "turn_in_progress"
+
+
+class TurnConflict(OrchestratorError):
+    """The call changed between reading it and committing the turn (e.g. it was deleted)."""
+
+    status_code = 409
+    code = "turn_conflict"
+
+
+class StoreUnavailable(OrchestratorError):
+    status_code = 503
+    code = "store_unavailable"
+
+
+class BodyTooLarge(OrchestratorError):
+    status_code = 413
+    code = "body_too_large"
+
+
+class ConfigError(Exception):
+    """The flow configuration is unusable; start-up stops with this message."""
+
+
+class AgentFault(Exception):
+    """An agent call went wrong. Not an HTTP error: the turn answers 200 with status "error"."""
+
+    code = "agent_error"
+
+    def __init__(self, message: str, *, task_id: str | None = None, task_state: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.task_id = task_id
+        self.task_state = task_state
+
+
+class AgentTimeout(AgentFault):
+    code = "agent_timeout"
+
+
+class AgentUnreachable(AgentFault):
+    code = "agent_unreachable"
+
+
+class AgentDisconnected(AgentFault):
+    """The connection broke after the request was sent: the agent may have acted."""
+
+    code = "agent_disconnected"
+
+
+class AgentHttpError(AgentFault):
+    code = "agent_http_error"
+
+
+class AgentBadResponse(AgentFault):
+    code = "agent_bad_response"
+
+
+class AgentError(AgentFault):
+    """The agent answered a JSON-RPC error."""
+
+    code = "agent_error"
+
+
+class AgentTaskFailed(AgentFault):
+    """The agent's task ended failed, rejected or canceled."""
+
+    code = "agent_task_failed"

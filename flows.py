@@ -1,0 +1,128 @@
+"""The flow configuration: which agent (role) serves which intent at which stage, and its URL.
+
+Loaded once from `flows.toml` at start-up; a bad file stops start-up naming the problem.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+from errors import ConfigError
+
+ROLE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+INTENT_PATTERN = re.compile(r"^[a-z0-9_]{1,64}$")
+
+
+class Stage(IntEnum):
+    GREETING = 1
+    AUTHENTICATION = 2
+    INTENT_CAPTURE = 3
+    FULFILLMENT = 4
+    CLOSING = 5
+
+    @property
+    def label(self) -> str:
+        return self.name
+
+    @property
+    def next(self) -> Stage | None:
+        return Stage(self + 1) if self < Stage.CLOSING else None
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    agents: MappingProxyType[str, str]  # role -> A2A JSON-RPC URL
+    stages: MappingProxyType[Stage, MappingProxyType[str, str]]  # stage -> {intent: role}
+    fallback_role: str | None = None
+    stage_of_intent: MappingProxyType[str, Stage] = field(init=False)
+
+    def __post_init__(self) -> None:
+        index = {intent: stage for stage, table in self.stages.items() for intent in table}
+        object.__setattr__(self, "stage_of_intent", MappingProxyType(index))
+
+    def allowed_intents(self, stage: Stage) -> list[str]:
+        return sorted(self.stages[stage])
+
+
+def load_flows(path: Path, url_overrides: dict[str, str] | None = None) -> FlowConfig:
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"flows file not found: {path}") from exc
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"flows file {path} is not valid TOML: {exc}") from exc
+    try:
+        return parse_flows(raw, url_overrides or {})
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def parse_flows(raw: dict[str, Any], url_overrides: dict[str, str]) -> FlowConfig:
+    unknown = set(raw) - {"agents", "stages", "fallback_agent"}
+    if unknown:
+        raise ConfigError(f"unknown top-level keys: {sorted(unknown)}")
+    agents = _parse_agents(raw.get("agents", {}), url_overrides)
+    stages = _parse_stages(raw.get("stages", {}), agents)
+    fallback = raw.get("fallback_agent")
+    if fallback is not None and fallback not in agents:
+        raise ConfigError(f"fallback_agent {fallback!r} is not a role in [agents]")
+    return FlowConfig(agents=MappingProxyType(agents), stages=stages, fallback_role=fallback)
+
+
+def _parse_agents(table: Any, url_overrides: dict[str, str]) -> dict[str, str]:
+    if not isinstance(table, dict) or not table:
+        raise ConfigError("[agents] must map each role to its A2A URL")
+    agents = {str(role): url for role, url in table.items()}
+    for role in url_overrides:
+        if role not in agents:
+            raise ConfigError(f"AGENT_URL_{role.upper()} names role {role!r}, not in [agents]")
+    agents.update(url_overrides)
+    for role, url in agents.items():
+        if not ROLE_PATTERN.match(role):
+            raise ConfigError(f"role {role!r} must match {ROLE_PATTERN.pattern}")
+        _check_url(role, url)
+    return agents
+
+
+def _check_url(role: str, url: Any) -> None:
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"agent {role!r} URL {url!r} is not an http(s) URL")
+
+
+def _parse_stages(table: Any, agents: dict[str, str]) -> MappingProxyType:
+    if not isinstance(table, dict):
+        raise ConfigError("[stages] must map stage numbers to {intent = role} tables")
+    expected = {str(stage.value) for stage in Stage}
+    if set(table) != expected:
+        missing, extra = sorted(expected - set(table)), sorted(set(table) - expected)
+        raise ConfigError(f"[stages] must define exactly 1..5 (missing {missing}, unknown {extra})")
+    seen: dict[str, Stage] = {}
+    stages: dict[Stage, MappingProxyType[str, str]] = {}
+    for stage in Stage:
+        intents = table[str(stage.value)]
+        if not isinstance(intents, dict) or not intents:
+            raise ConfigError(f"stage {stage.value} ({stage.label}) needs at least one intent")
+        for intent, role in intents.items():
+            _check_intent(stage, intent, role, agents, seen)
+            seen[intent] = stage
+        stages[stage] = MappingProxyType(dict(intents))
+    return MappingProxyType(stages)
+
+
+def _check_intent(
+    stage: Stage, intent: str, role: Any, agents: dict[str, str], seen: dict[str, Stage]
+) -> None:
+    if not INTENT_PATTERN.match(intent):
+        raise ConfigError(f"intent {intent!r} must match {INTENT_PATTERN.pattern}")
+    if intent in seen:
+        raise ConfigError(f"intent {intent!r} is at stage {seen[intent].value} and {stage.value}")
+    if role not in agents:
+        raise ConfigError(f"stage {stage.value} intent {intent!r} names unknown role {role!r}")

@@ -1,0 +1,235 @@
+"""The HTTP API: the app factory, the four endpoints and the one place where errors become answers.
+
+`uvicorn main:app` serves the app built from the environment's settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+import httpx
+import redis.asyncio as redis
+from fastapi import Depends, FastAPI, Path, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from a2a_client import A2AClient
+from body_limit import BodyLimit
+from errors import BodyTooLarge, CallNotFound, ConfigError, OrchestratorError
+from flows import FlowConfig, Stage, load_flows
+from models import (
+    ID_PATTERN,
+    ErrorResponse,
+    OrchestrateRequest,
+    OrchestrateResponse,
+    SessionView,
+    StepRecord,
+)
+from redis_store import RedisStore, connect
+from settings import Settings
+from transitions import iso
+from turns import TurnService
+
+MAX_BODY_BYTES = 64 * 1024
+log = logging.getLogger("orchestrator")
+
+CallIdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"model": ErrorResponse} for status in statuses}
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    redis_client: redis.Redis | None = None,
+    agent_transport: httpx.AsyncBaseTransport | None = None,
+) -> FastAPI:
+    """Builds the service. Tests pass their own Redis client or agent transport."""
+    settings = settings or Settings()
+    flows = load_flows(settings.flows_file, settings.agent_urls)
+    app = FastAPI(
+        title="Orchestrator Flows",
+        version="0.1.0",
+        summary="Drives a call through five stages, one A2A agent per intent, audited in Redis.",
+        lifespan=_lifespan(settings, flows, redis_client, agent_transport),
+    )
+    _add_error_handlers(app)
+    _add_routes(app)
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, reject=_reject_big_body)
+    return app
+
+
+def _lifespan(
+    settings: Settings,
+    flows: FlowConfig,
+    redis_client: redis.Redis | None,
+    transport: httpx.AsyncBaseTransport | None,
+):
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = redis_client or connect(settings.redis_url, settings.redis_timeout_sec)
+        limits = httpx.Limits(
+            max_connections=settings.agent_max_connections,
+            max_keepalive_connections=settings.agent_max_connections,
+        )
+        async with httpx.AsyncClient(
+            transport=transport, timeout=settings.a2a_timeout_sec, limits=limits
+        ) as http:
+            store = RedisStore(
+                client,
+                prefix=settings.key_prefix,
+                ttl_sec=settings.session_ttl_sec,
+                lease_sec=settings.turn_lease_sec,
+            )
+            agents = A2AClient(
+                http,
+                timeout=settings.a2a_timeout_sec,
+                max_response_bytes=settings.max_agent_response_bytes,
+            )
+            app.state.store = store
+            app.state.turns = TurnService(store, agents, flows)
+            try:
+                yield
+            finally:
+                if redis_client is None:
+                    await client.aclose()
+
+    return lifespan
+
+
+def _store(request: Request) -> RedisStore:
+    return request.app.state.store
+
+
+def _turns(request: Request) -> TurnService:
+    return request.app.state.turns
+
+
+def _add_routes(app: FastAPI) -> None:
+    @app.post(
+        "/orchestrate",
+        response_model=OrchestrateResponse,
+        responses=_errors(409, 413, 422, 503),
+        summary="Send one caller turn; the call's agent for this stage and intent answers it",
+    )
+    async def orchestrate(
+        turn: OrchestrateRequest, turns: Annotated[TurnService, Depends(_turns)]
+    ) -> OrchestrateResponse:
+        return await turns.run_turn(turn)
+
+    @app.get(
+        "/session/{call_identify_id}",
+        response_model=SessionView,
+        responses=_errors(404, 422, 503),
+        summary="The call's state and its steps",
+    )
+    async def get_session(
+        call_identify_id: CallIdPath, store: Annotated[RedisStore, Depends(_store)]
+    ) -> SessionView:
+        found = await store.read_call(call_identify_id)
+        if found is None:
+            raise _not_found(call_identify_id)
+        state, raw_steps = found
+        expires = datetime.fromisoformat(state.updated_at) + timedelta(seconds=store.ttl_sec)
+        return SessionView(
+            **state.model_dump(include=set(SessionView.model_fields)),
+            current_flow_label=Stage(state.current_flow_id).label,
+            steps=[StepRecord.model_validate_json(raw) for raw in raw_steps],
+            expires_at=iso(expires),
+        )
+
+    @app.get(
+        "/session/{call_identify_id}/steps",
+        response_model=list[StepRecord],
+        responses=_errors(404, 422, 503),
+        summary="The call's audit trail, oldest step first",
+    )
+    async def get_steps(
+        call_identify_id: CallIdPath, store: Annotated[RedisStore, Depends(_store)]
+    ) -> Response:
+        steps = await store.read_steps(call_identify_id)
+        if steps is None:
+            raise _not_found(call_identify_id)
+        # The steps are stored as JSON documents we wrote ourselves: send them as they are.
+        return Response(b"[" + b",".join(steps) + b"]", media_type="application/json")
+
+    @app.delete(
+        "/session/{call_identify_id}",
+        status_code=204,
+        responses=_errors(404, 422, 503),
+        summary="Forget the call and its trail",
+    )
+    async def delete_session(
+        call_identify_id: CallIdPath, store: Annotated[RedisStore, Depends(_store)]
+    ) -> Response:
+        if not await store.delete_call(call_identify_id):
+            raise _not_found(call_identify_id)
+        return Response(status_code=204)
+
+
+def _not_found(call_id: str) -> CallNotFound:
+    return CallNotFound(
+        f"no call {call_id!r} (never started, deleted or expired)", call_identify_id=call_id
+    )
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **details: Any
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, **details}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(OrchestratorError)
+    async def on_our_error(_: Request, exc: OrchestratorError) -> JSONResponse:
+        return error_response(exc.status_code, exc.code, exc.message, exc.headers, **exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Name the fields and the rule they broke, never echo the values (they may be personal).
+        fields = [
+            {"loc": list(e["loc"]), "type": e["type"], "message": e["msg"]} for e in exc.errors()
+        ]
+        return error_response(422, "validation_error", "the request is invalid", fields=fields)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        return error_response(
+            exc.status_code,
+            codes.get(exc.status_code, "http_error"),
+            str(exc.detail),
+            exc.headers,
+        )
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error", exc_info=exc)
+        return error_response(500, "internal_error", "internal error; the turn was not recorded")
+
+
+async def _reject_big_body(scope: dict, receive: Any, send: Any) -> None:
+    exc = BodyTooLarge(f"request body is over {MAX_BODY_BYTES} bytes", limit=MAX_BODY_BYTES)
+    response = error_response(exc.status_code, exc.code, exc.message, **exc.details)
+    await response(scope, receive, send)
+
+
+def _app_from_environment() -> FastAPI:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        return create_app()
+    except (ConfigError, ValidationError) as exc:
+        sys.exit(f"orchestrator-flows: configuration error: {exc}")
+
+
+app = _app_from_environment()

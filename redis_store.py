@@ -1,0 +1,170 @@
+"""Redis storage for calls: key names, Lua scripts and the few operations a turn needs.
+
+Every key of a call carries the call id as a hash tag (`orch:{CALL-1}:state`) so that a Redis
+Cluster keeps the whole call, and therefore every Lua script over it, on one slot.
+A turn costs two round trips: `begin_turn` (take the lease, read the state) and `commit_step`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import redis.asyncio as redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from errors import StoreUnavailable, TurnConflict, TurnInProgress
+from models import CallState, StepRecord
+
+# Take the call's lease (unless another turn holds it) and read the state, atomically.
+BEGIN_TURN = """
+local holder_ttl = redis.call('PTTL', KEYS[2])
+if holder_ttl ~= -2 then return {0, holder_ttl} end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return {1, redis.call('GET', KEYS[1])}
+"""
+
+# Commit one step: only if the call is exactly as the turn read it (same number of steps,
+# present unless new), write the state, append the step, slide the TTL, release the lease.
+# One script, so a crash can never leave a state without its step or a step without its state.
+COMMIT_STEP = """
+local expected = tonumber(ARGV[1])
+if redis.call('LLEN', KEYS[2]) ~= expected then return 0 end
+if (redis.call('EXISTS', KEYS[1]) == 1) ~= (expected > 0) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[4])
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+if redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end
+return 1
+"""
+
+RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(frozen=True)
+class CallKeys:
+    state: str
+    steps: str
+    lease: str
+
+
+def call_keys(prefix: str, call_id: str) -> CallKeys:
+    tag = f"{prefix}:{{{call_id}}}"
+    return CallKeys(state=f"{tag}:state", steps=f"{tag}:steps", lease=f"{tag}:lease")
+
+
+@dataclass(frozen=True)
+class Lease:
+    call_id: str
+    token: str
+
+
+def connect(url: str, timeout_sec: float) -> redis.Redis:
+    # redis-py retries a failed command many times by default, timeouts included, which turns
+    # a frozen Redis into a request that hangs for seconds. Retry once, on a dropped connection
+    # only (a pooled connection Redis closed while idle), and never on a timeout.
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout_sec,
+        socket_connect_timeout=timeout_sec,
+        retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1, (RedisConnectionError,)),
+        health_check_interval=30,
+    )
+
+
+@contextmanager
+def store_errors() -> Iterator[None]:
+    """Turns redis-py's connection faults into StoreUnavailable, once, at the boundary."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError, ReadOnlyError) as exc:
+        raise StoreUnavailable(
+            "the session store is unavailable; retry shortly",
+            headers={"Retry-After": "1"},
+            reason=type(exc).__name__,
+        ) from exc
+
+
+class RedisStore:
+    def __init__(self, client: redis.Redis, *, prefix: str, ttl_sec: int, lease_sec: float):
+        self._redis = client
+        self._prefix = prefix
+        self.ttl_sec = ttl_sec
+        self._lease_ms = int(lease_sec * 1000)
+        self._begin = client.register_script(BEGIN_TURN)
+        self._commit = client.register_script(COMMIT_STEP)
+        self._release = client.register_script(RELEASE_LEASE)
+
+    def keys(self, call_id: str) -> CallKeys:
+        return call_keys(self._prefix, call_id)
+
+    async def ping(self) -> bool:
+        with store_errors():
+            return bool(await self._redis.ping())
+
+    async def begin_turn(self, call_id: str) -> tuple[Lease, CallState | None]:
+        keys, token = self.keys(call_id), secrets.token_hex(16)
+        with store_errors():
+            got = await self._begin(keys=[keys.state, keys.lease], args=[token, self._lease_ms])
+        if got[0] == 0:
+            retry_after = max(1, -(-int(got[1]) // 1000))
+            raise TurnInProgress(
+                f"another turn of call {call_id} is in progress; retry shortly",
+                headers={"Retry-After": str(retry_after)},
+                call_identify_id=call_id,
+            )
+        raw = got[1] if len(got) > 1 else None
+        state = CallState.model_validate_json(raw) if raw else None
+        return Lease(call_id, token), state
+
+    async def commit_step(
+        self, lease: Lease, expected_steps: int, state: CallState, step: StepRecord
+    ) -> None:
+        keys = self.keys(lease.call_id)
+        args = [expected_steps, state.model_dump_json(), step.model_dump_json(), self.ttl_sec]
+        with store_errors():
+            done = await self._commit(
+                keys=[keys.state, keys.steps, keys.lease], args=[*args, lease.token]
+            )
+        if not done:
+            raise TurnConflict(
+                f"call {lease.call_id} changed while this turn was running; nothing was recorded",
+                call_identify_id=lease.call_id,
+            )
+
+    async def release(self, lease: Lease) -> None:
+        with store_errors():
+            await self._release(keys=[self.keys(lease.call_id).lease], args=[lease.token])
+
+    async def read_call(self, call_id: str) -> tuple[CallState, list[bytes]] | None:
+        keys = self.keys(call_id)
+        with store_errors():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                raw_state, steps = await pipe.get(keys.state).lrange(keys.steps, 0, -1).execute()
+        if raw_state is None:
+            return None
+        return CallState.model_validate_json(raw_state), steps
+
+    async def read_steps(self, call_id: str) -> list[bytes] | None:
+        """The trail as stored JSON documents, in order, or None when the call is unknown."""
+        keys = self.keys(call_id)
+        with store_errors():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                exists, steps = await pipe.exists(keys.state).lrange(keys.steps, 0, -1).execute()
+        return steps if exists else None
+
+    async def delete_call(self, call_id: str) -> bool:
+        keys = self.keys(call_id)
+        with store_errors():
+            async with self._redis.pipeline(transaction=False) as pipe:
+                removed, _ = await pipe.delete(keys.state).delete(keys.steps, keys.lease).execute()
+        return bool(removed)

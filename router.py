@@ -1,0 +1,77 @@
+"""The intent router: decides, without any I/O, what a turn means for a call.
+
+Given the flow table, the call's stored state (or None for a new call) and the turn, it either
+names the agent to call or raises the error that says why the turn is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from errors import AccountMismatch, CallComplete, IntentNotAllowed, UnknownIntent
+from flows import FlowConfig, Stage
+from models import CallState, OrchestrateRequest, PendingTask
+
+
+@dataclass(frozen=True)
+class TurnPlan:
+    stage: Stage
+    intent: str
+    role: str
+    agent_url: str
+    is_fallback: bool
+    continues: PendingTask | None  # the A2A task this turn answers, if the agent asked
+
+
+def plan_turn(flows: FlowConfig, state: CallState | None, turn: OrchestrateRequest) -> TurnPlan:
+    stage = Stage(state.current_flow_id) if state else Stage.GREETING
+    if state is not None:
+        _check_call_accepts_turns(state, turn)
+    role, is_fallback = _route(flows, stage, turn.intent)
+    continues = state.pending_tasks.get(role) if state else None
+    return TurnPlan(
+        stage=stage,
+        intent=turn.intent,
+        role=role,
+        agent_url=flows.agents[role],
+        is_fallback=is_fallback,
+        continues=continues,
+    )
+
+
+def _check_call_accepts_turns(state: CallState, turn: OrchestrateRequest) -> None:
+    if state.is_complete:
+        raise CallComplete(
+            f"call {state.call_identify_id} is complete; start a new call for a new conversation",
+            call_identify_id=state.call_identify_id,
+        )
+    if state.account_id != turn.account_id:
+        raise AccountMismatch(
+            f"call {state.call_identify_id} belongs to another account",
+            call_identify_id=state.call_identify_id,
+        )
+
+
+def _route(flows: FlowConfig, stage: Stage, intent: str) -> tuple[str, bool]:
+    table = flows.stages[stage]
+    if intent in table:
+        return table[intent], False
+    intent_stage = flows.stage_of_intent.get(intent)
+    allowed = flows.allowed_intents(stage)
+    if intent_stage is not None:
+        raise IntentNotAllowed(
+            f"intent {intent!r} belongs to stage {intent_stage.value} ({intent_stage.label}); "
+            f"the call is at stage {stage.value} ({stage.label})",
+            current_flow_id=stage.value,
+            current_flow_label=stage.label,
+            intent_flow_id=intent_stage.value,
+            allowed_intents=allowed,
+        )
+    if flows.fallback_role is not None:
+        return flows.fallback_role, True
+    raise UnknownIntent(
+        f"intent {intent!r} is not known at any stage",
+        current_flow_id=stage.value,
+        current_flow_label=stage.label,
+        allowed_intents=allowed,
+    )

@@ -1,0 +1,61 @@
+"""The service's settings: one object, read from the environment once at start-up."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_FLOWS_FILE = Path(__file__).with_name("flows.toml")
+AGENT_URL_PREFIX = "AGENT_URL_"
+
+
+class AgentUrlOverrides(PydanticBaseSettingsSource):
+    """Collects `AGENT_URL_<ROLE>=url` variables into `agent_urls` ({role: url})."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        urls = {
+            name[len(AGENT_URL_PREFIX) :].lower(): value
+            for name, value in os.environ.items()
+            if name.upper().startswith(AGENT_URL_PREFIX) and len(name) > len(AGENT_URL_PREFIX)
+        }
+        return {"agent_urls": urls} if urls else {}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    redis_url: str = "redis://localhost:6379/0"
+    key_prefix: str = Field("orch", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    session_ttl_sec: int = Field(3600, gt=0)
+    # Redis answers in microseconds; a second without an answer means it is down or frozen,
+    # and the caller is better served by a quick 503 than by a hanging turn.
+    redis_timeout_sec: float = Field(1.0, gt=0)
+    a2a_timeout_sec: float = Field(15.0, gt=0)
+    max_agent_response_bytes: int = Field(1024 * 1024, gt=0)
+    agent_max_connections: int = Field(200, gt=0)
+    flows_file: Path = DEFAULT_FLOWS_FILE
+    agent_urls: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def turn_lease_sec(self) -> float:
+        """A turn holds its call's lease for at most the agent deadline plus a margin for Redis."""
+        return self.a2a_timeout_sec + 5.0
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, AgentUrlOverrides(settings_cls), file_secret_settings)

@@ -1,0 +1,162 @@
+"""What a turn's outcome does to a call: the new state and its audit step. Pure code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from a2a_client import AgentReply
+from errors import AgentError, AgentFault, AgentTaskFailed
+from flows import Stage
+from models import (
+    CallState,
+    OrchestrateRequest,
+    PendingTask,
+    ResponseStatus,
+    SessionSummary,
+    StageOutcome,
+    StepError,
+    StepRecord,
+)
+from router import TurnPlan
+
+Outcome = AgentReply | AgentFault
+
+
+@dataclass(frozen=True)
+class TurnContext:
+    """Facts about the turn that the pure code needs but must not fetch itself."""
+
+    turn: OrchestrateRequest
+    plan: TurnPlan
+    message_id: str
+    started_at: datetime
+    finished_at: datetime
+
+
+@dataclass(frozen=True)
+class Transition:
+    state: CallState
+    step: StepRecord
+
+
+def new_call(turn: OrchestrateRequest, now: datetime) -> CallState:
+    stamp = iso(now)
+    return CallState(
+        call_identify_id=turn.call_identify_id,
+        account_id=turn.account_id,
+        eci=turn.eci,
+        created_at=stamp,
+        updated_at=stamp,
+    )
+
+
+def apply_outcome(state: CallState, ctx: TurnContext, outcome: Outcome) -> Transition:
+    plan = ctx.plan
+    status = response_status(outcome)
+    step = _step_record(state.step_count + 1, ctx, outcome, status)
+    new = state.model_copy(deep=True)
+    new.step_count = step.seq
+    new.updated_at = step.timestamp
+    _update_pending(new, plan, outcome)
+    if not plan.is_fallback:
+        _count_stage(new, plan, status)
+    if status == "success" and not plan.is_fallback:
+        _complete_stage(new, plan.stage, step.timestamp)
+    return Transition(state=new, step=step)
+
+
+def response_status(outcome: Outcome) -> ResponseStatus:
+    if isinstance(outcome, AgentFault):
+        return "error"
+    return "input_required" if outcome.needs_input else "success"
+
+
+def outcome_response(outcome: Outcome) -> dict[str, Any]:
+    if isinstance(outcome, AgentFault):
+        return {"error": {"code": outcome.code, "message": outcome.message}}
+    return outcome.as_response()
+
+
+def _step_record(
+    seq: int, ctx: TurnContext, outcome: Outcome, status: ResponseStatus
+) -> StepRecord:
+    plan = ctx.plan
+    fault = outcome if isinstance(outcome, AgentFault) else None
+    return StepRecord(
+        seq=seq,
+        intent_flow_id=plan.stage.value,
+        flow_label=plan.stage.label,
+        intent=plan.intent,
+        input_message=ctx.turn.input_message,
+        agent_role=plan.role,
+        a2a_agent_url=plan.agent_url,
+        fallback=plan.is_fallback,
+        response_status=status,
+        response_data=outcome_response(outcome),
+        error=StepError(code=fault.code, message=fault.message) if fault else None,
+        a2a_message_id=ctx.message_id,
+        a2a_task_id=fault.task_id if fault else outcome.task_id,
+        a2a_context_id=None if fault else outcome.context_id,
+        a2a_task_state=fault.task_state if fault else outcome.task_state,
+        duration_ms=round((ctx.finished_at - ctx.started_at).total_seconds() * 1000, 3),
+        timestamp=iso(ctx.finished_at),
+    )
+
+
+def _update_pending(state: CallState, plan: TurnPlan, outcome: Outcome) -> None:
+    if isinstance(outcome, AgentReply) and outcome.needs_input and outcome.task_id:
+        pending = PendingTask(task_id=outcome.task_id, context_id=outcome.context_id)
+        state.pending_tasks[plan.role] = pending
+    elif isinstance(outcome, AgentReply | AgentError | AgentTaskFailed):
+        # The agent answered: its task is finished or it refused to continue it, so the next
+        # turn starts afresh. After a transport fault the task may still be waiting; keep it.
+        state.pending_tasks.pop(plan.role, None)
+
+
+def _count_stage(state: CallState, plan: TurnPlan, status: ResponseStatus) -> None:
+    key = str(plan.stage.value)
+    record = state.stages.get(key) or StageOutcome(
+        flow_id=plan.stage.value, flow_label=plan.stage.label
+    )
+    record.steps += 1
+    record.errors += status == "error"
+    if record.outcome != "success":
+        record.outcome = status
+    record.intent, record.agent_role = plan.intent, plan.role
+    state.stages[key] = record
+
+
+def _complete_stage(state: CallState, stage: Stage, stamp: str) -> None:
+    state.completed_flows.append(stage.value)
+    state.pending_tasks.clear()  # tasks left waiting belong to the stage just finished
+    if stage.next is not None:
+        state.current_flow_id = stage.next.value
+        return
+    state.is_complete = True
+    state.session_summary = summarise(state, stamp)
+
+
+def summarise(state: CallState, completed_at: str) -> SessionSummary:
+    started = datetime.fromisoformat(state.created_at)
+    ended = datetime.fromisoformat(completed_at)
+    stages = [
+        state.stages.get(str(s.value)) or StageOutcome(flow_id=s.value, flow_label=s.label)
+        for s in Stage
+    ]
+    return SessionSummary(
+        call_identify_id=state.call_identify_id,
+        account_id=state.account_id,
+        started_at=state.created_at,
+        completed_at=completed_at,
+        duration_sec=round((ended - started).total_seconds(), 3),
+        total_steps=state.step_count,
+        error_steps=sum(s.errors for s in stages),
+        completed_flows=list(state.completed_flows),
+        stages=stages,
+    )
+
+
+def iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
