@@ -226,6 +226,7 @@ async def _reject_big_body(scope: dict, receive: Any, send: Any) -> None:
 
 def _app_from_environment() -> FastAPI:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per agent call is noise
     try:
         return create_app()
     except (ConfigError, ValidationError) as exc:

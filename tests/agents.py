@@ -1,0 +1,184 @@
+"""Real A2A agents for the tests, built with the official a2a-sdk (A2A 1.0 JSON-RPC).
+
+Each executor shows one way an agent can answer: a plain message, a completed task, a question
+(input-required) then completion, slowness, an exception, a failed task. `agent_app` builds the
+Starlette app for one executor; `agents_router` mounts several under paths for in-process tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import uvicorn
+from a2a.helpers import new_task_from_user_message, new_text_message, new_text_part
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events import EventQueue
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
+from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+DEMO_OTP = "123456"
+
+
+@dataclass
+class Seen:
+    """What an agent received: the caller's words and the metadata, one entry per request."""
+
+    texts: list[str] = field(default_factory=list)
+    metadata: list[dict] = field(default_factory=list)
+    task_ids: list[str | None] = field(default_factory=list)
+
+    def record(self, ctx: RequestContext) -> None:
+        self.texts.append(ctx.get_user_input())
+        self.metadata.append(dict(ctx.message.metadata) if ctx.message else {})
+        self.task_ids.append(ctx.message.task_id or None if ctx.message else None)
+
+
+class Recording(AgentExecutor):
+    def __init__(self) -> None:
+        self.seen = Seen()
+
+    async def execute(self, ctx: RequestContext, queue: EventQueue) -> None:
+        self.seen.record(ctx)
+        await self.answer(ctx, queue)
+
+    async def answer(self, ctx: RequestContext, queue: EventQueue) -> None:
+        raise NotImplementedError
+
+    async def cancel(self, ctx: RequestContext, queue: EventQueue) -> None:
+        await TaskUpdater(queue, ctx.task_id, ctx.context_id).cancel()
+
+
+class MessageAgent(Recording):
+    """Answers with a plain Message naming the stage it was told about."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    async def answer(self, ctx: RequestContext, queue: EventQueue) -> None:
+        meta = ctx.message.metadata
+        text = f"{self.name}: heard {ctx.get_user_input()!r} at {meta['flow_label']}"
+        await queue.enqueue_event(new_text_message(text, context_id=ctx.context_id))
+
+
+class TaskAgent(Recording):
+    """Completes a task with an artifact on the first turn."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    async def answer(self, ctx: RequestContext, queue: EventQueue) -> None:
+        await queue.enqueue_event(new_task_from_user_message(ctx.message))
+        up = TaskUpdater(queue, ctx.task_id, ctx.context_id)
+        text = f"{self.name} done for {ctx.message.metadata['account_id']}"
+        await up.add_artifact([new_text_part(text)], name="answer")
+        await up.complete()
+
+
+class OtpAgent(Recording):
+    """Asks for a one-time code (input-required); completes when given the demo code."""
+
+    async def answer(self, ctx: RequestContext, queue: EventQueue) -> None:
+        if ctx.current_task is None:
+            await queue.enqueue_event(new_task_from_user_message(ctx.message))
+        up = TaskUpdater(queue, ctx.task_id, ctx.context_id)
+        if ctx.current_task is None or DEMO_OTP not in ctx.get_user_input():
+            ask = "Please tell me the one-time code we sent you."
+            await up.requires_input(up.new_agent_message([new_text_part(ask)]))
+            return
+        await up.add_artifact([new_text_part("identity verified")], name="answer")
+        await up.complete()
+
+
+class SlowAgent(Recording):
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+
+    async def answer(self, ctx: RequestContext, queue: EventQueue) -> None:
+        await asyncio.sleep(self.delay)
+        await queue.enqueue_event(new_text_message("finally", context_id=ctx.context_id))
+
+
+class RaisingAgent(Recording):
+    async def answer(self, ctx: RequestContext, queue: EventQueue) -> None:
+        raise RuntimeError("agent exploded")
+
+
+class FailingTaskAgent(Recording):
+    async def answer(self, ctx: RequestContext, queue: EventQueue) -> None:
+        await queue.enqueue_event(new_task_from_user_message(ctx.message))
+        up = TaskUpdater(queue, ctx.task_id, ctx.context_id)
+        await up.failed(up.new_agent_message([new_text_part("cannot do that")]))
+
+
+def agent_card(url: str, name: str, protocol_version: str = "1.0") -> AgentCard:
+    return AgentCard(
+        name=name,
+        description=f"test agent {name}",
+        version="1",
+        supported_interfaces=[
+            AgentInterface(url=url, protocol_binding="JSONRPC", protocol_version=protocol_version)
+        ],
+        capabilities=AgentCapabilities(streaming=True),
+        default_input_modes=["text/plain"],
+        default_output_modes=["text/plain"],
+        skills=[AgentSkill(id=name, name=name, description=name, tags=["test"])],
+    )
+
+
+def agent_app(url: str, executor: AgentExecutor, *, name: str = "agent", v03: bool = False):
+    card = agent_card(url, name, "0.3" if v03 else "1.0")
+    handler = DefaultRequestHandler(
+        agent_executor=executor, task_store=InMemoryTaskStore(), agent_card=card
+    )
+    routes = create_agent_card_routes(card) + create_jsonrpc_routes(
+        handler, rpc_url="/", enable_v0_3_compat=v03
+    )
+    return Starlette(routes=routes)
+
+
+def agents_router(base: str, executors: dict[str, AgentExecutor]) -> Starlette:
+    """One ASGI app serving each executor under /<role>/, for httpx.ASGITransport."""
+    mounts = [
+        Mount(f"/{role}", app=agent_app(f"{base}/{role}/", ex, name=role))
+        for role, ex in executors.items()
+    ]
+    return Starlette(routes=mounts)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_in_thread(app_for_url: Callable[[str], object]) -> tuple[str, Callable[[], None]]:
+    """Serves an ASGI app with uvicorn on a free loopback port; returns (url, stop)."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    config = uvicorn.Config(app_for_url(url), host="127.0.0.1", port=port, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"test server on {url} did not start")
+        time.sleep(0.01)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(5)
+
+    return url, stop

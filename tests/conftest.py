@@ -1,0 +1,89 @@
+"""Shared fixtures: the service built in-process over fakeredis, with real a2a-sdk agents
+served in-process through httpx's ASGI transport (no sockets)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import fakeredis
+import httpx
+import pytest
+from a2a.server.agent_execution import AgentExecutor
+
+from main import create_app
+from settings import Settings
+from tests.agents import MessageAgent, OtpAgent, TaskAgent, agents_router
+
+AGENTS_BASE = "http://agents.test"
+ROLES = [
+    "greeting", "auth", "refund", "billing", "booking",
+    "complaint", "account", "balance", "closing", "fallback",
+]  # fmt: skip
+
+
+def default_executors() -> dict[str, AgentExecutor]:
+    executors: dict[str, AgentExecutor] = {r: TaskAgent(r) for r in ROLES}
+    executors |= {
+        "greeting": MessageAgent("greeting"),
+        "auth": OtpAgent(),
+        "closing": MessageAgent("closing"),
+        "fallback": MessageAgent("fallback"),
+    }
+    return executors
+
+
+def agent_urls(base: str = AGENTS_BASE) -> dict[str, str]:
+    return {role: f"{base}/{role}/" for role in ROLES}
+
+
+@dataclass
+class Service:
+    """The service under test, its HTTP client, its Redis and the agents behind it."""
+
+    http: httpx.AsyncClient
+    redis: fakeredis.FakeAsyncRedis
+    agents: dict[str, AgentExecutor]
+    settings: Settings
+
+    async def turn(self, intent: str, message: str = "hello", **fields: Any) -> httpx.Response:
+        body = {
+            "call_identify_id": "CALL-001",
+            "account_id": "ACC-1",
+            "eci": "ECI-1",
+            "input_message": message,
+            "intent": intent,
+        } | fields
+        return await self.http.post("/orchestrate", json=body)
+
+
+ServiceFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def make_service() -> AsyncIterator[ServiceFactory]:
+    """Builds a service; pass `agents={role: executor}` to swap agents, settings overrides."""
+    stack: list[Any] = []
+
+    async def build(agents: dict[str, AgentExecutor] | None = None, **overrides: Any) -> Service:
+        executors = default_executors() | (agents or {})
+        settings = Settings(agent_urls=agent_urls(), **overrides)
+        redis = fakeredis.FakeAsyncRedis()
+        transport = httpx.ASGITransport(app=agents_router(AGENTS_BASE, executors))
+        app = create_app(settings, redis_client=redis, agent_transport=transport)
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc")
+        stack.append((lifespan, http))
+        return Service(http=http, redis=redis, agents=executors, settings=settings)
+
+    yield build
+    for lifespan, http in reversed(stack):
+        await http.aclose()
+        await lifespan.__aexit__(None, None, None)
+
+
+@pytest.fixture
+async def service(make_service: ServiceFactory) -> Service:
+    return await make_service()
