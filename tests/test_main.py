@@ -1,0 +1,218 @@
+"""The HTTP surface: answers, error shapes and the OpenAPI document (fakeredis, in-process agents)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.agents import RaisingAgent
+from tests.conftest import Service
+
+WHOLE_CALL = [
+    ("greeting", "hi there"),
+    ("verify_identity", "it is me"),
+    ("otp_verify", "123456"),
+    ("refund_request", "refund order 7"),
+    ("process_refund", "yes please"),
+    ("closing", "bye"),
+]
+
+
+async def drive_whole_call(service: Service, call_id: str = "CALL-001") -> list[dict]:
+    answers = []
+    for intent, words in WHOLE_CALL:
+        answer = await service.turn(intent, words, call_identify_id=call_id)
+        assert answer.status_code == 200, answer.text
+        answers.append(answer.json())
+    return answers
+
+
+async def test_whole_call_walks_the_five_stages_in_order(service: Service) -> None:
+    answers = await drive_whole_call(service)
+
+    assert [a["intent_flow_id"] for a in answers] == [1, 2, 2, 3, 4, 5]
+    assert [a["next_flow_id"] for a in answers] == [2, 2, 3, 4, 5, None]
+    assert [a["response_status"] for a in answers][:3] == ["success", "input_required", "success"]
+    assert answers[1]["response"]["text"] == "Please tell me the one-time code we sent you."
+    assert answers[-1]["is_complete"] is True
+    summary = answers[-1]["session_summary"]
+    assert summary["completed_flows"] == [1, 2, 3, 4, 5]
+    assert [s["outcome"] for s in summary["stages"]] == ["success"] * 5
+    assert summary["total_steps"] == 6
+
+
+async def test_answer_carries_the_agents_words_and_the_call_context(service: Service) -> None:
+    answer = (await service.turn("greeting", "good morning")).json()
+
+    assert answer["response"]["text"] == "greeting: heard 'good morning' at GREETING"
+    seen = service.agents["greeting"].seen.metadata[0]
+    assert seen["call_identify_id"] == "CALL-001"
+    assert seen["account_id"] == "ACC-1"
+    assert seen["eci"] == "ECI-1"
+    assert seen["flow_label"] == "GREETING"
+    assert seen["intent"] == "greeting"
+
+
+async def test_session_shows_state_steps_and_a_stable_expiry(service: Service) -> None:
+    await drive_whole_call(service)
+
+    first = (await service.http.get("/session/CALL-001")).json()
+    second = (await service.http.get("/session/CALL-001")).json()
+
+    assert first == second  # reading changes nothing
+    assert first["is_complete"] is True
+    assert first["completed_flows"] == [1, 2, 3, 4, 5]
+    assert [s["seq"] for s in first["steps"]] == [1, 2, 3, 4, 5, 6]
+    assert first["expires_at"] > first["updated_at"]
+    assert first["session_summary"]["total_steps"] == 6
+
+
+async def test_steps_endpoint_returns_the_trail_in_order(service: Service) -> None:
+    await drive_whole_call(service)
+
+    steps = (await service.http.get("/session/CALL-001/steps")).json()
+
+    assert [s["intent"] for s in steps] == [intent for intent, _ in WHOLE_CALL]
+    assert [s["input_message"] for s in steps] == [words for _, words in WHOLE_CALL]
+    assert steps[1]["a2a_task_id"] == steps[2]["a2a_task_id"]  # OTP continued the same task
+    assert steps[1]["a2a_task_state"] == "input_required"
+    assert all(s["a2a_agent_url"].startswith("http://agents.test/") for s in steps)
+    assert all(s["duration_ms"] >= 0 for s in steps)
+
+
+async def test_delete_forgets_the_call_and_its_trail(service: Service) -> None:
+    await service.turn("greeting")
+
+    assert (await service.http.delete("/session/CALL-001")).status_code == 204
+    for answer in [
+        await service.http.get("/session/CALL-001"),
+        await service.http.get("/session/CALL-001/steps"),
+        await service.http.delete("/session/CALL-001"),
+    ]:
+        assert answer.status_code == 404
+        assert answer.json()["error"]["code"] == "call_not_found"
+    assert await service.redis.keys("*") == []
+
+
+@pytest.mark.parametrize("path", ["/session/NOPE", "/session/NOPE/steps"])
+async def test_unknown_call_is_404_call_not_found(service: Service, path: str) -> None:
+    answer = await service.http.get(path)
+
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "call_not_found"
+    assert "NOPE" in answer.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"call_identify_id": ""},
+        {"call_identify_id": "has space"},
+        {"call_identify_id": "x" * 129},
+        {"account_id": "acc/1"},
+        {"eci": ""},
+        {"intent": "Greeting"},
+        {"intent": "x" * 65},
+        {"input_message": ""},
+        {"input_message": "   "},
+        {"input_message": "x" * 4001},
+        {"agent_url": "http://evil.example/"},  # no request field may choose an agent
+    ],
+)
+async def test_malformed_turn_is_422_and_reaches_no_agent(service: Service, change: dict) -> None:
+    fields = dict(change)
+    answer = await service.turn(fields.pop("intent", "greeting"), **fields)
+
+    assert answer.status_code == 422
+    error = answer.json()["error"]
+    assert error["code"] == "validation_error"
+    assert error["fields"], "the answer names the offending field"
+    assert service.agents["greeting"].seen.texts == []
+    assert await service.redis.keys("*") == []
+
+
+async def test_validation_error_does_not_echo_the_callers_words(service: Service) -> None:
+    answer = await service.turn("greeting", "my card 4111 1111 1111 1111" + "x" * 4000)
+
+    assert answer.status_code == 422
+    assert "4111" not in answer.text
+
+
+async def test_missing_field_and_bad_json_are_validation_errors(service: Service) -> None:
+    missing = await service.http.post("/orchestrate", json={"call_identify_id": "C"})
+    garbage = await service.http.post(
+        "/orchestrate", content=b"{not json", headers={"content-type": "application/json"}
+    )
+
+    assert missing.status_code == garbage.status_code == 422
+    missing_fields = {tuple(f["loc"]) for f in missing.json()["error"]["fields"]}
+    assert ("body", "intent") in missing_fields
+    assert garbage.json()["error"]["code"] == "validation_error"
+
+
+async def test_body_over_64_kib_is_413(service: Service) -> None:
+    big = b'{"input_message": "' + b"x" * (65 * 1024) + b'"}'
+    declared = await service.http.post(
+        "/orchestrate", content=big, headers={"content-type": "application/json"}
+    )
+
+    async def chunks():
+        for _ in range(70):
+            yield b"x" * 1024
+
+    streamed = await service.http.post(
+        "/orchestrate", content=chunks(), headers={"content-type": "application/json"}
+    )
+
+    for answer in (declared, streamed):
+        assert answer.status_code == 413
+        assert answer.json()["error"]["code"] == "body_too_large"
+
+
+async def test_invalid_call_id_in_path_is_422(service: Service) -> None:
+    answer = await service.http.get("/session/" + "x" * 129)
+
+    assert answer.status_code == 422
+    assert answer.json()["error"]["code"] == "validation_error"
+
+
+async def test_unknown_route_and_method_answer_in_the_error_shape(service: Service) -> None:
+    missing = await service.http.get("/nowhere")
+    wrong_method = await service.http.put("/orchestrate", json={})
+
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["error"]["code"] == "method_not_allowed"
+
+
+async def test_agent_fault_is_status_error_and_keeps_the_stage(make_service) -> None:
+    service = await make_service(agents={"greeting": RaisingAgent()})
+
+    answer = (await service.turn("greeting")).json()
+
+    assert answer["status"] == "error"
+    assert answer["response"]["error"]["code"] == "agent_error"
+    assert answer["next_flow_id"] == 1
+    steps = (await service.http.get("/session/CALL-001/steps")).json()
+    assert steps[0]["response_status"] == "error"
+    assert steps[0]["error"]["code"] == "agent_error"
+
+
+async def test_openapi_documents_every_answer_with_the_error_shape(service: Service) -> None:
+    spec = (await service.http.get("/openapi.json")).json()
+    expected = {
+        ("/orchestrate", "post"): {"200", "409", "413", "422", "503"},
+        ("/session/{call_identify_id}", "get"): {"200", "404", "422", "503"},
+        ("/session/{call_identify_id}/steps", "get"): {"200", "404", "422", "503"},
+        ("/session/{call_identify_id}", "delete"): {"204", "404", "422", "503"},
+    }
+
+    for (path, method), statuses in expected.items():
+        responses = spec["paths"][path][method]["responses"]
+        assert set(responses) == statuses, (path, method)
+        for status in statuses - {"200", "204"}:
+            schema = responses[status]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/ErrorResponse"}
+    steps_schema = spec["paths"]["/session/{call_identify_id}/steps"]["get"]["responses"]["200"]
+    assert "StepRecord" in str(steps_schema)
+    assert (await service.http.get("/docs")).status_code == 200
