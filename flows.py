@@ -71,7 +71,7 @@ def parse_flows(raw: dict[str, Any], url_overrides: dict[str, str]) -> FlowConfi
     agents = _parse_agents(raw.get("agents", {}), url_overrides)
     stages = _parse_stages(raw.get("stages", {}), agents)
     fallback = raw.get("fallback_agent")
-    if fallback is not None and fallback not in agents:
+    if fallback is not None and (not isinstance(fallback, str) or fallback not in agents):
         raise ConfigError(f"fallback_agent {fallback!r} is not a role in [agents]")
     return FlowConfig(agents=MappingProxyType(agents), stages=stages, fallback_role=fallback)
 
@@ -124,5 +124,5 @@ def _check_intent(
         raise ConfigError(f"intent {intent!r} must match {INTENT_PATTERN.pattern}")
     if intent in seen:
         raise ConfigError(f"intent {intent!r} is at stage {seen[intent].value} and {stage.value}")
-    if role not in agents:
+    if not isinstance(role, str) or role not in agents:
         raise ConfigError(f"stage {stage.value} intent {intent!r} names unknown role {role!r}")

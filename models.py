@@ -88,6 +88,7 @@ class CallState(BaseModel):
     completed_flows: list[int] = Field(default_factory=list)
     is_complete: bool = False
     step_count: int = 0
+    error_steps: int = 0
     created_at: str
     updated_at: str
     # role -> task the agent is waiting on, at the current stage only.

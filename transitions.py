@@ -58,6 +58,7 @@ def apply_outcome(state: CallState, ctx: TurnContext, outcome: Outcome) -> Trans
     step = _step_record(state.step_count + 1, ctx, outcome, status)
     new = state.model_copy(deep=True)
     new.step_count = step.seq
+    new.error_steps += status == "error"
     new.updated_at = step.timestamp
     _update_pending(new, plan, outcome)
     if not plan.is_fallback:
@@ -152,7 +153,7 @@ def summarise(state: CallState, completed_at: str) -> SessionSummary:
         completed_at=completed_at,
         duration_sec=round((ended - started).total_seconds(), 3),
         total_steps=state.step_count,
-        error_steps=sum(s.errors for s in stages),
+        error_steps=state.error_steps,
         completed_flows=list(state.completed_flows),
         stages=stages,
     )

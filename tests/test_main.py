@@ -1,4 +1,4 @@
-"""The HTTP surface: answers, error shapes and the OpenAPI document (fakeredis, in-process agents)."""
+"""The HTTP surface: answers, error shapes and OpenAPI (fakeredis, in-process agents)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,306 @@
+"""RedisStore over fakeredis (its Lua runs through lupa): leases, atomic commits, keys, faults."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import fakeredis
+import pytest
+
+import redis_store
+from errors import StoreUnavailable, TurnConflict, TurnInProgress
+from models import CallState, StepRecord
+from redis_store import Lease, RedisStore, call_keys
+from tests.agents import free_port
+
+CALL = "CALL-1"
+TTL = 3600
+STAMP = "2025-01-01T12:00:00.000000Z"
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[fakeredis.FakeAsyncRedis]:
+    client = fakeredis.FakeAsyncRedis()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def store(redis: fakeredis.FakeAsyncRedis) -> RedisStore:
+    return RedisStore(redis, prefix="orch", ttl_sec=TTL, lease_sec=2.5)
+
+
+def state_after(steps: int, call_id: str = CALL) -> CallState:
+    return CallState(
+        call_identify_id=call_id,
+        account_id="ACC-1",
+        eci="ECI-1",
+        current_flow_id=min(steps + 1, 5),
+        completed_flows=list(range(1, min(steps, 5) + 1)),
+        step_count=steps,
+        created_at=STAMP,
+        updated_at=STAMP,
+    )
+
+
+def step(seq: int) -> StepRecord:
+    return StepRecord(
+        seq=seq,
+        intent_flow_id=seq,
+        flow_label="GREETING",
+        intent="greeting",
+        input_message=f"turn {seq}",
+        agent_role="greeting",
+        a2a_agent_url="http://agents.test/greeting/",
+        response_status="success",
+        response_data={"text": f"answer {seq}"},
+        a2a_message_id=f"msg-{seq}",
+        duration_ms=12.5,
+        timestamp=STAMP,
+    )
+
+
+async def run_turn(store: RedisStore, call_id: str = CALL) -> CallState:
+    """One whole turn: lease, read, commit the next step."""
+    lease, stored = await store.begin_turn(call_id)
+    done = stored.step_count if stored else 0
+    new = state_after(done + 1, call_id)
+    await store.commit_step(lease, done, new, step(done + 1))
+    return new
+
+
+async def test_first_turn_of_a_new_call_gets_a_lease_and_no_state(store: RedisStore) -> None:
+    lease, state = await store.begin_turn(CALL)
+
+    assert state is None
+    assert lease.call_id == CALL
+    assert lease.token
+
+
+async def test_second_turn_while_the_first_runs_is_told_to_retry(store: RedisStore) -> None:
+    await store.begin_turn(CALL)
+
+    with pytest.raises(TurnInProgress) as caught:
+        await store.begin_turn(CALL)
+
+    assert caught.value.headers == {"Retry-After": "3"}  # the 2.5 s lease, rounded up
+    assert caught.value.details == {"call_identify_id": CALL}
+
+
+async def test_lease_of_one_call_does_not_block_another(store: RedisStore) -> None:
+    await store.begin_turn(CALL)
+
+    _, state = await store.begin_turn("CALL-2")
+
+    assert state is None
+
+
+async def test_commit_writes_the_state_and_appends_the_step(store: RedisStore) -> None:
+    lease, _ = await store.begin_turn(CALL)
+
+    await store.commit_step(lease, 0, state_after(1), step(1))
+
+    found = await store.read_call(CALL)
+    assert found is not None
+    state, steps = found
+    assert state == state_after(1)
+    assert [StepRecord.model_validate_json(s) for s in steps] == [step(1)]
+    assert await store.read_steps(CALL) == steps
+
+
+async def test_next_turn_reads_what_the_last_one_committed(store: RedisStore) -> None:
+    await run_turn(store)
+    await run_turn(store)
+
+    _, state = await store.begin_turn(CALL)
+
+    assert state == state_after(2)
+    steps = await store.read_steps(CALL)
+    assert [StepRecord.model_validate_json(s).seq for s in steps] == [1, 2]
+
+
+async def test_commit_releases_the_lease(store: RedisStore) -> None:
+    await run_turn(store)
+
+    lease, state = await store.begin_turn(CALL)
+
+    assert state is not None
+    assert lease.token
+
+
+async def test_commit_sets_the_session_ttl_on_state_and_steps(
+    store: RedisStore, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    await run_turn(store)
+    keys = store.keys(CALL)
+
+    assert TTL - 5 <= await redis.ttl(keys.state) <= TTL
+    assert TTL - 5 <= await redis.ttl(keys.steps) <= TTL
+
+
+async def test_each_commit_slides_the_ttl(
+    store: RedisStore, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    await run_turn(store)
+    keys = store.keys(CALL)
+    await redis.expire(keys.state, 10)
+    await redis.expire(keys.steps, 10)
+
+    await run_turn(store)
+
+    assert await redis.ttl(keys.state) > 10
+    assert await redis.ttl(keys.steps) > 10
+
+
+@pytest.mark.parametrize("expected_steps", [1, 5])
+async def test_commit_with_a_stale_step_count_writes_nothing(
+    store: RedisStore, expected_steps: int
+) -> None:
+    lease, _ = await store.begin_turn(CALL)
+
+    with pytest.raises(TurnConflict) as caught:
+        await store.commit_step(lease, expected_steps, state_after(1), step(1))
+
+    assert caught.value.details == {"call_identify_id": CALL}
+    assert await store.read_call(CALL) is None
+    assert await store.read_steps(CALL) is None
+
+
+async def test_commit_over_a_call_that_moved_on_writes_nothing(store: RedisStore) -> None:
+    await run_turn(store)
+    lease, _ = await store.begin_turn(CALL)
+
+    with pytest.raises(TurnConflict):
+        await store.commit_step(lease, 0, state_after(1), step(1))
+
+    state, steps = await store.read_call(CALL)
+    assert state == state_after(1)
+    assert len(steps) == 1
+
+
+async def test_commit_after_the_call_was_deleted_is_a_conflict(store: RedisStore) -> None:
+    await run_turn(store)
+    lease, _ = await store.begin_turn(CALL)
+    assert await store.delete_call(CALL) is True
+
+    with pytest.raises(TurnConflict):
+        await store.commit_step(lease, 1, state_after(2), step(2))
+
+    assert await store.read_call(CALL) is None
+    assert await store.read_steps(CALL) is None
+
+
+async def test_release_lets_the_next_turn_in(store: RedisStore) -> None:
+    lease, _ = await store.begin_turn(CALL)
+
+    await store.release(lease)
+
+    _, state = await store.begin_turn(CALL)
+    assert state is None
+
+
+async def test_release_of_someone_elses_lease_does_nothing(store: RedisStore) -> None:
+    await store.begin_turn(CALL)
+
+    await store.release(Lease(CALL, "not-our-token"))
+
+    with pytest.raises(TurnInProgress):
+        await store.begin_turn(CALL)
+
+
+async def test_commit_of_a_turn_whose_lease_was_taken_over_is_a_conflict(
+    store: RedisStore, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    late, _ = await store.begin_turn(CALL)
+    await redis.delete(store.keys(CALL).lease)  # as if the late turn's lease had expired
+    await store.begin_turn(CALL)
+
+    with pytest.raises(TurnConflict):
+        await store.commit_step(late, 0, state_after(1), step(1))
+
+    assert await store.read_call(CALL) is None
+    with pytest.raises(TurnInProgress):  # the new holder still holds its lease
+        await store.begin_turn(CALL)
+
+
+async def test_commit_of_a_turn_whose_lease_lapsed_unclaimed_still_lands(
+    store: RedisStore, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    late, _ = await store.begin_turn(CALL)
+    await redis.delete(store.keys(CALL).lease)  # expired, and no other turn came
+
+    await store.commit_step(late, 0, state_after(1), step(1))
+
+    assert await store.read_call(CALL) is not None
+
+
+async def test_keys_carry_the_call_id_as_a_hash_tag(
+    store: RedisStore, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    await run_turn(store)
+    await store.begin_turn(CALL)
+
+    assert sorted(await redis.keys("*")) == [
+        b"orch:{CALL-1}:lease",
+        b"orch:{CALL-1}:state",
+        b"orch:{CALL-1}:steps",
+    ]
+    assert call_keys("other", "C:9").state == "other:{C:9}:state"
+
+
+async def test_unknown_call_reads_as_none(store: RedisStore) -> None:
+    assert await store.read_call("NOBODY") is None
+    assert await store.read_steps("NOBODY") is None
+
+
+async def test_delete_of_an_unknown_call_reports_false(store: RedisStore) -> None:
+    assert await store.delete_call("NOBODY") is False
+
+
+async def test_delete_forgets_the_call_and_its_trail(
+    store: RedisStore, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    await run_turn(store)
+    await run_turn(store, "CALL-2")
+
+    assert await store.delete_call(CALL) is True
+
+    assert await store.read_call(CALL) is None
+    assert await store.read_steps(CALL) is None
+    assert await redis.keys("orch:{CALL-1}:*") == []
+    assert await store.read_call("CALL-2") is not None
+
+
+async def test_ping_answers_true_when_redis_is_up(store: RedisStore) -> None:
+    assert await store.ping() is True
+
+
+@pytest.fixture
+async def unreachable_store() -> AsyncIterator[RedisStore]:
+    client = redis_store.connect(f"redis://127.0.0.1:{free_port()}/0", 0.5)
+    yield RedisStore(client, prefix="orch", ttl_sec=TTL, lease_sec=2.5)
+    await client.aclose()
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        lambda s: s.begin_turn(CALL),
+        lambda s: s.commit_step(Lease(CALL, "t"), 0, state_after(1), step(1)),
+        lambda s: s.release(Lease(CALL, "t")),
+        lambda s: s.read_call(CALL),
+        lambda s: s.read_steps(CALL),
+        lambda s: s.delete_call(CALL),
+        lambda s: s.ping(),
+    ],
+    ids=["begin_turn", "commit_step", "release", "read_call", "read_steps", "delete", "ping"],
+)
+async def test_redis_down_is_store_unavailable_with_retry_after(
+    unreachable_store: RedisStore, operation
+) -> None:
+    with pytest.raises(StoreUnavailable) as caught:
+        await operation(unreachable_store)
+
+    assert caught.value.status_code == 503
+    assert caught.value.headers == {"Retry-After": "1"}
+    assert caught.value.details["reason"] == "ConnectionError"

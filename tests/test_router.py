@@ -1,0 +1,167 @@
+"""plan_turn: which agent answers a turn, or why the turn is refused. Pure, no I/O."""
+
+from __future__ import annotations
+
+import tomllib
+
+import pytest
+
+from errors import AccountMismatch, CallComplete, IntentNotAllowed, UnknownIntent
+from flows import FlowConfig, Stage, load_flows, parse_flows
+from models import CallState, OrchestrateRequest, PendingTask
+from router import plan_turn
+from settings import DEFAULT_FLOWS_FILE
+
+STAMP = "2025-01-01T12:00:00.000000Z"
+
+
+@pytest.fixture(scope="module")
+def flows() -> FlowConfig:
+    return load_flows(DEFAULT_FLOWS_FILE)
+
+
+@pytest.fixture(scope="module")
+def flows_without_fallback() -> FlowConfig:
+    raw = tomllib.loads(DEFAULT_FLOWS_FILE.read_text(encoding="utf-8"))
+    del raw["fallback_agent"]
+    return parse_flows(raw, {})
+
+
+def turn(intent: str, account_id: str = "ACC-1") -> OrchestrateRequest:
+    return OrchestrateRequest(
+        call_identify_id="CALL-1",
+        account_id=account_id,
+        eci="ECI-1",
+        input_message="hello",
+        intent=intent,
+    )
+
+
+def call_at(stage: Stage, **fields) -> CallState:
+    return CallState(
+        call_identify_id="CALL-1",
+        account_id="ACC-1",
+        eci="ECI-1",
+        current_flow_id=stage.value,
+        completed_flows=list(range(1, stage.value)),
+        step_count=stage.value - 1,
+        created_at=STAMP,
+        updated_at=STAMP,
+        **fields,
+    )
+
+
+def test_new_call_routes_greeting_to_the_greeting_agent(flows: FlowConfig) -> None:
+    plan = plan_turn(flows, None, turn("greeting"))
+
+    assert plan.stage == Stage.GREETING
+    assert plan.role == "greeting"
+    assert plan.agent_url == flows.agents["greeting"]
+    assert plan.is_fallback is False
+    assert plan.continues is None
+
+
+def test_new_call_cannot_start_at_a_later_stage(flows: FlowConfig) -> None:
+    with pytest.raises(IntentNotAllowed) as caught:
+        plan_turn(flows, None, turn("process_refund"))
+
+    details = caught.value.details
+    assert details["current_flow_id"] == 1
+    assert details["current_flow_label"] == "GREETING"
+    assert details["intent_flow_id"] == 4
+    assert details["allowed_intents"] == ["greeting", "welcome"]
+    assert "belongs to stage 4 (FULFILLMENT)" in caught.value.message
+
+
+def test_intent_of_the_calls_stage_routes_to_its_agent(flows: FlowConfig) -> None:
+    plan = plan_turn(flows, call_at(Stage.INTENT_CAPTURE), turn("billing_inquiry"))
+
+    assert plan.stage == Stage.INTENT_CAPTURE
+    assert plan.role == "billing"
+    assert plan.agent_url == flows.agents["billing"]
+
+
+@pytest.mark.parametrize(
+    ("stage", "intent"),
+    [
+        (Stage.INTENT_CAPTURE, "greeting"),  # going back
+        (Stage.AUTHENTICATION, "refund_request"),  # skipping ahead
+        (Stage.FULFILLMENT, "closing"),
+    ],
+)
+def test_wrong_stage_intent_changes_nothing(flows: FlowConfig, stage: Stage, intent: str) -> None:
+    state = call_at(stage)
+    before = state.model_dump()
+
+    with pytest.raises(IntentNotAllowed) as caught:
+        plan_turn(flows, state, turn(intent))
+
+    assert caught.value.details["current_flow_id"] == stage.value
+    assert caught.value.details["intent_flow_id"] == flows.stage_of_intent[intent].value
+    assert caught.value.details["allowed_intents"] == flows.allowed_intents(stage)
+    assert state.model_dump() == before
+
+
+def test_unknown_intent_goes_to_the_fallback_agent(flows: FlowConfig) -> None:
+    plan = plan_turn(flows, call_at(Stage.AUTHENTICATION), turn("weather_chat"))
+
+    assert plan.role == "fallback"
+    assert plan.is_fallback is True
+    assert plan.stage == Stage.AUTHENTICATION
+    assert plan.agent_url == flows.agents["fallback"]
+    assert plan.intent == "weather_chat"
+
+
+def test_unknown_intent_without_fallback_names_the_allowed_intents(
+    flows_without_fallback: FlowConfig,
+) -> None:
+    with pytest.raises(UnknownIntent) as caught:
+        plan_turn(flows_without_fallback, call_at(Stage.CLOSING), turn("weather_chat"))
+
+    assert caught.value.details["current_flow_id"] == 5
+    assert caught.value.details["allowed_intents"] == ["closing", "end_call", "feedback"]
+    assert "'weather_chat' is not known at any stage" in caught.value.message
+
+
+def test_complete_call_takes_no_more_turns(flows: FlowConfig) -> None:
+    state = call_at(Stage.CLOSING, is_complete=True)
+
+    with pytest.raises(CallComplete) as caught:
+        plan_turn(flows, state, turn("closing"))
+
+    assert caught.value.details == {"call_identify_id": "CALL-1"}
+
+
+def test_turn_from_another_account_is_refused(flows: FlowConfig) -> None:
+    with pytest.raises(AccountMismatch) as caught:
+        plan_turn(flows, call_at(Stage.AUTHENTICATION), turn("otp_verify", account_id="ACC-2"))
+
+    assert caught.value.details == {"call_identify_id": "CALL-1"}
+
+
+def test_pending_task_of_the_same_agent_is_continued(flows: FlowConfig) -> None:
+    pending = PendingTask(task_id="task-1", context_id="ctx-1")
+    state = call_at(Stage.AUTHENTICATION, pending_tasks={"auth": pending})
+
+    plan = plan_turn(flows, state, turn("otp_verify"))
+
+    assert plan.role == "auth"
+    assert plan.continues == pending
+
+
+@pytest.mark.parametrize(
+    ("stage", "pending_role", "intent"),
+    [
+        (Stage.INTENT_CAPTURE, "refund", "billing_inquiry"),
+        (Stage.AUTHENTICATION, "auth", "weather_chat"),  # the fallback agent has no task here
+    ],
+)
+def test_pending_task_of_another_agent_is_not_continued(
+    flows: FlowConfig, stage: Stage, pending_role: str, intent: str
+) -> None:
+    state = call_at(stage, pending_tasks={pending_role: PendingTask(task_id="task-1")})
+
+    plan = plan_turn(flows, state, turn(intent))
+
+    assert plan.role != pending_role
+    assert plan.continues is None

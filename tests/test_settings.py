@@ -1,0 +1,109 @@
+"""Settings: read from the environment once, AGENT_URL_<ROLE> collected, bad values refused."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from settings import DEFAULT_FLOWS_FILE, Settings
+
+OUR_VARIABLES = ("REDIS_URL", "SESSION_TTL_SEC", "A2A_TIMEOUT_SEC", "FLOWS_FILE", "KEY_PREFIX")
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests must not see whatever the machine running them has set."""
+    for name in list(os.environ):
+        if name.upper().startswith("AGENT_URL") or name.upper() in OUR_VARIABLES:
+            monkeypatch.delenv(name)
+
+
+def test_defaults_without_environment() -> None:
+    settings = Settings()
+
+    assert settings.redis_url == "redis://localhost:6379/0"
+    assert settings.session_ttl_sec == 3600
+    assert settings.flows_file == DEFAULT_FLOWS_FILE
+    assert settings.agent_urls == {}
+
+
+def test_settings_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://redis.internal:6380/2")
+    monkeypatch.setenv("SESSION_TTL_SEC", "120")
+    monkeypatch.setenv("A2A_TIMEOUT_SEC", "2.5")
+    monkeypatch.setenv("FLOWS_FILE", "/etc/orchestrator/flows.toml")
+
+    settings = Settings()
+
+    assert settings.redis_url == "redis://redis.internal:6380/2"
+    assert settings.session_ttl_sec == 120
+    assert settings.a2a_timeout_sec == 2.5
+    assert settings.flows_file == Path("/etc/orchestrator/flows.toml")
+
+
+def test_turn_lease_outlives_the_agent_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("A2A_TIMEOUT_SEC", "2.5")
+
+    assert Settings().turn_lease_sec == 7.5
+
+
+def test_agent_url_variables_become_lower_case_roles(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENT_URL_REFUND", "http://refund.internal:9000/")
+    monkeypatch.setenv("AGENT_URL_BILLING_V2", "https://billing.internal/a2a")
+
+    assert Settings().agent_urls == {
+        "refund": "http://refund.internal:9000/",
+        "billing_v2": "https://billing.internal/a2a",
+    }
+
+
+def test_bare_agent_url_prefix_names_no_role(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENT_URL_", "http://nobody.internal/")
+
+    assert Settings().agent_urls == {}
+
+
+def test_explicit_arguments_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://from-env:6379/0")
+    monkeypatch.setenv("SESSION_TTL_SEC", "120")
+    monkeypatch.setenv("AGENT_URL_REFUND", "http://from-env/")
+
+    settings = Settings(
+        redis_url="redis://from-test:6379/0",
+        session_ttl_sec=60,
+        agent_urls={"refund": "http://from-test/"},
+    )
+
+    assert settings.redis_url == "redis://from-test:6379/0"
+    assert settings.session_ttl_sec == 60
+    assert settings.agent_urls["refund"] == "http://from-test/"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SESSION_TTL_SEC", "0"),
+        ("SESSION_TTL_SEC", "an hour"),
+        ("A2A_TIMEOUT_SEC", "-1"),
+        ("KEY_PREFIX", "orch:{bad}"),
+    ],
+)
+def test_invalid_environment_value_fails_validation(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+
+    assert name.lower() in str(caught.value)
+
+
+def test_settings_cannot_change_after_start_up() -> None:
+    settings = Settings()
+
+    with pytest.raises(ValidationError):
+        settings.session_ttl_sec = 1  # type: ignore[misc]
