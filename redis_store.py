@@ -30,20 +30,19 @@ redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return {1, redis.call('GET', KEYS[1])}
 """
 
-# Commit one step: only if the call is exactly as the turn read it (same number of steps,
-# present unless new) and no other turn holds the lease, write the state, append the step,
-# slide the TTL and release the lease. One script, so a crash can never leave a state without
-# its step or a step without its state.
+# Commit one step: only while this turn still holds the call's lease (a DELETE drops it, and
+# so does expiry) and the call is exactly as the turn read it (same number of steps, present
+# unless new): write the state, append the step, slide the TTL, release the lease. One script,
+# so a crash can never leave a state without its step or a step without its state.
 COMMIT_STEP = """
+if redis.call('GET', KEYS[3]) ~= ARGV[5] then return 0 end
 local expected = tonumber(ARGV[1])
-local holder = redis.call('GET', KEYS[3])
-if holder and holder ~= ARGV[5] then return 0 end
 if redis.call('LLEN', KEYS[2]) ~= expected then return 0 end
 if (redis.call('EXISTS', KEYS[1]) == 1) ~= (expected > 0) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[4])
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
-if holder then redis.call('DEL', KEYS[3]) end
+redis.call('DEL', KEYS[3])
 return 1
 """
 

@@ -223,15 +223,17 @@ async def test_commit_of_a_turn_whose_lease_was_taken_over_is_a_conflict(
         await store.begin_turn(CALL)
 
 
-async def test_commit_of_a_turn_whose_lease_lapsed_unclaimed_still_lands(
+async def test_commit_of_a_turn_whose_lease_lapsed_is_refused(
     store: RedisStore, redis: fakeredis.FakeAsyncRedis
 ) -> None:
     late, _ = await store.begin_turn(CALL)
-    await redis.delete(store.keys(CALL).lease)  # expired, and no other turn came
+    await redis.delete(store.keys(CALL).lease)  # expired (or the call was deleted meanwhile)
 
-    await store.commit_step(late, 0, state_after(1), step(1))
+    with pytest.raises(TurnConflict):
+        await store.commit_step(late, 0, state_after(1), step(1))
 
-    assert await store.read_call(CALL) is not None
+    assert await store.read_call(CALL) is None
+    assert await redis.keys("*") == []
 
 
 async def test_keys_carry_the_call_id_as_a_hash_tag(

@@ -1,0 +1,238 @@
+"""Fixtures for the integration tests: a real `redis-server`, real a2a-sdk agents and the service,
+each served on its own loopback port and talked to over real HTTP.
+
+The Redis server, the ten default agents and the default service start once per session;
+every test starts from an empty Redis and agents that have seen nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, cast
+
+import httpx
+import pytest
+import redis
+from a2a.server.agent_execution import AgentExecutor
+
+from main import create_app
+from settings import Settings
+from tests.agents import Recording, Seen, agent_app, free_port, serve_in_thread
+from tests.conftest import default_executors
+
+CALL_ID = "CALL-001"
+ACCOUNT_ID = "ACC-1"
+# The happy path of a call, one (intent, caller's words) per turn.
+HAPPY_PATH = [
+    ("greeting", "hello"),
+    ("verify_identity", "I am the account holder"),
+    ("otp_verify", "the code is 123456"),
+    ("refund_request", "I want a refund"),
+    ("process_refund", "yes, refund it"),
+    ("closing", "thanks, bye"),
+]
+NEXT_STAGES = [2, 2, 3, 4, 5, None]  # the stage each turn of the happy path leaves the call at
+OTP_QUESTION = "Please tell me the one-time code we sent you."
+
+
+def call_key(call_id: str, kind: str) -> str:
+    # Spelled out here rather than imported: other readers of Redis rely on these names.
+    return f"orch:{{{call_id}}}:{kind}"
+
+
+@dataclass
+class RedisView:
+    """The test's own connection to the service's Redis, to look at what a turn left behind."""
+
+    client: redis.Redis
+
+    def state(self, call_id: str = CALL_ID) -> dict[str, Any] | None:
+        raw = self.client.get(call_key(call_id, "state"))
+        return json.loads(raw) if raw is not None else None
+
+    def steps(self, call_id: str = CALL_ID) -> list[dict[str, Any]]:
+        return [json.loads(s) for s in self.client.lrange(call_key(call_id, "steps"), 0, -1)]
+
+    def ttls(self, call_id: str = CALL_ID) -> tuple[int, int]:
+        return (
+            self.client.ttl(call_key(call_id, "state")),
+            self.client.ttl(call_key(call_id, "steps")),
+        )
+
+    def keys(self) -> list[str]:
+        return sorted(k.decode() for k in self.client.keys("*"))
+
+    def snapshot(self) -> dict[bytes, bytes | None]:
+        """Every key with its serialised value: equal snapshots mean nothing was written."""
+        return {key: self.client.dump(key) for key in self.client.keys("*")}
+
+
+@dataclass
+class Caller:
+    """Drives one served instance of the service over HTTP."""
+
+    http: httpx.AsyncClient
+
+    async def turn(
+        self, intent: str, message: str = "hello", call_id: str = CALL_ID, **fields: Any
+    ) -> httpx.Response:
+        body = {
+            "call_identify_id": call_id,
+            "account_id": ACCOUNT_ID,
+            "eci": "ECI-1",
+            "input_message": message,
+            "intent": intent,
+        } | fields
+        return await self.http.post("/orchestrate", json=body)
+
+    async def walk(self, turns: int, call_id: str = CALL_ID) -> list[httpx.Response]:
+        """Plays the first `turns` turns of the happy path, each expected to succeed."""
+        answers = []
+        for intent, message in HAPPY_PATH[:turns]:
+            answer = await self.turn(intent, message, call_id=call_id)
+            assert answer.status_code == 200, answer.text
+            answers.append(answer)
+        return answers
+
+
+@dataclass
+class Agents:
+    executors: dict[str, Recording]
+    urls: dict[str, str]
+
+
+ServiceFactory = Callable[..., Caller]
+AgentServer = Callable[..., str]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=tmp_path_factory.mktemp("redis"),
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        _wait_for_ping(url, server)
+        yield url
+    finally:
+        server.kill()
+        server.wait()
+
+
+def _wait_for_ping(url: str, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 10
+    with redis.Redis.from_url(url) as client:
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"redis-server on {url} did not start") from None
+                time.sleep(0.02)
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[RedisView]:
+    client = redis.Redis.from_url(url=redis_url)
+    client.flushall()
+    yield RedisView(client)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def served_agents() -> Iterator[Agents]:
+    executors = cast(dict[str, Recording], default_executors())
+    urls, stops = {}, []
+    for role, executor in executors.items():
+        urls[role], stop = serve_in_thread(
+            lambda url, ex=executor, r=role: agent_app(url, ex, name=r)
+        )
+        stops.append(stop)
+    yield Agents(executors=executors, urls=urls)
+    _stop_all(stops)
+
+
+@pytest.fixture
+def agents(served_agents: Agents) -> Agents:
+    for executor in served_agents.executors.values():
+        executor.seen = Seen()
+    return served_agents
+
+
+@pytest.fixture
+def serve_agent() -> Iterator[AgentServer]:
+    """Serves one more agent for this test only: `serve_agent(executor, v03=False) -> url`."""
+    stops: list[Callable[[], None]] = []
+
+    def serve(executor: AgentExecutor, *, v03: bool = False) -> str:
+        url, stop = serve_in_thread(lambda u: agent_app(u, executor, name="extra", v03=v03))
+        stops.append(stop)
+        return url
+
+    yield serve
+    _stop_all(stops)
+
+
+def _stop_all(stops: list[Callable[[], None]]) -> None:
+    # Side by side: each uvicorn server takes a tenth of a second or more to shut down.
+    with ThreadPoolExecutor(max(1, len(stops))) as pool:
+        list(pool.map(lambda stop: stop(), stops))
+
+
+def _client(url: str) -> httpx.AsyncClient:
+    # Generous timeout: fifty calls at once share two cores with every server in this process.
+    return httpx.AsyncClient(base_url=url, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def default_service_url(redis_url: str, served_agents: Agents) -> Iterator[str]:
+    settings = Settings(redis_url=redis_url, agent_urls=served_agents.urls)
+    url, stop = serve_in_thread(lambda _: create_app(settings))
+    yield url
+    stop()
+
+
+@pytest.fixture
+async def service(
+    default_service_url: str, store: RedisView, agents: Agents
+) -> AsyncIterator[Caller]:
+    """The service with every role served by its default agent, over an empty Redis."""
+    async with _client(default_service_url) as http:
+        yield Caller(http)
+
+
+@pytest.fixture
+async def make_service(
+    redis_url: str, agents: Agents, store: RedisView
+) -> AsyncIterator[ServiceFactory]:
+    """Serves another instance of the service for this test, over the same Redis:
+    `make_service(agent_urls={role: url}, **settings)`; unnamed roles keep their default agent."""
+    stops: list[Callable[[], None]] = []
+    clients: list[httpx.AsyncClient] = []
+
+    def make(agent_urls: dict[str, str] | None = None, **overrides: Any) -> Caller:
+        settings = Settings(
+            **({"redis_url": redis_url} | overrides), agent_urls=agents.urls | (agent_urls or {})
+        )
+        url, stop = serve_in_thread(lambda _: create_app(settings))
+        stops.append(stop)
+        clients.append(_client(url))
+        return Caller(clients[-1])
+
+    yield make
+    for client in clients:
+        await client.aclose()
+    _stop_all(stops)
