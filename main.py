@@ -32,7 +32,8 @@ from models import (
     SessionView,
     StepRecord,
 )
-from redis_store import RedisStore, connect
+from redis_store import RedisStore
+from resources import agent_http_client, session_store
 from settings import Settings
 from transitions import iso
 from turns import TurnService
@@ -76,15 +77,11 @@ def _lifespan(
 ):
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = redis_client or connect(settings.redis_url, settings.redis_timeout_sec)
-        limits = httpx.Limits(
-            max_connections=settings.agent_max_connections,
-            max_keepalive_connections=settings.agent_max_connections,
-        )
-        async with httpx.AsyncClient(
-            transport=transport, timeout=settings.a2a_timeout_sec, limits=limits
-        ) as http:
-            store = RedisStore(
+        async with (
+            session_store(settings, redis_client) as client,
+            agent_http_client(settings, transport) as http,
+        ):
+            app.state.store = RedisStore(
                 client,
                 prefix=settings.key_prefix,
                 ttl_sec=settings.session_ttl_sec,
@@ -95,13 +92,8 @@ def _lifespan(
                 timeout=settings.a2a_timeout_sec,
                 max_response_bytes=settings.max_agent_response_bytes,
             )
-            app.state.store = store
-            app.state.turns = TurnService(store, agents, flows)
-            try:
-                yield
-            finally:
-                if redis_client is None:
-                    await client.aclose()
+            app.state.turns = TurnService(app.state.store, agents, flows)
+            yield
 
     return lifespan
 

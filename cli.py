@@ -1,0 +1,211 @@
+"""`orchestrator-flows`: run the demo, the service, or the demo agents from one command."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import httpx
+import uvicorn
+
+import demo_agents
+from embedded_redis import EmbeddedRedisError, start_embedded_redis
+from errors import ConfigError
+from flows import load_flows
+from settings import Settings
+
+
+class CliError(Exception):
+    """A problem the user can fix; printed as one line, exit status 1."""
+
+
+class ServerThread:
+    """Runs uvicorn servers in one background thread and event loop (no signal handlers there)."""
+
+    def __init__(self, apps: dict[tuple[str, int], object]):
+        self.servers = [
+            uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+            for (host, port), app in apps.items()
+        ]
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import asyncio
+
+        async def serve_all() -> None:
+            await asyncio.gather(*(server.serve() for server in self.servers))
+
+        asyncio.run(serve_all())
+
+    def start(self, wait_sec: float = 15.0) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + wait_sec
+        while not all(server.started for server in self.servers):
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise CliError("a server did not start (see the log above)")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.should_exit = True
+        self.thread.join(15)
+
+
+def ensure_port_free(host: str, port: int, what: str) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CliError(
+                f"port {port} on {host} is already in use ({what}): {exc.strerror}"
+            ) from exc
+
+
+def agent_addresses(settings: Settings, host: str) -> dict[str, int]:
+    """The demo agents' ports: those of the configured agent URLs, one per role."""
+    flows = load_flows(settings.flows_file)
+    ports = {}
+    for role in demo_agents.ROLES:
+        url = flows.agents.get(role)
+        if url is None or urlsplit(url).port is None:
+            raise CliError(f"flows.toml gives no URL with a port for the demo agent {role!r}")
+        ports[role] = urlsplit(url).port
+    return ports
+
+
+def start_agents(settings: Settings, host: str, advertise: str) -> tuple[ServerThread, dict]:
+    ports = agent_addresses(settings, host)
+    for role, port in ports.items():
+        ensure_port_free(host, port, f"demo agent {role}")
+    urls = {role: f"http://{advertise}:{port}/" for role, port in ports.items()}
+    apps = {(host, ports[role]): demo_agents.agent_app(role, url) for role, url in urls.items()}
+    servers = ServerThread(apps)
+    servers.start()
+    check_agents_answer(urls)
+    return servers, urls
+
+
+def check_agents_answer(urls: dict[str, str]) -> None:
+    for role, url in urls.items():
+        try:
+            httpx.get(url + ".well-known/agent-card.json", timeout=5).raise_for_status()
+        except httpx.HTTPError as exc:
+            raise CliError(f"demo agent {role} at {url} is not answering: {exc}") from exc
+
+
+@contextlib.contextmanager
+def session_store(settings: Settings) -> Iterator[str]:
+    """REDIS_URL when set; otherwise an embedded Redis for as long as the command runs."""
+    if settings.redis_url:
+        print(f"session store: Redis at REDIS_URL ({_host_of(settings.redis_url)})")
+        yield settings.redis_url
+        return
+    embedded = start_embedded_redis(settings.orch_state_dir)
+    print(
+        f"session store: embedded Redis, data in {embedded.data_dir} "
+        "(set REDIS_URL to use a real Redis)"
+    )
+    try:
+        yield embedded.url
+    finally:
+        embedded.stop()
+
+
+def _host_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from demo_call import walk_call  # the scripted call, kept apart from the plumbing
+    from main import create_app
+
+    settings = Settings()
+    logging.getLogger("orchestrator").setLevel(logging.WARNING)  # the demo prints each turn
+    ensure_port_free(args.host, args.port, "the service")
+    with session_store(settings) as redis_url:
+        agents, urls = start_agents(settings, "127.0.0.1", "127.0.0.1")
+        service_settings = settings.model_copy(update={"redis_url": redis_url, "agent_urls": urls})
+        service = ServerThread({(args.host, args.port): create_app(service_settings)})
+        try:
+            service.start()
+            base = f"http://{args.host}:{args.port}"
+            ok = walk_call(base)
+            if args.once:
+                return 0 if ok else 1
+            print(f"\nServing at {base} (API docs: {base}/docs). Ctrl-C stops.")
+            _wait_for_ctrl_c()
+            return 0
+        finally:
+            service.stop()
+            agents.stop()
+
+
+def run_agents(args: argparse.Namespace) -> int:
+    settings = Settings()
+    agents, urls = start_agents(settings, args.host, args.advertise_host or args.host)
+    for role, url in urls.items():
+        print(f"{role:<10} {url}")
+    print("Demo agents serving. Ctrl-C stops.")
+    try:
+        _wait_for_ctrl_c()
+    finally:
+        agents.stop()
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    settings = Settings()
+    load_flows(settings.flows_file, settings.agent_urls)  # fail here, clearly, not in a worker
+    ensure_port_free(args.host, args.port, "the service")
+    with session_store(settings) as redis_url:
+        os.environ["REDIS_URL"] = redis_url  # the workers read their settings from it
+        uvicorn.run("main:app", host=args.host, port=args.port, workers=args.workers)
+    return 0
+
+
+def _wait_for_ctrl_c() -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            time.sleep(3600)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="orchestrator-flows", description=__doc__)
+    commands = top.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="demo agents + service, then one whole call")
+    demo.add_argument("--once", action="store_true", help="exit after the call (0 if it passed)")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.set_defaults(run=run_demo)
+    serve = commands.add_parser("serve", help="the service alone (uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(run=run_serve)
+    agents = commands.add_parser("agents", help="the demo A2A agents alone")
+    agents.add_argument("--host", default="127.0.0.1")
+    agents.add_argument("--advertise-host", help="host name written in the agent cards")
+    agents.set_defaults(run=run_agents)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (CliError, ConfigError, EmbeddedRedisError) as exc:
+        print(f"orchestrator-flows: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

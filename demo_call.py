@@ -1,0 +1,69 @@
+"""The demo's scripted call: five stages through the HTTP API, printed turn by turn."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+TURNS = [
+    ("greeting", "Hi, I'm calling about an order that arrived broken."),
+    ("verify_identity", "Sure, verify me."),
+    ("otp_verify", "The code is 123456."),
+    ("refund_request", "I'd like a refund for order 10442, the vase was shattered."),
+    ("process_refund", "Yes, please go ahead with the refund."),
+    ("closing", "No, that's everything. Thanks!"),
+]
+
+
+def walk_call(base_url: str, account_id: str = "ACC-1001") -> bool:
+    """Drives one whole call; prints each turn and the audit trail. True if every turn passed."""
+    call_id = f"DEMO-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"\nCall {call_id} for account {account_id}\n")
+    with httpx.Client(base_url=base_url, timeout=30) as http:
+        for intent, words in TURNS:
+            body = {
+                "call_identify_id": call_id,
+                "account_id": account_id,
+                "eci": "ECI-DEMO",
+                "input_message": words,
+                "intent": intent,
+            }
+            answer = http.post("/orchestrate", json=body)
+            if not _print_turn(answer, words):
+                return False
+        return _print_trail(http.get(f"/session/{call_id}/steps"), call_id)
+
+
+def _print_turn(answer: httpx.Response, words: str) -> bool:
+    if answer.status_code != 200:
+        print(f"  turn refused: HTTP {answer.status_code} {answer.text}")
+        return False
+    turn = answer.json()
+    print(
+        f"[{turn['intent_flow_id']} {turn['flow_label']}] intent={turn['intent']} "
+        f"agent={turn['agent_role']} -> {turn['response_status']}"
+    )
+    print(f"  caller: {words}")
+    if turn["status"] == "error":
+        print(f"  FAILED: {turn['response']['error']}")
+        return False
+    print(f"  agent:  {turn['response']['text']}")
+    nxt = turn["next_flow_label"] or "call complete"
+    print(f"  next:   {nxt}\n")
+    return True
+
+
+def _print_trail(answer: httpx.Response, call_id: str) -> bool:
+    if answer.status_code != 200:
+        print(f"audit trail unavailable: HTTP {answer.status_code}")
+        return False
+    steps = answer.json()
+    print(f"Audit trail of {call_id} (GET /session/{call_id}/steps):")
+    print(f"  {'seq':>3}  {'stage':<15} {'intent':<16} {'agent':<9} {'status':<15} {'ms':>7}")
+    for s in steps:
+        print(
+            f"  {s['seq']:>3}  {s['flow_label']:<15} {s['intent']:<16} {s['agent_role']:<9} "
+            f"{s['response_status']:<15} {s['duration_ms']:>7.1f}"
+        )
+    return len(steps) == len(TURNS) and all(s["response_status"] != "error" for s in steps)

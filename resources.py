@@ -1,0 +1,66 @@
+"""Shared resources opened and closed with the app: the Redis client and the agents' HTTP pool."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import redis.asyncio as redis
+
+from embedded_redis import start_embedded_redis
+from redis_store import connect
+from settings import Settings
+
+log = logging.getLogger("orchestrator")
+
+
+@asynccontextmanager
+async def session_store(
+    settings: Settings, given: redis.Redis | None
+) -> AsyncIterator[redis.Redis]:
+    """The Redis client: the one given (tests), REDIS_URL's, or an embedded server's."""
+    if given is not None:
+        yield given
+        return
+    embedded = None
+    url = settings.redis_url
+    if url is None:
+        embedded = await asyncio.to_thread(start_embedded_redis, settings.orch_state_dir)
+        url = embedded.url
+        log.info(
+            "session store: embedded Redis at %s, data in %s (set REDIS_URL to use a real one)",
+            url,
+            embedded.data_dir,
+        )
+    else:
+        log.info("session store: Redis at %s", redacted(url))
+    client = connect(url, settings.redis_timeout_sec)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+def agent_http_client(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None
+) -> httpx.AsyncClient:
+    limits = httpx.Limits(
+        max_connections=settings.agent_max_connections,
+        max_keepalive_connections=settings.agent_max_connections,
+    )
+    return httpx.AsyncClient(transport=transport, timeout=settings.a2a_timeout_sec, limits=limits)
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, fit for a log line."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
