@@ -107,6 +107,10 @@ def _turns(request: Request) -> TurnService:
 
 
 def _add_routes(app: FastAPI) -> None:
+    @app.get("/healthz", summary="The process is alive (it does not check Redis or agents)")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
     @app.post(
         "/orchestrate",
         response_model=OrchestrateResponse,
