@@ -39,4 +39,5 @@ EXPOSE 8000
 # slim has no curl: Python's urllib fails (exit 1) on a refused connection or a non-2xx answer.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3)"]
-CMD ["uvicorn", "main:app", "--host", "0.0.0.0", "--port", "8000"]
+# On SIGTERM, finish the turns in flight (up to 20 s) before exiting.
+CMD ["uvicorn", "main:app", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "20"]

@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
 
 from errors import (
     AgentBadResponse,
@@ -42,6 +46,7 @@ class AgentReply:
     task_id: str | None = None
     context_id: str | None = None
     task_state: str | None = None  # normalised: "completed", "input_required", ...
+    attempts: int = 1
 
     @property
     def needs_input(self) -> bool:
@@ -59,10 +64,18 @@ class AgentReply:
 
 
 class A2AClient:
-    def __init__(self, http: httpx.AsyncClient, *, timeout: float, max_response_bytes: int):
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        timeout: float,
+        max_response_bytes: int,
+        max_attempts: int = 3,
+    ):
         self._http = http
         self._timeout = timeout
         self._max_bytes = max_response_bytes
+        self._max_attempts = max_attempts
         self._protocols: dict[str, Protocol] = {}
 
     async def send_message(
@@ -73,16 +86,51 @@ class A2AClient:
         *,
         message_id: str,
         continues: PendingTask | None = None,
+        idempotent: bool = False,
     ) -> AgentReply:
-        """One SendMessage round trip, card look-up included, within the turn's deadline."""
+        """SendMessage, card look-up included, retried while safe, all within the turn's deadline.
+
+        Every attempt carries the same messageId, so an agent can recognise a repeat.
+        """
+        attempts = 0
+
+        async def attempt() -> AgentReply:
+            nonlocal attempts
+            attempts += 1
+            protocol = await self._protocol_of(url)
+            body = _request(protocol, text, metadata, message_id, continues)
+            return _parse_answer(await self._post(url, body, protocol), protocol)
+
+        deadline = time.monotonic() + self._timeout
         try:
             async with asyncio.timeout(self._timeout):
-                protocol = await self._protocol_of(url)
-                body = _request(protocol, text, metadata, message_id, continues)
-                answer = await self._post(url, body, protocol)
+                reply = await self._retrying(idempotent, deadline)(attempt)
         except TimeoutError as exc:
-            raise AgentTimeout(f"agent did not answer within {self._timeout:g}s") from exc
-        return _parse_answer(answer, protocol)
+            fault = AgentTimeout(f"agent did not answer within {self._timeout:g}s")
+            fault.attempts = attempts
+            raise fault from exc
+        except AgentFault as fault:
+            fault.attempts = attempts
+            raise
+        return replace(reply, attempts=attempts)
+
+    def _retrying(self, idempotent: bool, deadline: float) -> AsyncRetrying:
+        def worth_retrying(exc: BaseException) -> bool:
+            if not isinstance(exc, AgentFault):
+                return False
+            sent_and_lost = isinstance(exc, AgentTimeout | AgentDisconnected)
+            return not exc.may_have_acted or (idempotent and sent_and_lost)
+
+        def out_of_time(state: RetryCallState) -> bool:
+            late = time.monotonic() + state.upcoming_sleep >= deadline
+            return late or state.attempt_number >= self._max_attempts
+
+        return AsyncRetrying(
+            retry=retry_if_exception(worth_retrying),
+            wait=_backoff_or_retry_after,
+            stop=out_of_time,
+            reraise=True,
+        )
 
     async def _protocol_of(self, url: str) -> Protocol:
         if url not in self._protocols:
@@ -110,7 +158,11 @@ class A2AClient:
             ) as answer,
         ):
             if answer.status_code != 200:
-                raise AgentHttpError(f"agent answered HTTP {answer.status_code}")
+                raise AgentHttpError(
+                    f"agent answered HTTP {answer.status_code}",
+                    status=answer.status_code,
+                    retry_after=retry_after_seconds(answer.headers.get("retry-after")),
+                )
             raw = await self._read_limited(answer)
         try:
             decoded = json.loads(raw)
@@ -134,6 +186,27 @@ class A2AClient:
 
 
 _JSON = {"Content-Type": "application/json", "Accept": "application/json"}
+_backoff = wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05)
+
+
+def _backoff_or_retry_after(state: RetryCallState) -> float:
+    """Exponential backoff with jitter, or longer when the agent asked for it (Retry-After)."""
+    fault = state.outcome.exception() if state.outcome else None
+    asked = getattr(fault, "retry_after", None) or 0.0
+    return max(_backoff(state), asked)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After is either delay-seconds or an HTTP date (RFC 9110)."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 @asynccontextmanager

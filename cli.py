@@ -174,7 +174,13 @@ def run_serve(args: argparse.Namespace) -> int:
     ensure_port_free(args.host, args.port, "the service")
     with session_store(settings) as redis_url:
         os.environ["REDIS_URL"] = redis_url  # the workers read their settings from it
-        uvicorn.run("main:app", host=args.host, port=args.port, workers=args.workers)
+        uvicorn.run(
+            "main:app",
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            timeout_graceful_shutdown=int(settings.shutdown_grace_sec),  # finish turns in flight
+        )
     return 0
 
 

@@ -53,6 +53,18 @@ class TurnConflict(OrchestratorError):
     code = "turn_conflict"
 
 
+class IdempotencyKeyReused(OrchestratorError):
+    """The Idempotency-Key was used before with a different request body."""
+
+    status_code = 422
+    code = "idempotency_key_reused"
+
+
+class IdempotencyKeyInProgress(OrchestratorError):
+    status_code = 409
+    code = "idempotency_key_in_progress"
+
+
 class StoreUnavailable(OrchestratorError):
     status_code = 503
     code = "store_unavailable"
@@ -72,11 +84,15 @@ class AgentFault(Exception):
 
     code = "agent_error"
 
+    # Whether the agent may have acted on the request before this fault.
+    may_have_acted = True
+
     def __init__(self, message: str, *, task_id: str | None = None, task_state: str | None = None):
         super().__init__(message)
         self.message = message
         self.task_id = task_id
         self.task_state = task_state
+        self.attempts = 1
 
 
 class AgentTimeout(AgentFault):
@@ -85,6 +101,7 @@ class AgentTimeout(AgentFault):
 
 class AgentUnreachable(AgentFault):
     code = "agent_unreachable"
+    may_have_acted = False  # the connection was never made
 
 
 class AgentDisconnected(AgentFault):
@@ -95,6 +112,21 @@ class AgentDisconnected(AgentFault):
 
 class AgentHttpError(AgentFault):
     code = "agent_http_error"
+    # The agent (or its proxy) said it did not take the request on: safe to send again.
+    NOT_ACTED = frozenset({429, 502, 503, 504})
+
+    def __init__(self, message: str, *, status: int, retry_after: float | None = None):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+        self.may_have_acted = status not in self.NOT_ACTED
+
+
+class AgentUnavailable(AgentFault):
+    """The agent's circuit is open: it failed repeatedly, so it is not called for a while."""
+
+    code = "agent_unavailable"
+    may_have_acted = False
 
 
 class AgentBadResponse(AgentFault):

@@ -41,6 +41,8 @@ class FlowConfig:
     agents: MappingProxyType[str, str]  # role -> A2A JSON-RPC URL
     stages: MappingProxyType[Stage, MappingProxyType[str, str]]  # stage -> {intent: role}
     fallback_role: str | None = None
+    # Agents that deduplicate by messageId: a call to them may be retried even after it was sent.
+    idempotent_roles: frozenset[str] = frozenset()
     stage_of_intent: MappingProxyType[str, Stage] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -68,18 +70,24 @@ def parse_flows(raw: dict[str, Any], url_overrides: dict[str, str]) -> FlowConfi
     unknown = set(raw) - {"agents", "stages", "fallback_agent"}
     if unknown:
         raise ConfigError(f"unknown top-level keys: {sorted(unknown)}")
-    agents = _parse_agents(raw.get("agents", {}), url_overrides)
+    table = raw.get("agents", {})
+    agents = _parse_agents(table, url_overrides)
     stages = _parse_stages(raw.get("stages", {}), agents)
     fallback = raw.get("fallback_agent")
     if fallback is not None and (not isinstance(fallback, str) or fallback not in agents):
         raise ConfigError(f"fallback_agent {fallback!r} is not a role in [agents]")
-    return FlowConfig(agents=MappingProxyType(agents), stages=stages, fallback_role=fallback)
+    return FlowConfig(
+        agents=MappingProxyType(agents),
+        stages=stages,
+        fallback_role=fallback,
+        idempotent_roles=frozenset(_idempotent_roles(table)),
+    )
 
 
 def _parse_agents(table: Any, url_overrides: dict[str, str]) -> dict[str, str]:
     if not isinstance(table, dict) or not table:
         raise ConfigError("[agents] must map each role to its A2A URL")
-    agents = {str(role): url for role, url in table.items()}
+    agents = {str(role): _url_of(role, entry) for role, entry in table.items()}
     for role in url_overrides:
         if role not in agents:
             raise ConfigError(f"AGENT_URL_{role.upper()} names role {role!r}, not in [agents]")
@@ -89,6 +97,22 @@ def _parse_agents(table: Any, url_overrides: dict[str, str]) -> dict[str, str]:
             raise ConfigError(f"role {role!r} must match {ROLE_PATTERN.pattern}")
         _check_url(role, url)
     return agents
+
+
+def _url_of(role: str, entry: Any) -> Any:
+    """An agent is `role = "url"` or `role = { url = "...", idempotent = true }`."""
+    if not isinstance(entry, dict):
+        return entry
+    unknown = set(entry) - {"url", "idempotent"}
+    if unknown:
+        raise ConfigError(f"agent {role!r} has unknown keys {sorted(unknown)}")
+    if not isinstance(entry.get("idempotent", False), bool):
+        raise ConfigError(f"agent {role!r}: idempotent must be true or false")
+    return entry.get("url")
+
+
+def _idempotent_roles(table: dict[str, Any]) -> list[str]:
+    return [role for role, e in table.items() if isinstance(e, dict) and e.get("idempotent")]
 
 
 def _check_url(role: str, url: Any) -> None:

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import httpx
 import redis.asyncio as redis
-from fastapi import Depends, FastAPI, Path, Request, Response
+from fastapi import Depends, FastAPI, Header, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
@@ -22,13 +22,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from a2a_client import A2AClient
 from body_limit import BodyLimit
-from errors import BodyTooLarge, CallNotFound, ConfigError, OrchestratorError
+from breaker import Breakers
+from errors import BodyTooLarge, CallNotFound, ConfigError, OrchestratorError, StoreUnavailable
 from flows import FlowConfig, Stage, load_flows
 from models import (
     ID_PATTERN,
+    AgentHealth,
     ErrorResponse,
     OrchestrateRequest,
     OrchestrateResponse,
+    Readiness,
     SessionView,
     StepRecord,
 )
@@ -42,6 +45,13 @@ MAX_BODY_BYTES = 64 * 1024
 log = logging.getLogger("orchestrator")
 
 CallIdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]
+IdempotencyKeyHeader = Header(
+    alias="Idempotency-Key",
+    min_length=1,
+    max_length=255,
+    pattern=r"^[\x21-\x7e]+$",  # printable ASCII without spaces
+    description="Retry-safe key: the same key and body replay the first answer, no new step",
+)
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -91,8 +101,15 @@ def _lifespan(
                 http,
                 timeout=settings.a2a_timeout_sec,
                 max_response_bytes=settings.max_agent_response_bytes,
+                max_attempts=settings.agent_max_attempts,
             )
-            app.state.turns = TurnService(app.state.store, agents, flows)
+            app.state.breakers = Breakers(
+                flows.agents,
+                threshold=settings.agent_circuit_failures,
+                reset_sec=settings.agent_circuit_reset_sec,
+            )
+            app.state.flows = flows
+            app.state.turns = TurnService(app.state.store, agents, flows, app.state.breakers)
             yield
 
     return lifespan
@@ -118,9 +135,37 @@ def _add_routes(app: FastAPI) -> None:
         summary="Send one caller turn; the call's agent for this stage and intent answers it",
     )
     async def orchestrate(
-        turn: OrchestrateRequest, turns: Annotated[TurnService, Depends(_turns)]
-    ) -> OrchestrateResponse:
-        return await turns.run_turn(turn)
+        turn: OrchestrateRequest,
+        turns: Annotated[TurnService, Depends(_turns)],
+        idempotency_key: Annotated[str | None, IdempotencyKeyHeader] = None,
+    ) -> Response:
+        answer = await turns.run_turn(turn, idempotency_key or "")
+        headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
+        return Response(answer.body, answer.status_code, headers, "application/json")
+
+    @app.get("/agents", response_model=list[AgentHealth], summary="Each agent and its circuit")
+    async def agents(request: Request) -> list[AgentHealth]:
+        return _agent_health(request.app)
+
+    @app.get(
+        "/readyz",
+        response_model=Readiness,
+        responses={503: {"model": Readiness}},
+        summary="Ready to serve turns: Redis answers and the flows are loaded",
+    )
+    async def readyz(request: Request) -> JSONResponse:
+        try:
+            await request.app.state.store.ping()
+            redis_status = "ok"
+        except StoreUnavailable as exc:
+            redis_status = f"unavailable: {exc.details.get('reason', 'error')}"
+        ready = Readiness(
+            status="ready" if redis_status == "ok" else "not_ready",
+            redis=redis_status,
+            flows="loaded",
+            agents={a.role: a.circuit["state"] for a in _agent_health(request.app)},
+        )
+        return JSONResponse(ready.model_dump(), status_code=200 if redis_status == "ok" else 503)
 
     @app.get(
         "/session/{call_identify_id}",
@@ -170,6 +215,19 @@ def _add_routes(app: FastAPI) -> None:
         if not await store.delete_call(call_identify_id):
             raise _not_found(call_identify_id)
         return Response(status_code=204)
+
+
+def _agent_health(app: FastAPI) -> list[AgentHealth]:
+    flows, circuits = app.state.flows, app.state.breakers.snapshot()
+    return [
+        AgentHealth(
+            role=role,
+            url=url,
+            idempotent=role in flows.idempotent_roles,
+            circuit=circuits[role],
+        )
+        for role, url in flows.agents.items()
+    ]
 
 
 def _not_found(call_id: str) -> CallNotFound:

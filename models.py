@@ -117,6 +117,8 @@ class StepRecord(BaseModel):
     response_data: dict[str, Any]
     error: StepError | None = None
     a2a_message_id: str
+    attempts: int = Field(1, description="Agent calls made for this step (0: circuit open)")
+    idempotency_key: str | None = None
     a2a_task_id: str | None = None
     a2a_context_id: str | None = None
     a2a_task_state: str | None = None
@@ -156,3 +158,19 @@ class SessionView(BaseModel):
     updated_at: str
     expires_at: str
     session_summary: SessionSummary | None = None
+
+
+class AgentHealth(BaseModel):
+    role: str
+    url: str
+    idempotent: bool
+    circuit: dict[str, Any] = Field(
+        description="state (closed, open, half_open), consecutive_faults, last_fault"
+    )
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    redis: str
+    flows: str
+    agents: dict[str, str] = Field(description="role -> circuit state")

@@ -7,6 +7,7 @@ A turn costs two round trips: `begin_turn` (take the lease, read the state) and 
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,13 +20,18 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from errors import StoreUnavailable, TurnConflict, TurnInProgress
+from errors import IdempotencyKeyInProgress, StoreUnavailable, TurnConflict, TurnInProgress
 from models import CallState, StepRecord
 
-# Take the call's lease (unless another turn holds it) and read the state, atomically.
+# Replay a finished request with the same Idempotency-Key; otherwise take the call's lease
+# (unless another turn holds it) and read the state. Atomically.
 BEGIN_TURN = """
-local holder_ttl = redis.call('PTTL', KEYS[2])
-if holder_ttl ~= -2 then return {0, holder_ttl} end
+if ARGV[3] ~= '' then
+  local done = redis.call('HGET', KEYS[3], ARGV[3])
+  if done then return {2, done} end
+end
+local holder = redis.call('GET', KEYS[2])
+if holder then return {0, redis.call('PTTL', KEYS[2]), holder} end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return {1, redis.call('GET', KEYS[1])}
 """
@@ -42,6 +48,8 @@ if (redis.call('EXISTS', KEYS[1]) == 1) ~= (expected > 0) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[4])
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[4], ARGV[6], ARGV[7]) end
+if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('EXPIRE', KEYS[4], ARGV[4]) end
 redis.call('DEL', KEYS[3])
 return 1
 """
@@ -57,17 +65,55 @@ class CallKeys:
     state: str
     steps: str
     lease: str
+    idempotency: str  # hash: Idempotency-Key -> the answer given
+
+    @property
+    def all(self) -> list[str]:
+        return [self.state, self.steps, self.lease, self.idempotency]
 
 
 def call_keys(prefix: str, call_id: str) -> CallKeys:
     tag = f"{prefix}:{{{call_id}}}"
-    return CallKeys(state=f"{tag}:state", steps=f"{tag}:steps", lease=f"{tag}:lease")
+    return CallKeys(
+        state=f"{tag}:state",
+        steps=f"{tag}:steps",
+        lease=f"{tag}:lease",
+        idempotency=f"{tag}:idempotency",
+    )
 
 
 @dataclass(frozen=True)
 class Lease:
     call_id: str
-    token: str
+    token: str  # random, then "|" and the request's Idempotency-Key (if any)
+    idempotency_key: str = ""
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    """The answer given to an earlier request with the same Idempotency-Key."""
+
+    fingerprint: str
+    status_code: int
+    body: str
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"fingerprint": self.fingerprint, "status_code": self.status_code, "body": self.body}
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> StoredAnswer:
+        return cls(**json.loads(raw))
+
+
+@dataclass(frozen=True)
+class TurnStart:
+    """Either a lease on the call with its state (None when new), or an answer to replay."""
+
+    lease: Lease | None
+    state: CallState | None = None
+    replay: StoredAnswer | None = None
 
 
 def connect(url: str, timeout_sec: float) -> redis.Redis:
@@ -96,6 +142,21 @@ def store_errors() -> Iterator[None]:
         ) from exc
 
 
+def _busy(call_id: str, idempotency_key: str, *, pttl: int, holder: bytes) -> Exception:
+    retry_after = {"Retry-After": str(max(1, -(-pttl // 1000)))}
+    if idempotency_key and holder.decode().partition("|")[2] == idempotency_key:
+        return IdempotencyKeyInProgress(
+            "a request with this Idempotency-Key is still running; retry shortly",
+            headers=retry_after,
+            call_identify_id=call_id,
+        )
+    return TurnInProgress(
+        f"another turn of call {call_id} is in progress; retry shortly",
+        headers=retry_after,
+        call_identify_id=call_id,
+    )
+
+
 class RedisStore:
     def __init__(self, client: redis.Redis, *, prefix: str, ttl_sec: int, lease_sec: float):
         self._redis = client
@@ -113,30 +174,35 @@ class RedisStore:
         with store_errors():
             return bool(await self._redis.ping())
 
-    async def begin_turn(self, call_id: str) -> tuple[Lease, CallState | None]:
-        keys, token = self.keys(call_id), secrets.token_hex(16)
+    async def begin_turn(self, call_id: str, idempotency_key: str = "") -> TurnStart:
+        keys = self.keys(call_id)
+        token = f"{secrets.token_hex(16)}|{idempotency_key}"
         with store_errors():
-            got = await self._begin(keys=[keys.state, keys.lease], args=[token, self._lease_ms])
-        if got[0] == 0:
-            retry_after = max(1, -(-int(got[1]) // 1000))
-            raise TurnInProgress(
-                f"another turn of call {call_id} is in progress; retry shortly",
-                headers={"Retry-After": str(retry_after)},
-                call_identify_id=call_id,
+            got = await self._begin(
+                keys=[keys.state, keys.lease, keys.idempotency],
+                args=[token, self._lease_ms, idempotency_key],
             )
+        if got[0] == 2:
+            return TurnStart(lease=None, replay=StoredAnswer.from_json(got[1]))
+        if got[0] == 0:
+            raise _busy(call_id, idempotency_key, pttl=int(got[1]), holder=got[2])
         raw = got[1] if len(got) > 1 else None
         state = CallState.model_validate_json(raw) if raw else None
-        return Lease(call_id, token), state
+        return TurnStart(lease=Lease(call_id, token, idempotency_key), state=state)
 
     async def commit_step(
-        self, lease: Lease, expected_steps: int, state: CallState, step: StepRecord
+        self,
+        lease: Lease,
+        expected_steps: int,
+        state: CallState,
+        step: StepRecord,
+        answer: StoredAnswer | None = None,
     ) -> None:
         keys = self.keys(lease.call_id)
         args = [expected_steps, state.model_dump_json(), step.model_dump_json(), self.ttl_sec]
+        remember = [lease.idempotency_key, answer.to_json()] if answer else ["", ""]
         with store_errors():
-            done = await self._commit(
-                keys=[keys.state, keys.steps, keys.lease], args=[*args, lease.token]
-            )
+            done = await self._commit(keys=keys.all, args=[*args, lease.token, *remember])
         if not done:
             raise TurnConflict(
                 f"call {lease.call_id} changed while this turn was running; nothing was recorded",
@@ -168,5 +234,9 @@ class RedisStore:
         keys = self.keys(call_id)
         with store_errors():
             async with self._redis.pipeline(transaction=False) as pipe:
-                removed, _ = await pipe.delete(keys.state).delete(keys.steps, keys.lease).execute()
+                removed, _ = await (
+                    pipe.delete(keys.state)
+                    .delete(keys.steps, keys.lease, keys.idempotency)
+                    .execute()
+                )
         return bool(removed)

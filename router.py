@@ -21,6 +21,7 @@ class TurnPlan:
     agent_url: str
     is_fallback: bool
     continues: PendingTask | None  # the A2A task this turn answers, if the agent asked
+    idempotent: bool = False  # the agent deduplicates by messageId: safe to resend
 
 
 def plan_turn(flows: FlowConfig, state: CallState | None, turn: OrchestrateRequest) -> TurnPlan:
@@ -36,6 +37,7 @@ def plan_turn(flows: FlowConfig, state: CallState | None, turn: OrchestrateReque
         agent_url=flows.agents[role],
         is_fallback=is_fallback,
         continues=continues,
+        idempotent=role in flows.idempotent_roles,
     )
 
 

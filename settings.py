@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     # and the caller is better served by a quick 503 than by a hanging turn.
     redis_timeout_sec: float = Field(1.0, gt=0)
     a2a_timeout_sec: float = Field(15.0, gt=0)
+    # Attempts per agent call, retried only when the agent cannot have acted (see a2a_client).
+    agent_max_attempts: int = Field(3, ge=1, le=10)
+    agent_circuit_failures: int = Field(5, ge=1)
+    agent_circuit_reset_sec: float = Field(30.0, gt=0)
+    turn_lease_margin_sec: float = Field(5.0, gt=0)
+    shutdown_grace_sec: float = Field(20.0, ge=0)
     max_agent_response_bytes: int = Field(1024 * 1024, gt=0)
     agent_max_connections: int = Field(200, gt=0)
     flows_file: Path = DEFAULT_FLOWS_FILE
@@ -49,7 +55,7 @@ class Settings(BaseSettings):
     @property
     def turn_lease_sec(self) -> float:
         """A turn holds its call's lease for at most the agent deadline plus a margin for Redis."""
-        return self.a2a_timeout_sec + 5.0
+        return self.a2a_timeout_sec + self.turn_lease_margin_sec
 
     @classmethod
     def settings_customise_sources(

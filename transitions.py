@@ -33,6 +33,7 @@ class TurnContext:
     message_id: str
     started_at: datetime
     finished_at: datetime
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,8 @@ def _step_record(
         response_data=outcome_response(outcome),
         error=StepError(code=fault.code, message=fault.message) if fault else None,
         a2a_message_id=ctx.message_id,
+        attempts=outcome.attempts,
+        idempotency_key=ctx.idempotency_key,
         a2a_task_id=fault.task_id if fault else outcome.task_id,
         a2a_context_id=None if fault else outcome.context_id,
         a2a_task_state=fault.task_state if fault else outcome.task_state,

@@ -2,77 +2,138 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from a2a_client import A2AClient
-from errors import AgentFault, StoreUnavailable
+from breaker import Breakers
+from errors import AgentFault, AgentUnavailable, IdempotencyKeyReused, StoreUnavailable
 from flows import FlowConfig, Stage
 from models import CallState, OrchestrateRequest, OrchestrateResponse
-from redis_store import Lease, RedisStore
+from redis_store import Lease, RedisStore, StoredAnswer
 from router import TurnPlan, plan_turn
 from transitions import Outcome, Transition, TurnContext, apply_outcome, new_call
 
 log = logging.getLogger("orchestrator.turns")
 Clock = Callable[[], datetime]
+MESSAGE_IDS = uuid.UUID("5b0e7c1e-4f7a-4a57-9a43-0c2f3f1d7a10")  # namespace for uuid5
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class TurnAnswer:
+    status_code: int
+    body: str  # JSON, exactly as first given, so that a replay is byte for byte the same
+    replayed: bool = False
+
+
 class TurnService:
     def __init__(
-        self, store: RedisStore, agents: A2AClient, flows: FlowConfig, clock: Clock = utc_now
+        self,
+        store: RedisStore,
+        agents: A2AClient,
+        flows: FlowConfig,
+        breakers: Breakers,
+        clock: Clock = utc_now,
     ):
         self._store = store
         self._agents = agents
         self._flows = flows
+        self._breakers = breakers
         self._clock = clock
 
-    async def run_turn(self, turn: OrchestrateRequest) -> OrchestrateResponse:
-        lease, stored = await self._store.begin_turn(turn.call_identify_id)
+    async def run_turn(self, turn: OrchestrateRequest, idempotency_key: str = "") -> TurnAnswer:
+        fingerprint = _fingerprint(turn)
+        start = await self._store.begin_turn(turn.call_identify_id, idempotency_key)
+        if start.replay is not None:
+            return _replay(start.replay, fingerprint, idempotency_key)
+        lease = start.lease
         try:
-            plan = plan_turn(self._flows, stored, turn)
-            state = stored or new_call(turn, self._clock())
-            transition = await self._call_agent(state, plan, turn)
+            plan = plan_turn(self._flows, start.state, turn)
+            state = start.state or new_call(turn, self._clock())
+            transition = await self._call_agent(state, plan, turn, idempotency_key)
+            body = _answer(transition).model_dump_json()
+            remembered = StoredAnswer(fingerprint, 200, body) if idempotency_key else None
             await self._store.commit_step(
-                lease, state.step_count, transition.state, transition.step
+                lease, state.step_count, transition.state, transition.step, remembered
             )
         except BaseException:
             await self._release_quietly(lease)
             raise
         _log_turn(transition)
-        return _answer(transition)
+        return TurnAnswer(200, body)
 
     async def _call_agent(
-        self, state: CallState, plan: TurnPlan, turn: OrchestrateRequest
+        self, state: CallState, plan: TurnPlan, turn: OrchestrateRequest, idempotency_key: str
     ) -> Transition:
-        message_id = str(uuid.uuid4())
+        message_id = _message_id(turn, idempotency_key)
         started = self._clock()
-        outcome: Outcome
+        outcome = await self._guarded_send(plan, turn, message_id)
+        ctx = TurnContext(turn, plan, message_id, started, self._clock(), idempotency_key or None)
+        return apply_outcome(state, ctx, outcome)
+
+    async def _guarded_send(
+        self, plan: TurnPlan, turn: OrchestrateRequest, message_id: str
+    ) -> Outcome:
+        """The agent's answer or fault, through the agent's circuit breaker."""
         try:
-            outcome = await self._agents.send_message(
+            self._breakers.admit(plan.role)
+        except AgentUnavailable as refused:
+            refused.attempts = 0
+            return refused
+        try:
+            outcome: Outcome = await self._agents.send_message(
                 plan.agent_url,
                 turn.input_message,
                 _call_context(turn, plan),
                 message_id=message_id,
                 continues=plan.continues,
+                idempotent=plan.idempotent,
             )
         except AgentFault as fault:
             outcome = fault
-        ctx = TurnContext(turn, plan, message_id, started, self._clock())
-        return apply_outcome(state, ctx, outcome)
+        except BaseException:
+            self._breakers.abandon(plan.role)  # cancelled: no verdict on the agent
+            raise
+        self._breakers.record(plan.role, outcome if isinstance(outcome, AgentFault) else None)
+        return outcome
 
-    async def _release_quietly(self, lease: Lease) -> None:
+    async def _release_quietly(self, lease: Lease | None) -> None:
         # The turn already failed; if Redis is down too, the lease expires by itself.
+        if lease is None:
+            return
         try:
             await self._store.release(lease)
         except StoreUnavailable:
             log.warning("lease release failed call=%s; it will expire", lease.call_id)
+
+
+def _fingerprint(turn: OrchestrateRequest) -> str:
+    return hashlib.sha256(turn.model_dump_json().encode()).hexdigest()
+
+
+def _message_id(turn: OrchestrateRequest, idempotency_key: str) -> str:
+    """A client's retry (same Idempotency-Key) reaches the agent with the same messageId."""
+    if not idempotency_key:
+        return str(uuid.uuid4())
+    return str(uuid.uuid5(MESSAGE_IDS, f"{turn.call_identify_id}|{idempotency_key}"))
+
+
+def _replay(stored: StoredAnswer, fingerprint: str, idempotency_key: str) -> TurnAnswer:
+    if stored.fingerprint != fingerprint:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was used for a different request; use a new key",
+            idempotency_key=idempotency_key,
+        )
+    return TurnAnswer(stored.status_code, stored.body, replayed=True)
 
 
 def _call_context(turn: OrchestrateRequest, plan: TurnPlan) -> dict[str, Any]:
@@ -109,7 +170,8 @@ def _answer(transition: Transition) -> OrchestrateResponse:
 def _log_turn(transition: Transition) -> None:
     step = transition.step
     log.info(
-        "turn call=%s stage=%s intent=%s agent=%s outcome=%s error=%s seq=%d duration_ms=%.1f",
+        "turn call=%s stage=%s intent=%s agent=%s outcome=%s error=%s seq=%d attempts=%d "
+        "duration_ms=%.1f",
         transition.state.call_identify_id,
         step.intent_flow_id,
         step.intent,
@@ -117,5 +179,6 @@ def _log_turn(transition: Transition) -> None:
         step.response_status,
         step.error.code if step.error else "-",
         step.seq,
+        step.attempts,
         step.duration_ms,
     )

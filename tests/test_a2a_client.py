@@ -306,7 +306,7 @@ async def test_card_is_asked_again_after_the_agent_was_unreachable(connect) -> N
     def handler(request: httpx.Request) -> httpx.Response:
         if request.method == "GET":
             card_reads.append(request.url.path)
-            if len(card_reads) == 1:
+            if len(card_reads) <= 3:  # every attempt of the first turn is refused
                 raise httpx.ConnectError("refused")
             return httpx.Response(200, json={"name": "old", "protocolVersion": "0.3.0"})
         result = {"kind": "message", "messageId": "m-1", "role": "agent", "parts": [{"text": "x"}]}
@@ -314,8 +314,9 @@ async def test_card_is_asked_again_after_the_agent_was_unreachable(connect) -> N
 
     wire = connect(handler=handler)
 
-    with pytest.raises(AgentUnreachable):
+    with pytest.raises(AgentUnreachable) as caught:
         await wire.send()
+    assert caught.value.attempts == 3
     reply = await wire.send()
 
     assert reply.text == "x"

@@ -412,3 +412,15 @@ def test_agents_service_passes_its_healthcheck_and_stops_on_its_stop_signal(
     assert check[0] == "CMD"
     assert healthy == 0
     assert exit_code == 0, log
+
+
+def test_every_top_level_module_is_installed_by_pyproject() -> None:
+    import tomllib
+
+    root = Path(__file__).parents[1]
+    declared = set(
+        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["py-modules"]
+    )
+    on_disk = {p.stem for p in root.glob("*.py")}
+
+    assert on_disk == declared

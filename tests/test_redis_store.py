@@ -18,6 +18,11 @@ TTL = 3600
 STAMP = "2025-01-01T12:00:00.000000Z"
 
 
+
+async def begin(store: RedisStore, call_id: str) -> tuple:
+    start = await store.begin_turn(call_id)
+    return start.lease, start.state
+
 @pytest.fixture
 async def redis() -> AsyncIterator[fakeredis.FakeAsyncRedis]:
     client = fakeredis.FakeAsyncRedis()
@@ -62,7 +67,7 @@ def step(seq: int) -> StepRecord:
 
 async def run_turn(store: RedisStore, call_id: str = CALL) -> CallState:
     """One whole turn: lease, read, commit the next step."""
-    lease, stored = await store.begin_turn(call_id)
+    lease, stored = await begin(store, call_id)
     done = stored.step_count if stored else 0
     new = state_after(done + 1, call_id)
     await store.commit_step(lease, done, new, step(done + 1))
@@ -70,7 +75,7 @@ async def run_turn(store: RedisStore, call_id: str = CALL) -> CallState:
 
 
 async def test_first_turn_of_a_new_call_gets_a_lease_and_no_state(store: RedisStore) -> None:
-    lease, state = await store.begin_turn(CALL)
+    lease, state = await begin(store, CALL)
 
     assert state is None
     assert lease.call_id == CALL
@@ -90,13 +95,13 @@ async def test_second_turn_while_the_first_runs_is_told_to_retry(store: RedisSto
 async def test_lease_of_one_call_does_not_block_another(store: RedisStore) -> None:
     await store.begin_turn(CALL)
 
-    _, state = await store.begin_turn("CALL-2")
+    _, state = await begin(store, "CALL-2")
 
     assert state is None
 
 
 async def test_commit_writes_the_state_and_appends_the_step(store: RedisStore) -> None:
-    lease, _ = await store.begin_turn(CALL)
+    lease, _ = await begin(store, CALL)
 
     await store.commit_step(lease, 0, state_after(1), step(1))
 
@@ -112,7 +117,7 @@ async def test_next_turn_reads_what_the_last_one_committed(store: RedisStore) ->
     await run_turn(store)
     await run_turn(store)
 
-    _, state = await store.begin_turn(CALL)
+    _, state = await begin(store, CALL)
 
     assert state == state_after(2)
     steps = await store.read_steps(CALL)
@@ -122,7 +127,7 @@ async def test_next_turn_reads_what_the_last_one_committed(store: RedisStore) ->
 async def test_commit_releases_the_lease(store: RedisStore) -> None:
     await run_turn(store)
 
-    lease, state = await store.begin_turn(CALL)
+    lease, state = await begin(store, CALL)
 
     assert state is not None
     assert lease.token
@@ -156,7 +161,7 @@ async def test_each_commit_slides_the_ttl(
 async def test_commit_with_a_stale_step_count_writes_nothing(
     store: RedisStore, expected_steps: int
 ) -> None:
-    lease, _ = await store.begin_turn(CALL)
+    lease, _ = await begin(store, CALL)
 
     with pytest.raises(TurnConflict) as caught:
         await store.commit_step(lease, expected_steps, state_after(1), step(1))
@@ -168,7 +173,7 @@ async def test_commit_with_a_stale_step_count_writes_nothing(
 
 async def test_commit_over_a_call_that_moved_on_writes_nothing(store: RedisStore) -> None:
     await run_turn(store)
-    lease, _ = await store.begin_turn(CALL)
+    lease, _ = await begin(store, CALL)
 
     with pytest.raises(TurnConflict):
         await store.commit_step(lease, 0, state_after(1), step(1))
@@ -180,7 +185,7 @@ async def test_commit_over_a_call_that_moved_on_writes_nothing(store: RedisStore
 
 async def test_commit_after_the_call_was_deleted_is_a_conflict(store: RedisStore) -> None:
     await run_turn(store)
-    lease, _ = await store.begin_turn(CALL)
+    lease, _ = await begin(store, CALL)
     assert await store.delete_call(CALL) is True
 
     with pytest.raises(TurnConflict):
@@ -191,11 +196,11 @@ async def test_commit_after_the_call_was_deleted_is_a_conflict(store: RedisStore
 
 
 async def test_release_lets_the_next_turn_in(store: RedisStore) -> None:
-    lease, _ = await store.begin_turn(CALL)
+    lease, _ = await begin(store, CALL)
 
     await store.release(lease)
 
-    _, state = await store.begin_turn(CALL)
+    _, state = await begin(store, CALL)
     assert state is None
 
 
@@ -211,7 +216,7 @@ async def test_release_of_someone_elses_lease_does_nothing(store: RedisStore) ->
 async def test_commit_of_a_turn_whose_lease_was_taken_over_is_a_conflict(
     store: RedisStore, redis: fakeredis.FakeAsyncRedis
 ) -> None:
-    late, _ = await store.begin_turn(CALL)
+    late, _ = await begin(store, CALL)
     await redis.delete(store.keys(CALL).lease)  # as if the late turn's lease had expired
     await store.begin_turn(CALL)
 
@@ -226,7 +231,7 @@ async def test_commit_of_a_turn_whose_lease_was_taken_over_is_a_conflict(
 async def test_commit_of_a_turn_whose_lease_lapsed_is_refused(
     store: RedisStore, redis: fakeredis.FakeAsyncRedis
 ) -> None:
-    late, _ = await store.begin_turn(CALL)
+    late, _ = await begin(store, CALL)
     await redis.delete(store.keys(CALL).lease)  # expired (or the call was deleted meanwhile)
 
     with pytest.raises(TurnConflict):
