@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +36,18 @@ class TurnAnswer:
     replayed: bool = False
 
 
+@dataclass(frozen=True)
+class Unsaved:
+    """An agent's answer whose commit failed: what it was for and what it would have written."""
+
+    fingerprint: str
+    based_on: CallState | None  # the state the turn read (None: a new call)
+    transition: Transition
+
+
+MAX_UNSAVED = 10_000  # per process; the oldest are dropped first
+
+
 class TurnService:
     def __init__(
         self,
@@ -49,6 +62,7 @@ class TurnService:
         self._flows = flows
         self._breakers = breakers
         self._clock = clock
+        self._unsaved: OrderedDict[tuple[str, str], Unsaved] = OrderedDict()
 
     async def run_turn(self, turn: OrchestrateRequest, idempotency_key: str = "") -> TurnAnswer:
         fingerprint = _fingerprint(turn)
@@ -59,17 +73,45 @@ class TurnService:
         try:
             plan = plan_turn(self._flows, start.state, turn)
             state = start.state or new_call(turn, self._clock())
-            transition = await self._call_agent(state, plan, turn, idempotency_key)
+            unsaved = self._unsaved.pop((turn.call_identify_id, idempotency_key), None)
+            if unsaved and unsaved.fingerprint == fingerprint and unsaved.based_on == start.state:
+                transition = unsaved.transition  # the agent already answered this very turn
+            else:
+                transition = await self._call_agent(state, plan, turn, idempotency_key)
             body = _answer(transition).model_dump_json()
-            remembered = StoredAnswer(fingerprint, 200, body) if idempotency_key else None
-            await self._store.commit_step(
-                lease, state.step_count, transition.state, transition.step, remembered
-            )
+            await self._commit(lease, start.state, state, transition, fingerprint, body)
         except BaseException:
             await self._release_quietly(lease)
             raise
         _log_turn(transition)
         return TurnAnswer(200, body)
+
+    async def _commit(
+        self,
+        lease: Lease,
+        stored: CallState | None,
+        state: CallState,
+        transition: Transition,
+        fingerprint: str,
+        body: str,
+    ) -> None:
+        key = lease.idempotency_key
+        remembered = StoredAnswer(fingerprint, 200, body) if key else None
+        try:
+            await self._store.commit_step(
+                lease, state.step_count, transition.state, transition.step, remembered
+            )
+        except StoreUnavailable:
+            # Redis failed after the agent acted. Keep its answer so that the client's retry
+            # with the same Idempotency-Key commits it instead of asking the agent again.
+            if key:
+                self._remember_unsaved(lease.call_id, key, Unsaved(fingerprint, stored, transition))
+            raise
+
+    def _remember_unsaved(self, call_id: str, key: str, unsaved: Unsaved) -> None:
+        self._unsaved[(call_id, key)] = unsaved
+        while len(self._unsaved) > MAX_UNSAVED:
+            self._unsaved.popitem(last=False)
 
     async def _call_agent(
         self, state: CallState, plan: TurnPlan, turn: OrchestrateRequest, idempotency_key: str

@@ -44,6 +44,7 @@ class Service:
 
     http: httpx.AsyncClient
     redis: fakeredis.FakeAsyncRedis
+    server: fakeredis.FakeServer  # `server.connected = False` takes Redis down
     agents: dict[str, AgentExecutor]
     settings: Settings
 
@@ -69,14 +70,15 @@ async def make_service() -> AsyncIterator[ServiceFactory]:
     async def build(agents: dict[str, AgentExecutor] | None = None, **overrides: Any) -> Service:
         executors = default_executors() | (agents or {})
         settings = Settings(agent_urls=agent_urls(), **overrides)
-        redis = fakeredis.FakeAsyncRedis()
+        server = fakeredis.FakeServer()
+        redis = fakeredis.FakeAsyncRedis(server=server)
         transport = httpx.ASGITransport(app=agents_router(AGENTS_BASE, executors))
         app = create_app(settings, redis_client=redis, agent_transport=transport)
         lifespan = app.router.lifespan_context(app)
         await lifespan.__aenter__()
         http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc")
         stack.append((lifespan, http))
-        return Service(http=http, redis=redis, agents=executors, settings=settings)
+        return Service(http=http, redis=redis, server=server, agents=executors, settings=settings)
 
     yield build
     for lifespan, http in reversed(stack):

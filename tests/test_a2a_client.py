@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from a2a_client import A2AClient, AgentReply, protocol_from_card
+from a2a_client import A2AClient, AgentReply, protocol_from_card, retry_after_seconds
 from errors import (
     AgentBadResponse,
     AgentDisconnected,
@@ -78,6 +78,7 @@ async def connect() -> AsyncIterator[Callable[..., Wire]]:
         handler: Handler | None = None,
         timeout: float = 5.0,
         max_response_bytes: int = 1_000_000,
+        max_attempts: int = 3,
     ) -> Wire:
         sent: list[httpx.Request] = []
 
@@ -87,7 +88,9 @@ async def connect() -> AsyncIterator[Callable[..., Wire]]:
         transport = httpx.ASGITransport(app=app) if app else httpx.MockTransport(handler)
         http = httpx.AsyncClient(transport=transport, event_hooks={"request": [record]})
         opened.append(http)
-        client = A2AClient(http, timeout=timeout, max_response_bytes=max_response_bytes)
+        client = A2AClient(
+            http, timeout=timeout, max_response_bytes=max_response_bytes, max_attempts=max_attempts
+        )
         return Wire(client, sent)
 
     yield build
@@ -542,3 +545,123 @@ async def test_transport_error_becomes_its_agent_fault(
 
     assert type(fault) is fault_type
     assert isinstance(fault.__cause__, httpx.HTTPError)
+
+
+# Retries: only when the agent cannot have acted, with one messageId, inside the deadline.
+
+
+def failing_first(times: int, failure: Callable[[], Any]) -> tuple[Handler, list[str]]:
+    """Answers `failure()` to the first `times` POSTs, then a message; records messageIds."""
+    message_ids: list[str] = []
+
+    def answer(request: httpx.Request) -> Any:
+        body = json.loads(request.content)
+        message_ids.append(body["params"]["message"]["messageId"])
+        if len(message_ids) <= times:
+            return failure()
+        return httpx.Response(
+            200, json={"jsonrpc": "2.0", "id": body["id"], "result": AGENT_MESSAGE}
+        )
+
+    return no_card(answer), message_ids
+
+
+@pytest.mark.parametrize("status", [429, 502, 503, 504])
+async def test_agent_that_did_not_take_the_request_is_retried_with_the_same_message_id(
+    connect, status: int
+) -> None:
+    handler, message_ids = failing_first(1, lambda: httpx.Response(status))
+    wire = connect(handler=handler)
+
+    reply = await wire.send()
+
+    assert reply.text == "hi"
+    assert reply.attempts == 2
+    assert len(set(message_ids)) == 1 and len(message_ids) == 2
+
+
+async def test_refused_connection_is_retried(connect) -> None:
+    def refused() -> Any:
+        raise httpx.ConnectError("refused")
+
+    handler, message_ids = failing_first(2, refused)
+    wire = connect(handler=handler)
+
+    reply = await wire.send()
+
+    assert reply.attempts == 3
+    assert len(message_ids) == 3
+
+
+@pytest.mark.parametrize(
+    "failure, fault",
+    [
+        (lambda: httpx.Response(500), AgentHttpError),
+        (lambda: (_ for _ in ()).throw(httpx.ReadError("reset")), AgentDisconnected),
+        (lambda: (_ for _ in ()).throw(httpx.ReadTimeout("slow")), AgentTimeout),
+    ],
+    ids=["http-500", "reset", "timeout"],
+)
+async def test_agent_that_may_have_acted_is_not_retried(connect, failure, fault) -> None:
+    handler, message_ids = failing_first(1, failure)
+    wire = connect(handler=handler)
+
+    with pytest.raises(fault) as caught:
+        await wire.send()
+
+    assert caught.value.attempts == 1
+    assert len(message_ids) == 1
+
+
+async def test_idempotent_agent_is_retried_after_a_reset(connect) -> None:
+    def reset() -> Any:
+        raise httpx.ReadError("reset")
+
+    handler, message_ids = failing_first(1, reset)
+    wire = connect(handler=handler)
+
+    reply = await wire.client.send_message(
+        AGENT, "hello", METADATA, message_id="m-same", idempotent=True
+    )
+
+    assert reply.attempts == 2
+    assert message_ids == ["m-same", "m-same"]
+
+
+async def test_attempts_stop_at_the_configured_maximum(connect) -> None:
+    handler, message_ids = failing_first(10, lambda: httpx.Response(503))
+    wire = connect(handler=handler, max_attempts=2)
+
+    with pytest.raises(AgentHttpError) as caught:
+        await wire.send()
+
+    assert caught.value.attempts == 2
+    assert len(message_ids) == 2
+
+
+async def test_retry_after_beyond_the_deadline_gives_up_at_once(connect) -> None:
+    handler, message_ids = failing_first(
+        1, lambda: httpx.Response(503, headers={"Retry-After": "60"})
+    )
+    wire = connect(handler=handler, timeout=1.0)
+
+    with pytest.raises(AgentHttpError) as caught:
+        await wire.send()
+
+    assert caught.value.attempts == 1  # waiting 60 s would overrun the turn's deadline
+    assert len(message_ids) == 1
+    assert caught.value.retry_after == 60
+
+
+@pytest.mark.parametrize(
+    "header, seconds",
+    [
+        ("3", 3.0),
+        (" 0 ", 0.0),
+        (None, None),
+        ("soon", None),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),
+    ],
+)
+def test_retry_after_is_read_as_seconds_or_a_date(header, seconds) -> None:
+    assert retry_after_seconds(header) == seconds

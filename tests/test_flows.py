@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,30 @@ def test_agent_url_override_for_an_unknown_role_is_refused(write_flows) -> None:
 def test_agent_url_override_must_be_an_http_url(write_flows) -> None:
     with pytest.raises(ConfigError, match="agent 'refund' URL 'ftp://x' is not an http"):
         load_flows(write_flows(SMALL_FLOWS), {"refund": "ftp://x"})
+
+
+def test_agent_written_as_a_table_can_be_marked_idempotent(write_flows) -> None:
+    text = SMALL_FLOWS.replace(
+        'refund = "https://agents.test/refund/"',
+        'refund = { url = "https://agents.test/refund/", idempotent = true }',
+    )
+
+    flows = load_flows(write_flows(text), {"refund": "http://other.test/refund/"})
+
+    assert flows.agents["refund"] == "http://other.test/refund/"
+    assert flows.idempotent_roles == frozenset({"refund"})
+
+
+@pytest.mark.parametrize(
+    "entry, problem",
+    [
+        ('{ url = "http://a.test/", retries = 3 }', "unknown keys"),
+        ('{ url = "http://a.test/", idempotent = "yes" }', "idempotent must be true or false"),
+        ("{ idempotent = true }", "is not an http(s) URL"),
+    ],
+)
+def test_bad_agent_table_is_refused(write_flows, entry: str, problem: str) -> None:
+    text = SMALL_FLOWS.replace('refund = "https://agents.test/refund/"', f"refund = {entry}")
+
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        load_flows(write_flows(text))

@@ -216,3 +216,36 @@ async def test_openapi_documents_every_answer_with_the_error_shape(service: Serv
     steps_schema = spec["paths"]["/session/{call_identify_id}/steps"]["get"]["responses"]["200"]
     assert "StepRecord" in str(steps_schema)
     assert (await service.http.get("/docs")).status_code == 200
+
+
+async def test_agents_endpoint_lists_each_agent_with_its_circuit(service: Service) -> None:
+    agents = (await service.http.get("/agents")).json()
+
+    by_role = {a["role"]: a for a in agents}
+    assert by_role["refund"]["url"] == "http://agents.test/refund/"
+    assert by_role["refund"]["circuit"]["state"] == "closed"
+    assert by_role["refund"]["idempotent"] is False
+
+
+async def test_readiness_follows_redis(service: Service) -> None:
+    ready = await service.http.get("/readyz")
+    service.server.connected = False
+    not_ready = await service.http.get("/readyz")
+    service.server.connected = True
+
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    assert not_ready.status_code == 503
+    assert not_ready.json()["status"] == "not_ready"
+    assert not_ready.json()["redis"].startswith("unavailable")
+
+
+async def test_redis_down_is_503_with_retry_after_and_writes_nothing(service: Service) -> None:
+    service.server.connected = False
+    answer = await service.turn("greeting")
+    service.server.connected = True
+
+    assert answer.status_code == 503
+    assert answer.json()["error"]["code"] == "store_unavailable"
+    assert answer.headers["Retry-After"] == "1"
+    assert service.agents["greeting"].seen.texts == []
+    assert await service.redis.keys("*") == []

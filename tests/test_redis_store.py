@@ -18,10 +18,10 @@ TTL = 3600
 STAMP = "2025-01-01T12:00:00.000000Z"
 
 
-
 async def begin(store: RedisStore, call_id: str) -> tuple:
     start = await store.begin_turn(call_id)
     return start.lease, start.state
+
 
 @pytest.fixture
 async def redis() -> AsyncIterator[fakeredis.FakeAsyncRedis]:
