@@ -18,6 +18,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 import httpx
+from asgi_correlation_id import correlation_id
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
 
 from errors import (
@@ -151,6 +152,8 @@ class A2AClient:
 
     async def _post(self, url: str, body: dict[str, Any], protocol: Protocol) -> dict[str, Any]:
         headers = {"A2A-Version": "1.0"} if protocol == "1.0" else {}
+        if request_id := correlation_id.get():
+            headers["X-Request-ID"] = request_id  # the agent's logs can name the same request
         async with (
             _transport_errors(),
             self._http.stream(

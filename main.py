@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,9 +15,11 @@ from typing import Annotated, Any
 
 import httpx
 import redis.asyncio as redis
+from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import Depends, FastAPI, Header, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -25,6 +28,8 @@ from body_limit import BodyLimit
 from breaker import Breakers
 from errors import BodyTooLarge, CallNotFound, ConfigError, OrchestratorError, StoreUnavailable
 from flows import FlowConfig, Stage, load_flows
+from logs import configure_logging
+from metrics import Metrics
 from models import (
     ID_PATTERN,
     AgentHealth,
@@ -33,6 +38,7 @@ from models import (
     OrchestrateResponse,
     Readiness,
     SessionView,
+    Stats,
     StepRecord,
 )
 from redis_store import RedisStore
@@ -73,10 +79,20 @@ def create_app(
         summary="Drives a call through five stages, one A2A agent per intent, audited in Redis.",
         lifespan=_lifespan(settings, flows, redis_client, agent_transport),
     )
+    app.state.metrics = Metrics(set(flows.stage_of_intent), lambda: app.state.breakers.snapshot())
     _add_error_handlers(app)
     _add_routes(app)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, reject=_reject_big_body)
+    # Outermost, so that every answer (413s and errors included) carries X-Request-ID.
+    app.add_middleware(
+        CorrelationIdMiddleware, header_name="X-Request-ID", validator=valid_request_id
+    )
     return app
+
+
+def valid_request_id(value: str) -> bool:
+    """Accept a caller's request id only if it is short and plain (it goes into logs)."""
+    return re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", value) is not None
 
 
 def _lifespan(
@@ -87,6 +103,7 @@ def _lifespan(
 ):
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        metrics = app.state.metrics
         async with (
             session_store(settings, redis_client) as client,
             agent_http_client(settings, transport) as http,
@@ -96,6 +113,7 @@ def _lifespan(
                 prefix=settings.key_prefix,
                 ttl_sec=settings.session_ttl_sec,
                 lease_sec=settings.turn_lease_sec,
+                observe=lambda op, sec: metrics.redis_seconds.labels(op).observe(sec),
             )
             agents = A2AClient(
                 http,
@@ -109,7 +127,9 @@ def _lifespan(
                 reset_sec=settings.agent_circuit_reset_sec,
             )
             app.state.flows = flows
-            app.state.turns = TurnService(app.state.store, agents, flows, app.state.breakers)
+            app.state.turns = TurnService(
+                app.state.store, agents, flows, app.state.breakers, metrics
+            )
             yield
 
     return lifespan
@@ -142,6 +162,19 @@ def _add_routes(app: FastAPI) -> None:
         answer = await turns.run_turn(turn, idempotency_key or "")
         headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
         return Response(answer.body, answer.status_code, headers, "application/json")
+
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        summary="Prometheus metrics (text exposition format)",
+    )
+    async def metrics(request: Request) -> Response:
+        body = request.app.state.metrics.exposition()
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/stats", response_model=Stats, summary="Per agent and per stage figures")
+    async def stats(request: Request) -> Stats:
+        return Stats(**request.app.state.metrics.stats())
 
     @app.get("/agents", response_model=list[AgentHealth], summary="Each agent and its circuit")
     async def agents(request: Request) -> list[AgentHealth]:
@@ -279,10 +312,10 @@ async def _reject_big_body(scope: dict, receive: Any, send: Any) -> None:
 
 
 def _app_from_environment() -> FastAPI:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per agent call is noise
     try:
-        return create_app()
+        settings = Settings()
+        configure_logging(settings.log_level, settings.log_format)
+        return create_app(settings)
     except (ConfigError, ValidationError) as exc:
         sys.exit(f"orchestrator-flows: configuration error: {exc}")
 

@@ -174,3 +174,23 @@ class Readiness(BaseModel):
     redis: str
     flows: str
     agents: dict[str, str] = Field(description="role -> circuit state")
+
+
+class AgentStats(BaseModel):
+    calls: int
+    success_rate: float | None
+    mean_ms: float | None
+    p95_ms: float | None = Field(description="upper bound of the latency bucket holding the p95")
+
+
+class StageStats(BaseModel):
+    turns: int
+    errors: int
+    rejected: int
+
+
+class Stats(BaseModel):
+    agents: dict[str, AgentStats]
+    stages: dict[str, StageStats]
+    calls_started: int
+    calls_completed: int

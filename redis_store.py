@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -157,8 +158,20 @@ def _busy(call_id: str, idempotency_key: str, *, pttl: int, holder: bytes) -> Ex
     )
 
 
+Observer = Callable[[str, float], None]  # (operation, seconds)
+
+
 class RedisStore:
-    def __init__(self, client: redis.Redis, *, prefix: str, ttl_sec: int, lease_sec: float):
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str,
+        ttl_sec: int,
+        lease_sec: float,
+        observe: Observer | None = None,
+    ):
+        self._observe = observe or (lambda operation, seconds: None)
         self._redis = client
         self._prefix = prefix
         self.ttl_sec = ttl_sec
@@ -167,17 +180,26 @@ class RedisStore:
         self._commit = client.register_script(COMMIT_STEP)
         self._release = client.register_script(RELEASE_LEASE)
 
+    @contextmanager
+    def _round_trip(self, operation: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            with store_errors():
+                yield
+        finally:
+            self._observe(operation, time.perf_counter() - started)
+
     def keys(self, call_id: str) -> CallKeys:
         return call_keys(self._prefix, call_id)
 
     async def ping(self) -> bool:
-        with store_errors():
+        with self._round_trip("ping"):
             return bool(await self._redis.ping())
 
     async def begin_turn(self, call_id: str, idempotency_key: str = "") -> TurnStart:
         keys = self.keys(call_id)
         token = f"{secrets.token_hex(16)}|{idempotency_key}"
-        with store_errors():
+        with self._round_trip("begin_turn"):
             got = await self._begin(
                 keys=[keys.state, keys.lease, keys.idempotency],
                 args=[token, self._lease_ms, idempotency_key],
@@ -201,7 +223,7 @@ class RedisStore:
         keys = self.keys(lease.call_id)
         args = [expected_steps, state.model_dump_json(), step.model_dump_json(), self.ttl_sec]
         remember = [lease.idempotency_key, answer.to_json()] if answer else ["", ""]
-        with store_errors():
+        with self._round_trip("commit_step"):
             done = await self._commit(keys=keys.all, args=[*args, lease.token, *remember])
         if not done:
             raise TurnConflict(
@@ -210,12 +232,12 @@ class RedisStore:
             )
 
     async def release(self, lease: Lease) -> None:
-        with store_errors():
+        with self._round_trip("release"):
             await self._release(keys=[self.keys(lease.call_id).lease], args=[lease.token])
 
     async def read_call(self, call_id: str) -> tuple[CallState, list[bytes]] | None:
         keys = self.keys(call_id)
-        with store_errors():
+        with self._round_trip("read_call"):
             async with self._redis.pipeline(transaction=False) as pipe:
                 raw_state, steps = await pipe.get(keys.state).lrange(keys.steps, 0, -1).execute()
         if raw_state is None:
@@ -225,14 +247,14 @@ class RedisStore:
     async def read_steps(self, call_id: str) -> list[bytes] | None:
         """The trail as stored JSON documents, in order, or None when the call is unknown."""
         keys = self.keys(call_id)
-        with store_errors():
+        with self._round_trip("read_steps"):
             async with self._redis.pipeline(transaction=False) as pipe:
                 exists, steps = await pipe.exists(keys.state).lrange(keys.steps, 0, -1).execute()
         return steps if exists else None
 
     async def delete_call(self, call_id: str) -> bool:
         keys = self.keys(call_id)
-        with store_errors():
+        with self._round_trip("delete_call"):
             async with self._redis.pipeline(transaction=False) as pipe:
                 removed, _ = await (
                     pipe.delete(keys.state)

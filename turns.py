@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import logging
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -11,16 +11,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import structlog
+from asgi_correlation_id import correlation_id
+
 from a2a_client import A2AClient
 from breaker import Breakers
-from errors import AgentFault, AgentUnavailable, IdempotencyKeyReused, StoreUnavailable
+from errors import (
+    AgentFault,
+    AgentUnavailable,
+    IdempotencyKeyReused,
+    OrchestratorError,
+    StoreUnavailable,
+)
 from flows import FlowConfig, Stage
+from metrics import Metrics
 from models import CallState, OrchestrateRequest, OrchestrateResponse
 from redis_store import Lease, RedisStore, StoredAnswer
 from router import TurnPlan, plan_turn
 from transitions import Outcome, Transition, TurnContext, apply_outcome, new_call
 
-log = logging.getLogger("orchestrator.turns")
+log = structlog.get_logger("orchestrator.turns")
 Clock = Callable[[], datetime]
 MESSAGE_IDS = uuid.UUID("5b0e7c1e-4f7a-4a57-9a43-0c2f3f1d7a10")  # namespace for uuid5
 
@@ -55,12 +65,14 @@ class TurnService:
         agents: A2AClient,
         flows: FlowConfig,
         breakers: Breakers,
+        metrics: Metrics,
         clock: Clock = utc_now,
     ):
         self._store = store
         self._agents = agents
         self._flows = flows
         self._breakers = breakers
+        self._metrics = metrics
         self._clock = clock
         self._unsaved: OrderedDict[tuple[str, str], Unsaved] = OrderedDict()
 
@@ -71,7 +83,7 @@ class TurnService:
             return _replay(start.replay, fingerprint, idempotency_key)
         lease = start.lease
         try:
-            plan = plan_turn(self._flows, start.state, turn)
+            plan = self._plan(start.state, turn)
             state = start.state or new_call(turn, self._clock())
             unsaved = self._unsaved.pop((turn.call_identify_id, idempotency_key), None)
             if unsaved and unsaved.fingerprint == fingerprint and unsaved.based_on == start.state:
@@ -83,8 +95,29 @@ class TurnService:
         except BaseException:
             await self._release_quietly(lease)
             raise
+        self._count(transition, is_new=start.state is None)
         _log_turn(transition)
         return TurnAnswer(200, body)
+
+    def _plan(self, stored: CallState | None, turn: OrchestrateRequest) -> TurnPlan:
+        try:
+            return plan_turn(self._flows, stored, turn)
+        except OrchestratorError as refused:
+            stage = Stage(stored.current_flow_id) if stored else Stage.GREETING
+            intent = self._metrics.intent_label(turn.intent)
+            self._metrics.turns.labels(stage.label, intent, "rejected", refused.code).inc()
+            raise
+
+    def _count(self, transition: Transition, *, is_new: bool) -> None:
+        step, state, m = transition.step, transition.state, self._metrics
+        code = step.error.code if step.error else ""
+        intent = m.intent_label(step.intent)
+        m.turns.labels(step.flow_label, intent, step.response_status, code).inc()
+        if is_new:
+            m.calls_started.inc()
+        if state.is_complete and state.session_summary:
+            m.calls_completed.inc()
+            m.call_seconds.observe(state.session_summary.duration_sec)
 
     async def _commit(
         self,
@@ -130,7 +163,9 @@ class TurnService:
             self._breakers.admit(plan.role)
         except AgentUnavailable as refused:
             refused.attempts = 0
+            self._metrics.agent_faults.labels(plan.role, refused.code).inc()
             return refused
+        started = time.perf_counter()
         try:
             outcome: Outcome = await self._agents.send_message(
                 plan.agent_url,
@@ -145,7 +180,11 @@ class TurnService:
         except BaseException:
             self._breakers.abandon(plan.role)  # cancelled: no verdict on the agent
             raise
-        self._breakers.record(plan.role, outcome if isinstance(outcome, AgentFault) else None)
+        fault = outcome if isinstance(outcome, AgentFault) else None
+        self._breakers.record(plan.role, fault)
+        self._metrics.agent_seconds.labels(plan.role).observe(time.perf_counter() - started)
+        if fault:
+            self._metrics.agent_faults.labels(plan.role, fault.code).inc()
         return outcome
 
     async def _release_quietly(self, lease: Lease | None) -> None:
@@ -155,7 +194,7 @@ class TurnService:
         try:
             await self._store.release(lease)
         except StoreUnavailable:
-            log.warning("lease release failed call=%s; it will expire", lease.call_id)
+            log.warning("lease release failed; it will expire", call_identify_id=lease.call_id)
 
 
 def _fingerprint(turn: OrchestrateRequest) -> str:
@@ -212,15 +251,16 @@ def _answer(transition: Transition) -> OrchestrateResponse:
 def _log_turn(transition: Transition) -> None:
     step = transition.step
     log.info(
-        "turn call=%s stage=%s intent=%s agent=%s outcome=%s error=%s seq=%d attempts=%d "
-        "duration_ms=%.1f",
-        transition.state.call_identify_id,
-        step.intent_flow_id,
-        step.intent,
-        step.agent_role,
-        step.response_status,
-        step.error.code if step.error else "-",
-        step.seq,
-        step.attempts,
-        step.duration_ms,
+        "turn",
+        call_identify_id=transition.state.call_identify_id,
+        stage=step.intent_flow_id,
+        flow_label=step.flow_label,
+        intent=step.intent,
+        agent=step.agent_role,
+        outcome=step.response_status,
+        error=step.error.code if step.error else None,
+        seq=step.seq,
+        attempts=step.attempts,
+        duration_ms=step.duration_ms,
+        request_id=correlation_id.get(),
     )

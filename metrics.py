@@ -1,0 +1,155 @@
+"""Prometheus metrics of the service, and the operator's summary (`/stats`) read back from them.
+
+Label values come only from configuration (stages, configured intents, agent roles, our error
+codes), never from request text, so the number of series stays bounded. With several uvicorn
+workers, set PROMETHEUS_MULTIPROC_DIR (`orchestrator-flows serve` does) and every worker's
+figures are added up at scrape time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30)
+CALL_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 3600)
+REDIS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class Metrics:
+    def __init__(self, known_intents: set[str], circuits: Callable[[], dict[str, dict]]):
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._known_intents = known_intents
+        self._circuits = circuits
+        r = self.registry
+        self.turns = Counter(
+            "orch_turns", "Turns by stage, intent and outcome",
+            ["stage", "intent", "outcome", "code"], registry=r,
+        )  # fmt: skip
+        self.agent_seconds = Histogram(
+            "orch_agent_call_seconds", "Agent call latency, retries included", ["agent"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.agent_faults = Counter(
+            "orch_agent_faults", "Agent faults by agent and code", ["agent", "code"], registry=r
+        )
+        self.calls_started = Counter("orch_calls_started", "Calls started", registry=r)
+        self.calls_completed = Counter("orch_calls_completed", "Calls completed", registry=r)
+        self.call_seconds = Histogram(
+            "orch_call_duration_seconds", "First turn to CLOSING", buckets=CALL_BUCKETS, registry=r
+        )
+        self.redis_seconds = Histogram(
+            "orch_redis_command_seconds", "Redis round trips by operation", ["operation"],
+            buckets=REDIS_BUCKETS, registry=r,
+        )  # fmt: skip
+
+    def intent_label(self, intent: str) -> str:
+        return intent if intent in self._known_intents else "unknown"
+
+    def exposition(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+        else:
+            registry = self.registry
+        return generate_latest(registry) + generate_latest(_CircuitRegistry(self._circuits))
+
+    def stats(self) -> dict[str, Any]:
+        """The figures an operator asks first, from the same samples /metrics shows."""
+        samples = list(_samples(self._collected()))
+        return {
+            "agents": _agent_stats(samples),
+            "stages": _stage_stats(samples),
+            "calls_started": _total(samples, "orch_calls_started_total"),
+            "calls_completed": _total(samples, "orch_calls_completed_total"),
+        }
+
+    def _collected(self) -> Iterator[Metric]:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            yield from MultiProcessCollector(None).collect()
+        else:
+            yield from self.registry.collect()
+
+
+class _CircuitRegistry(CollectorRegistry):
+    """Circuit state per agent at scrape time: 0 closed, 1 half-open, 2 open (this process)."""
+
+    def __init__(self, circuits: Callable[[], dict[str, dict]]):
+        super().__init__(auto_describe=False)
+        self._circuits = circuits
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily(
+            "orch_agent_circuit_state", "0 closed, 1 half-open, 2 open", labels=["agent"]
+        )
+        for role, circuit in self._circuits().items():
+            gauge.add_metric([role], CIRCUIT_VALUES[circuit["state"]])
+        yield gauge
+
+
+Sample = tuple[str, dict[str, str], float]
+
+
+def _samples(metrics: Iterator[Metric]) -> Iterator[Sample]:
+    for metric in metrics:
+        for sample in metric.samples:
+            yield sample.name, sample.labels, sample.value
+
+
+def _total(samples: list[Sample], name: str) -> int:
+    return int(sum(value for n, _, value in samples if n == name))
+
+
+def _agent_stats(samples: list[Sample]) -> dict[str, dict[str, Any]]:
+    agents: dict[str, dict[str, Any]] = {}
+    for name, labels, value in samples:
+        if name.startswith("orch_agent_call_seconds") or name == "orch_agent_faults_total":
+            agents.setdefault(labels["agent"], {"buckets": {}, "count": 0, "sum": 0, "faults": 0})
+        entry = agents.get(labels.get("agent", ""))
+        if name == "orch_agent_call_seconds_count":
+            entry["count"] += value
+        elif name == "orch_agent_call_seconds_sum":
+            entry["sum"] += value
+        elif name == "orch_agent_call_seconds_bucket":
+            le = float(labels["le"])
+            entry["buckets"][le] = entry["buckets"].get(le, 0) + value
+        elif name == "orch_agent_faults_total":
+            entry["faults"] += value
+    return {role: _summarise_agent(entry) for role, entry in sorted(agents.items())}
+
+
+def _summarise_agent(entry: dict[str, Any]) -> dict[str, Any]:
+    calls = int(entry["count"])
+    return {
+        "calls": calls,
+        "success_rate": round(1 - entry["faults"] / calls, 4) if calls else None,
+        "mean_ms": round(entry["sum"] / calls * 1000, 2) if calls else None,
+        "p95_ms": _quantile_ms(entry["buckets"], calls, 0.95) if calls else None,
+    }
+
+
+def _quantile_ms(buckets: dict[float, float], count: int, q: float) -> float | None:
+    """Upper bound of the histogram bucket holding the q-quantile; None past the last bound."""
+    rank = q * count
+    for le in sorted(buckets):
+        if buckets[le] >= rank:
+            return round(le * 1000, 2) if le != float("inf") else None
+    return None
+
+
+def _stage_stats(samples: list[Sample]) -> dict[str, dict[str, int]]:
+    stages: dict[str, dict[str, int]] = {}
+    for name, labels, value in samples:
+        if name != "orch_turns_total":
+            continue
+        entry = stages.setdefault(labels["stage"], {"turns": 0, "errors": 0, "rejected": 0})
+        entry["turns"] += int(value)
+        entry["errors"] += int(value) if labels["outcome"] == "error" else 0
+        entry["rejected"] += int(value) if labels["outcome"] == "rejected" else 0
+    return stages
