@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -21,6 +21,7 @@ import demo_agents
 from embedded_redis import EmbeddedRedisError, start_embedded_redis
 from errors import ConfigError
 from flows import load_flows
+from logs import configure_logging
 from settings import Settings
 
 
@@ -135,12 +136,13 @@ def run_demo(args: argparse.Namespace) -> int:
     from main import create_app
 
     settings = Settings()
+    configure_logging("WARNING", "console")  # the demo prints each turn itself
     ensure_port_free(args.host, args.port, "the service")
     with session_store(settings) as redis_url:
         agents, urls = start_agents(settings, "127.0.0.1", "127.0.0.1")
         service_settings = settings.model_copy(update={"redis_url": redis_url, "agent_urls": urls})
         service = ServerThread({(args.host, args.port): create_app(service_settings)})
-        logging.getLogger("orchestrator").setLevel(logging.WARNING)  # the demo prints each turn
+        configure_logging("WARNING", "console")  # importing main configured it from settings
         try:
             service.start()
             base = f"http://{args.host}:{args.port}"
@@ -157,6 +159,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def run_agents(args: argparse.Namespace) -> int:
     settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
     agents, urls = start_agents(settings, args.host, args.advertise_host or args.host)
     for role, url in urls.items():
         print(f"{role:<10} {url}")
@@ -170,18 +173,31 @@ def run_agents(args: argparse.Namespace) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
     load_flows(settings.flows_file, settings.agent_urls)  # fail here, clearly, not in a worker
     ensure_port_free(args.host, args.port, "the service")
     with session_store(settings) as redis_url:
-        os.environ["REDIS_URL"] = redis_url  # the workers read their settings from it
+        # The workers read their settings from the environment they inherit.
+        os.environ["REDIS_URL"] = redis_url
+        if args.workers > 1:
+            os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", fresh_metrics_dir(settings))
         uvicorn.run(
             "main:app",
             host=args.host,
             port=args.port,
             workers=args.workers,
+            log_config=None,  # uvicorn's lines go through our structured logging too
             timeout_graceful_shutdown=int(settings.shutdown_grace_sec),  # finish turns in flight
         )
     return 0
+
+
+def fresh_metrics_dir(settings: Settings) -> str:
+    """Where uvicorn workers share their Prometheus samples; emptied at each start."""
+    path = settings.orch_state_dir.resolve() / "prometheus"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return str(path)
 
 
 def _wait_for_ctrl_c() -> None:
