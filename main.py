@@ -44,6 +44,7 @@ from models import (
 from redis_store import RedisStore
 from resources import agent_http_client, session_store
 from settings import Settings
+from tracing import enable_tracing
 from transitions import iso
 from turns import TurnService
 
@@ -79,6 +80,8 @@ def create_app(
         summary="Drives a call through five stages, one A2A agent per intent, audited in Redis.",
         lifespan=_lifespan(settings, flows, redis_client, agent_transport),
     )
+    if settings.otel_enabled:
+        enable_tracing(app)
     app.state.metrics = Metrics(set(flows.stage_of_intent), lambda: app.state.breakers.snapshot())
     _add_error_handlers(app)
     _add_routes(app)

@@ -14,6 +14,7 @@ import redis.asyncio as redis
 from embedded_redis import start_embedded_redis
 from redis_store import connect
 from settings import Settings
+from tracing import trace_agent_calls
 
 log = logging.getLogger("orchestrator")
 
@@ -54,7 +55,10 @@ def agent_http_client(
         max_connections=settings.agent_max_connections,
         max_keepalive_connections=settings.agent_max_connections,
     )
-    return httpx.AsyncClient(transport=transport, timeout=settings.a2a_timeout_sec, limits=limits)
+    client = httpx.AsyncClient(transport=transport, timeout=settings.a2a_timeout_sec, limits=limits)
+    if settings.otel_enabled:
+        trace_agent_calls(client)  # sends `traceparent` to the agents
+    return client
 
 
 def redacted(url: str) -> str:

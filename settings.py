@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     agent_urls: dict[str, str] = Field(default_factory=dict)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
+    otel_enabled: bool = False  # W3C trace context into the agents (the `otel` extra)
 
     @field_validator("log_level", mode="before")
     @classmethod

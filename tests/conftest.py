@@ -47,6 +47,7 @@ class Service:
     server: fakeredis.FakeServer  # `server.connected = False` takes Redis down
     agents: dict[str, AgentExecutor]
     settings: Settings
+    agent_requests: list[httpx.Request]  # every request the service sent to an agent
 
     async def turn(self, intent: str, message: str = "hello", **fields: Any) -> httpx.Response:
         body = {
@@ -62,6 +63,16 @@ class Service:
 ServiceFactory = Callable[..., Any]
 
 
+class RecordingTransport(httpx.AsyncBaseTransport):
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.requests: list[httpx.Request] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return await self.inner.handle_async_request(request)
+
+
 @pytest.fixture
 async def make_service() -> AsyncIterator[ServiceFactory]:
     """Builds a service; pass `agents={role: executor}` to swap agents, settings overrides."""
@@ -72,13 +83,22 @@ async def make_service() -> AsyncIterator[ServiceFactory]:
         settings = Settings(agent_urls=agent_urls(), **overrides)
         server = fakeredis.FakeServer()
         redis = fakeredis.FakeAsyncRedis(server=server)
-        transport = httpx.ASGITransport(app=agents_router(AGENTS_BASE, executors))
+        transport = RecordingTransport(
+            httpx.ASGITransport(app=agents_router(AGENTS_BASE, executors))
+        )
         app = create_app(settings, redis_client=redis, agent_transport=transport)
         lifespan = app.router.lifespan_context(app)
         await lifespan.__aenter__()
         http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc")
         stack.append((lifespan, http))
-        return Service(http=http, redis=redis, server=server, agents=executors, settings=settings)
+        return Service(
+            http=http,
+            redis=redis,
+            server=server,
+            agents=executors,
+            settings=settings,
+            agent_requests=transport.requests,
+        )
 
     yield build
     for lifespan, http in reversed(stack):
