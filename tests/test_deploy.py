@@ -22,13 +22,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import fakeredis
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 import cli
 import demo_agents
 from flows import load_flows
+from main import create_app
 from settings import AGENT_URL_PREFIX, DEFAULT_FLOWS_FILE, Settings
 
 ROOT = Path(__file__).parents[1]
@@ -113,7 +116,7 @@ def agent_healthcheck_url() -> str:
 def test_compose_runs_redis_the_agents_and_the_orchestrator() -> None:
     services = compose()["services"]
 
-    assert set(services) == {"redis", "agents", "orchestrator"}
+    assert set(services) == {"redis", "agents", "orchestrator", "prometheus", "grafana"}
     assert services["redis"]["image"] == "redis:7-alpine"
     assert "--appendonly" in services["redis"]["command"]
     assert any(volume.endswith(":/data") for volume in services["redis"]["volumes"])
@@ -424,3 +427,133 @@ def test_every_top_level_module_is_installed_by_pyproject() -> None:
     on_disk = {p.stem for p in root.glob("*.py")}
 
     assert on_disk == declared
+
+
+# --- monitoring: deploy/prometheus.yml, deploy/grafana-dashboard.json, deploy/grafana/ --------
+
+DEPLOY = ROOT / "deploy"
+# The series Prometheus stores for each family of the exposition (the parser names a counter's
+# family without its `_total`).
+SERIES_SUFFIXES = {
+    "counter": ("_total",),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count"),
+}
+
+
+def prometheus_config() -> dict[str, Any]:
+    return yaml.safe_load((DEPLOY / "prometheus.yml").read_text(encoding="utf-8"))
+
+
+def orchestrator_scrape() -> dict[str, Any]:
+    [job] = [j for j in prometheus_config()["scrape_configs"] if j["job_name"] == "orchestrator"]
+    return job
+
+
+def container_port(name: str) -> int:
+    [published] = service(name)["ports"]
+    return int(str(published).rsplit(":", 1)[-1])
+
+
+def bind_mounts(name: str) -> dict[str, str]:
+    """Container path: the repository path mounted there (named volumes left out)."""
+    found = {}
+    for volume in service(name).get("volumes", []):
+        source, target, *_ = volume.split(":")
+        if source.startswith("./"):
+            found[target] = source
+    return found
+
+
+def dashboard() -> dict[str, Any]:
+    return json.loads((DEPLOY / "grafana-dashboard.json").read_text(encoding="utf-8"))
+
+
+def dashboard_queries() -> list[dict[str, Any]]:
+    return [target for panel in dashboard()["panels"] for target in panel.get("targets", [])]
+
+
+def referenced_metrics() -> set[str]:
+    return {name for q in dashboard_queries() for name in re.findall(r"\borch_[a-z_]+", q["expr"])}
+
+
+async def exposed_series(path: str) -> dict[str, set[str]]:
+    """The service's exposition at `path`: each family and the series names it stands for."""
+    app = create_app(Settings(), redis_client=fakeredis.FakeAsyncRedis())
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://orchestrator") as client,
+    ):
+        answer = await client.get(path)
+    assert answer.status_code == 200, answer.text
+    # A labelled metric with no children yet shows only its HELP and TYPE lines: still a family.
+    return {
+        family.name: {family.name + suffix for suffix in SERIES_SUFFIXES.get(family.type, ())}
+        for family in text_string_to_metric_families(answer.text)
+    }
+
+
+def test_prometheus_scrapes_the_orchestrator_service_on_the_port_it_serves() -> None:
+    job = orchestrator_scrape()
+    [static] = job["static_configs"]
+    [target] = static["targets"]
+    host, port = target.rsplit(":", 1)
+
+    assert host == "orchestrator"
+    assert host in compose()["services"]
+    assert int(port) == container_port("orchestrator")  # inside the network: not the host port
+    assert job.get("metrics_path", "/metrics") == "/metrics"
+    assert job["scrape_interval"] == "5s"
+
+
+def test_prometheus_service_reads_the_scrape_config_once_the_orchestrator_is_up() -> None:
+    spec = service("prometheus")
+
+    assert spec["image"].startswith("prom/prometheus")
+    assert "./deploy/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in spec["volumes"]
+    assert spec["ports"] == ["9090:9090"]
+    assert "orchestrator" in spec["depends_on"]
+
+
+def test_every_bind_mounted_file_is_in_the_repository() -> None:
+    for name in compose()["services"]:
+        for target, source in bind_mounts(name).items():
+            assert (ROOT / source).exists(), f"{name}: {source} -> {target}"
+
+
+async def test_dashboard_queries_only_series_the_service_exposes() -> None:
+    exposed = await exposed_series(orchestrator_scrape().get("metrics_path", "/metrics"))
+    referenced = referenced_metrics()
+    # prometheus_client's `<name>_created` timestamps are no metric of ours to chart.
+    uncharted = [f for f, names in exposed.items() if not names & referenced]
+
+    assert dashboard_queries()
+    assert sorted(referenced - set().union(*exposed.values())) == []
+    assert [f for f in uncharted if not f.endswith("_created")] == []  # every metric has a panel
+
+
+def test_grafana_reads_the_prometheus_service_and_the_dashboard() -> None:
+    mounted = bind_mounts("grafana")
+    datasources_dir = ROOT / mounted["/etc/grafana/provisioning/datasources"]
+    providers_dir = ROOT / mounted["/etc/grafana/provisioning/dashboards"]
+    [datasource] = [
+        source
+        for file in sorted(datasources_dir.glob("*.y*ml"))
+        for source in yaml.safe_load(file.read_text(encoding="utf-8"))["datasources"]
+    ]
+    [provider] = [
+        provider
+        for file in sorted(providers_dir.glob("*.y*ml"))
+        for provider in yaml.safe_load(file.read_text(encoding="utf-8"))["providers"]
+    ]
+    url = urlsplit(datasource["url"])
+    folder = provider["options"]["path"].rstrip("/")
+    dashboards = [s for t, s in mounted.items() if t.rsplit("/", 1)[0] == folder]
+    panels = dashboard()["panels"]
+    used_uids = {p["datasource"]["uid"] for p in [*panels, *dashboard_queries()]}
+
+    assert datasource["type"] == "prometheus"
+    assert (url.hostname, url.port) == ("prometheus", container_port("prometheus"))
+    assert used_uids == {datasource["uid"]}
+    assert dashboards == ["./deploy/grafana-dashboard.json"]
