@@ -54,6 +54,7 @@ def agent_http_client(
     limits = httpx.Limits(
         max_connections=settings.agent_max_connections,
         max_keepalive_connections=settings.agent_max_connections,
+        keepalive_expiry=settings.agent_keepalive_sec,
     )
     client = httpx.AsyncClient(transport=transport, timeout=settings.a2a_timeout_sec, limits=limits)
     if settings.otel_enabled:

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     shutdown_grace_sec: float = Field(20.0, ge=0)
     max_agent_response_bytes: int = Field(1024 * 1024, gt=0)
     agent_max_connections: int = Field(200, gt=0)
+    # Shorter than the agents' own idle timeout (uvicorn's is 5 s), so a turn never goes out on
+    # a pooled connection the agent is closing: that reset would look like a lost request.
+    agent_keepalive_sec: float = Field(2.0, ge=0)
     flows_file: Path = DEFAULT_FLOWS_FILE
     agent_urls: dict[str, str] = Field(default_factory=dict)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
