@@ -133,7 +133,10 @@ def _lifespan(
             app.state.turns = TurnService(
                 app.state.store, agents, flows, app.state.breakers, metrics
             )
-            yield
+            try:
+                yield
+            finally:
+                await app.state.store.close()
 
     return lifespan
 

@@ -7,6 +7,7 @@ A turn costs two round trips: `begin_turn` (take the lease, read the state) and 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -172,6 +173,7 @@ class RedisStore:
         observe: Observer | None = None,
     ):
         self._observe = observe or (lambda operation, seconds: None)
+        self._background: set[asyncio.Task] = set()
         self._redis = client
         self._prefix = prefix
         self.ttl_sec = ttl_sec
@@ -199,11 +201,17 @@ class RedisStore:
     async def begin_turn(self, call_id: str, idempotency_key: str = "") -> TurnStart:
         keys = self.keys(call_id)
         token = f"{secrets.token_hex(16)}|{idempotency_key}"
-        with self._round_trip("begin_turn"):
-            got = await self._begin(
-                keys=[keys.state, keys.lease, keys.idempotency],
-                args=[token, self._lease_ms, idempotency_key],
-            )
+        try:
+            with self._round_trip("begin_turn"):
+                got = await self._begin(
+                    keys=[keys.state, keys.lease, keys.idempotency],
+                    args=[token, self._lease_ms, idempotency_key],
+                )
+        except StoreUnavailable:
+            # A frozen Redis still runs the script when it wakes, taking a lease for a turn
+            # that was already refused: give it back as soon as Redis answers again.
+            self.release_later(Lease(call_id, token, idempotency_key))
+            raise
         if got[0] == 2:
             return TurnStart(lease=None, replay=StoredAnswer.from_json(got[1]))
         if got[0] == 0:
@@ -234,6 +242,25 @@ class RedisStore:
     async def release(self, lease: Lease) -> None:
         with self._round_trip("release"):
             await self._release(keys=[self.keys(lease.call_id).lease], args=[lease.token])
+
+    def release_later(self, lease: Lease) -> None:
+        """Releases the lease in the background once Redis answers (for at most its lifetime)."""
+        task = asyncio.create_task(self._release_when_back(lease))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _release_when_back(self, lease: Lease) -> None:
+        deadline = time.monotonic() + self._lease_ms / 1000
+        while time.monotonic() < deadline:
+            try:
+                await self.release(lease)
+                return
+            except StoreUnavailable:
+                await asyncio.sleep(0.2)
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
 
     async def read_call(self, call_id: str) -> tuple[CallState, list[bytes]] | None:
         keys = self.keys(call_id)

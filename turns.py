@@ -194,7 +194,8 @@ class TurnService:
         try:
             await self._store.release(lease)
         except StoreUnavailable:
-            log.warning("lease release failed; it will expire", call_identify_id=lease.call_id)
+            log.warning("lease release failed; retrying", call_identify_id=lease.call_id)
+            self._store.release_later(lease)
 
 
 def _fingerprint(turn: OrchestrateRequest) -> str:
