@@ -26,6 +26,7 @@ from main import create_app
 from settings import Settings
 from tests.agents import Recording, Seen, agent_app, free_port, serve_in_thread
 from tests.conftest import default_executors
+from tests.misbehavers import AnyAgent, serve
 
 CALL_ID = "CALL-001"
 ACCOUNT_ID = "ACC-1"
@@ -110,6 +111,7 @@ class Agents:
 
 ServiceFactory = Callable[..., Caller]
 AgentServer = Callable[..., str]
+MisbehaverServer = Callable[[AnyAgent], str]
 
 
 @pytest.fixture(scope="session")
@@ -183,6 +185,20 @@ def serve_agent() -> Iterator[AgentServer]:
         return url
 
     yield serve
+    _stop_all(stops)
+
+
+@pytest.fixture
+def serve_misbehaver() -> Iterator[MisbehaverServer]:
+    """Serves a broken agent (tests/misbehavers.py) for this test: `serve_misbehaver(a) -> url`."""
+    stops: list[Callable[[], None]] = []
+
+    def serve_one(agent: AnyAgent) -> str:
+        url, stop = serve(agent)
+        stops.append(stop)
+        return url
+
+    yield serve_one
     _stop_all(stops)
 
 

@@ -1,0 +1,182 @@
+"""Every way an agent can misbehave, served for real as the greeting agent: what the caller is
+told, what the audit trail records, whether the call moves on, and how often the agent was asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.agents import free_port
+from tests.integration.conftest import MisbehaverServer, RedisView, ServiceFactory
+from tests.misbehavers import (
+    QUESTION,
+    AnyAgent,
+    ClosesIdle,
+    Garbage,
+    HttpStatus,
+    Huge,
+    InputRequired,
+    JsonRpcError,
+    Resetting,
+    Slow,
+    TaskFailed,
+)
+
+pytestmark = pytest.mark.integration
+
+SERVICE_DIR = Path(__file__).parents[2]
+A2A_TIMEOUT_SEC = 1.0
+
+
+@dataclass(frozen=True)
+class Fault:
+    agent: Callable[[], AnyAgent] | None  # None: nothing listens on the agent's port
+    status: str  # the answer's "status"
+    response_status: str  # the step's
+    code: str | None  # response.error.code and the step's error.code
+    attempts: int
+    settings: dict[str, Any] = field(default_factory=dict)
+    max_sec: float = 5.0  # the caller never waits longer than this
+    min_sec: float = 0.0
+
+
+FAULTS = {
+    "slow": Fault(
+        lambda: Slow(delay=5), "error", "error", "agent_timeout", 1, min_sec=A2A_TIMEOUT_SEC
+    ),
+    "http_500": Fault(lambda: HttpStatus(500), "error", "error", "agent_http_error", 1),
+    "http_503_then_ok": Fault(
+        lambda: HttpStatus(503, retry_after="0", times=1), "success", "success", None, 2
+    ),
+    "http_503_always": Fault(
+        lambda: HttpStatus(503, retry_after="0"), "error", "error", "agent_http_error", 3
+    ),
+    # Retry-After is honoured: the second attempt waits the second the agent asked for...
+    "http_429_then_ok": Fault(
+        lambda: HttpStatus(429, retry_after="1", times=1),
+        "success",
+        "success",
+        None,
+        2,
+        settings={"a2a_timeout_sec": 3},
+        min_sec=1.0,
+    ),
+    # ...but never past the turn's deadline: the caller hears about it at once.
+    "http_429_past_the_deadline": Fault(
+        lambda: HttpStatus(429, retry_after="30"),
+        "error",
+        "error",
+        "agent_http_error",
+        1,
+        max_sec=0.9,
+    ),
+    "garbage": Fault(Garbage, "error", "error", "agent_bad_response", 1),
+    "connection_reset": Fault(Resetting, "error", "error", "agent_disconnected", 1),
+    "huge_body": Fault(Huge, "error", "error", "agent_bad_response", 1),
+    "json_rpc_error": Fault(JsonRpcError, "error", "error", "agent_error", 1),
+    "task_failed": Fault(TaskFailed, "error", "error", "agent_task_failed", 1),
+    "input_required": Fault(InputRequired, "success", "input_required", None, 1),
+    "connection_refused": Fault(None, "error", "error", "agent_unreachable", 3),
+}
+MOVES_ON = {"success": 2, "input_required": 1, "error": 1}  # the stage after the first turn
+
+
+@pytest.mark.parametrize("fault", FAULTS.values(), ids=FAULTS.keys())
+async def test_agent_fault_is_answered_recorded_and_retried_only_when_safe(
+    fault: Fault,
+    make_service: ServiceFactory,
+    serve_misbehaver: MisbehaverServer,
+    store: RedisView,
+) -> None:
+    agent = fault.agent() if fault.agent else None
+    url = serve_misbehaver(agent) if agent else f"http://127.0.0.1:{free_port()}/"
+    settings = {"a2a_timeout_sec": A2A_TIMEOUT_SEC} | fault.settings
+    caller = make_service(agent_urls={"greeting": url}, **settings)
+
+    started = time.monotonic()
+    answer = await caller.turn("greeting", "hello")
+    took = time.monotonic() - started
+
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["status"], body["response_status"]) == (fault.status, fault.response_status)
+    assert fault.min_sec <= took < fault.max_sec
+    [step] = store.steps()
+    assert step["response_status"] == fault.response_status
+    assert step["attempts"] == fault.attempts
+    state = store.state()
+    assert state["current_flow_id"] == MOVES_ON[fault.response_status]
+    assert state["completed_flows"] == ([1] if fault.response_status == "success" else [])
+    if fault.code:
+        assert body["response"]["error"]["code"] == fault.code
+        assert step["error"]["code"] == fault.code
+    else:
+        assert step["error"] is None
+    if fault.response_status == "input_required":
+        assert body["response"]["text"] == QUESTION
+        assert state["pending_tasks"]["greeting"]["task_id"] == body["response"]["task_id"]
+    if agent is not None:
+        # Each attempt reached the agent with the turn's one messageId.
+        assert agent.message_ids == [step["a2a_message_id"]] * fault.attempts
+
+
+def _flows_with_idempotent_greeting(tmp_path: Path) -> Path:
+    flows = tmp_path / "flows.toml"
+    default = (SERVICE_DIR / "flows.toml").read_text(encoding="utf-8")
+    plain = 'greeting = "http://127.0.0.1:9101/"'
+    assert plain in default
+    idempotent = 'greeting = { url = "http://127.0.0.1:9101/", idempotent = true }'
+    flows.write_text(default.replace(plain, idempotent), encoding="utf-8")
+    return flows
+
+
+async def test_reset_from_an_idempotent_agent_is_retried_with_the_same_message_id(
+    make_service: ServiceFactory,
+    serve_misbehaver: MisbehaverServer,
+    store: RedisView,
+    tmp_path: Path,
+) -> None:
+    agent = Resetting(times=1)
+    caller = make_service(
+        agent_urls={"greeting": serve_misbehaver(agent)},
+        flows_file=_flows_with_idempotent_greeting(tmp_path),
+        a2a_timeout_sec=A2A_TIMEOUT_SEC,
+    )
+
+    answer = await caller.turn("greeting", "hello")
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "success"
+    assert answer.json()["next_flow_id"] == 2
+    [step] = store.steps()
+    assert (step["response_status"], step["attempts"]) == ("success", 2)
+    assert agent.message_ids == [step["a2a_message_id"]] * 2
+    listed = {a["role"]: a for a in (await caller.http.get("/agents")).json()}
+    assert listed["greeting"]["idempotent"] is True
+    assert listed["auth"]["idempotent"] is False
+
+
+async def test_turn_sent_as_the_agent_closes_its_idle_connection_is_not_lost(
+    make_service: ServiceFactory, serve_misbehaver: MisbehaverServer, store: RedisView
+) -> None:
+    # Agents served by uvicorn (a2a-sdk's usual server) close a connection idle for 5 s. Were
+    # the service to keep pooled connections as long (httpx's default), a turn could go out on
+    # a connection the agent is closing: never read, reset, reported as agent_disconnected
+    # (seen under load in test_load.py). AGENT_KEEPALIVE_SEC (2 s) retires them before that.
+    agent = ClosesIdle(idle_timeout=5.0, in_flight=1.0)
+    caller = make_service(agent_urls={"greeting": serve_misbehaver(agent)})
+    assert (await caller.turn("greeting", call_id="CALL-A")).json()["status"] == "success"
+    await asyncio.sleep(4.5)
+
+    answer = await caller.turn("greeting", call_id="CALL-B")
+
+    assert answer.json()["status"] == "success", answer.json()["response"]
+    assert agent.requests == 2
+    assert [s["response_status"] for s in store.steps("CALL-B")] == ["success"]

