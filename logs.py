@@ -7,6 +7,7 @@ process has one shape. Events never carry what the caller said: only ids, stages
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Literal
 
 import structlog
@@ -32,7 +33,7 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "json") -> None:
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
-    handler = logging.StreamHandler()
+    handler = _StderrHandler()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,
@@ -43,3 +44,15 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "json") -> None:
     root.handlers = [handler]
     root.setLevel(level.upper())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per agent call is noise
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (test runners swap it)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass

@@ -207,10 +207,11 @@ class RedisStore:
                     keys=[keys.state, keys.lease, keys.idempotency],
                     args=[token, self._lease_ms, idempotency_key],
                 )
-        except StoreUnavailable:
-            # A frozen Redis still runs the script when it wakes, taking a lease for a turn
-            # that was already refused: give it back as soon as Redis answers again.
-            self.release_later(Lease(call_id, token, idempotency_key))
+        except StoreUnavailable as exc:
+            # A frozen Redis still runs a timed-out script when it wakes, taking a lease for a
+            # turn that was already refused: give it back as soon as Redis answers again.
+            if exc.details.get("reason") == "TimeoutError":
+                self.release_later(Lease(call_id, token, idempotency_key))
             raise
         if got[0] == 2:
             return TurnStart(lease=None, replay=StoredAnswer.from_json(got[1]))
