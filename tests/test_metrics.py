@@ -110,6 +110,8 @@ async def test_request_id_is_returned_and_sent_to_the_agent(service: Service) ->
     refused = await service.http.post("/orchestrate", content=b"x" * 70_000)
 
     assert given.headers["X-Request-ID"] == "req-42"
+    posts = [r for r in service.agent_requests if r.method == "POST"]
+    assert posts[0].headers["X-Request-ID"] == "req-42"
     assert re.fullmatch(r"[0-9a-f]{32}", generated.headers["X-Request-ID"])
     assert refused.status_code == 413 and refused.headers["X-Request-ID"]
 
