@@ -22,6 +22,7 @@ from embedded_redis import EmbeddedRedisError, start_embedded_redis
 from errors import ConfigError
 from flows import load_flows
 from logs import configure_logging
+from resources import redacted
 from settings import Settings
 
 
@@ -112,7 +113,7 @@ def check_agents_answer(urls: dict[str, str]) -> None:
 def session_store(settings: Settings) -> Iterator[str]:
     """REDIS_URL when set; otherwise an embedded Redis for as long as the command runs."""
     if settings.redis_url:
-        print(f"session store: Redis at REDIS_URL ({_host_of(settings.redis_url)})")
+        print(f"session store: Redis at REDIS_URL ({redacted(settings.redis_url)})")
         yield settings.redis_url
         return
     embedded = start_embedded_redis(settings.orch_state_dir)
@@ -124,11 +125,6 @@ def session_store(settings: Settings) -> Iterator[str]:
         yield embedded.url
     finally:
         embedded.stop()
-
-
-def _host_of(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -49,7 +49,13 @@ class Service:
     settings: Settings
     agent_requests: list[httpx.Request]  # every request the service sent to an agent
 
-    async def turn(self, intent: str, message: str = "hello", **fields: Any) -> httpx.Response:
+    async def turn(
+        self,
+        intent: str,
+        message: str = "hello",
+        headers: dict[str, str] | None = None,
+        **fields: Any,
+    ) -> httpx.Response:
         body = {
             "call_identify_id": "CALL-001",
             "account_id": "ACC-1",
@@ -57,7 +63,7 @@ class Service:
             "input_message": message,
             "intent": intent,
         } | fields
-        return await self.http.post("/orchestrate", json=body)
+        return await self.http.post("/orchestrate", json=body, headers=headers)
 
 
 ServiceFactory = Callable[..., Any]

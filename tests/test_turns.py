@@ -11,14 +11,7 @@ from tests.conftest import Service
 
 
 async def keyed_turn(service: Service, key: str, intent: str = "greeting", **fields):
-    body = {
-        "call_identify_id": "CALL-001",
-        "account_id": "ACC-1",
-        "eci": "ECI-1",
-        "input_message": "hello",
-        "intent": intent,
-    } | fields
-    return await service.http.post("/orchestrate", json=body, headers={"Idempotency-Key": key})
+    return await service.turn(intent, headers={"Idempotency-Key": key}, **fields)
 
 
 async def test_same_key_and_body_replays_the_answer_without_a_new_step(service: Service) -> None:

