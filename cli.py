@@ -16,8 +16,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import uvicorn
+from pydantic import SecretStr
 
 import demo_agents
+from auth import Role, keyring_from, new_key
 from embedded_redis import EmbeddedRedisError, start_embedded_redis
 from errors import ConfigError
 from flows import load_flows
@@ -134,18 +136,25 @@ def run_demo(args: argparse.Namespace) -> int:
     settings = Settings()
     configure_logging("WARNING", "console")  # the demo prints each turn itself
     ensure_port_free(args.host, args.port, "the service")
+    # Fresh keys for this demo only: authentication stays on, and nothing needs configuring.
+    keys = {role: new_key(role)[0] for role in (Role.CLIENT, Role.AUDITOR)}
+    api_keys = SecretStr(",".join(f"{role}:{key}" for role, key in keys.items()))
     with session_store(settings) as redis_url:
         agents, urls = start_agents(settings, "127.0.0.1", "127.0.0.1")
-        service_settings = settings.model_copy(update={"redis_url": redis_url, "agent_urls": urls})
+        service_settings = settings.model_copy(
+            update={"redis_url": redis_url, "agent_urls": urls, "api_keys": api_keys}
+        )
         service = ServerThread({(args.host, args.port): create_app(service_settings)})
-        configure_logging("WARNING", "console")  # importing main configured it from settings
         try:
             service.start()
             base = f"http://{args.host}:{args.port}"
-            ok = walk_call(base)
+            ok = walk_call(base, keys[Role.CLIENT], keys[Role.AUDITOR])
             if args.once:
                 return 0 if ok else 1
             print(f"\nServing at {base} (API docs: {base}/docs). Ctrl-C stops.")
+            print(f"API keys for this run: client {keys[Role.CLIENT]}")
+            print(f"                       auditor {keys[Role.AUDITOR]}")
+            print(f"e.g. curl -H 'Authorization: Bearer {keys[Role.AUDITOR]}' {base}/session/<id>")
             _wait_for_ctrl_c()
             return 0
         finally:
@@ -171,6 +180,7 @@ def run_serve(args: argparse.Namespace) -> int:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
     load_flows(settings.flows_file, settings.agent_urls)  # fail here, clearly, not in a worker
+    keyring_from(settings)
     ensure_port_free(args.host, args.port, "the service")
     with session_store(settings) as redis_url:
         # The workers read their settings from the environment they inherit.
@@ -185,6 +195,14 @@ def run_serve(args: argparse.Namespace) -> int:
             log_config=None,  # uvicorn's lines go through our structured logging too
             timeout_graceful_shutdown=int(settings.shutdown_grace_sec),  # finish turns in flight
         )
+    return 0
+
+
+def run_new_key(args: argparse.Namespace) -> int:
+    key, hashed = new_key(Role(args.role))
+    print(f"key (give it to the {args.role}; it is not stored anywhere): {key}")
+    print(f"API_KEYS entry:       {args.role}:{key}")
+    print(f"API_KEYS_FILE line:   {hashed}")
     return 0
 
 
@@ -219,6 +237,10 @@ def parser() -> argparse.ArgumentParser:
     agents.add_argument("--host", default="127.0.0.1")
     agents.add_argument("--advertise-host", help="host name written in the agent cards")
     agents.set_defaults(run=run_agents)
+    keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="keys", required=True)
+    new = keys.add_parser("new", help="make a random API key and print its hash line")
+    new.add_argument("--role", choices=[role.value for role in Role], required=True)
+    new.set_defaults(run=run_new_key)
     return top
 
 

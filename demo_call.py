@@ -16,11 +16,15 @@ TURNS = [
 ]
 
 
-def walk_call(base_url: str, account_id: str = "ACC-1001") -> bool:
-    """Drives one whole call; prints each turn and the audit trail. True if every turn passed."""
+def walk_call(
+    base_url: str, client_key: str, auditor_key: str, account_id: str = "ACC-1001"
+) -> bool:
+    """Drives one whole call with the client's key, then prints the audit trail as the auditor
+    reads it. True if every turn passed."""
     call_id = f"DEMO-{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"\nCall {call_id} for account {account_id}\n")
-    with httpx.Client(base_url=base_url, timeout=30) as http:
+    client = {"Authorization": f"Bearer {client_key}"}
+    with httpx.Client(base_url=base_url, timeout=30, headers=client) as http:
         for intent, words in TURNS:
             body = {
                 "call_identify_id": call_id,
@@ -32,7 +36,8 @@ def walk_call(base_url: str, account_id: str = "ACC-1001") -> bool:
             answer = http.post("/orchestrate", json=body)
             if not _print_turn(answer, words):
                 return False
-        return _print_trail(http.get(f"/session/{call_id}/steps"), call_id)
+        auditor = {"Authorization": f"Bearer {auditor_key}"}
+        return _print_trail(http.get(f"/session/{call_id}/steps", headers=auditor), call_id)
 
 
 def _print_turn(answer: httpx.Response, words: str) -> bool:

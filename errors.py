@@ -16,6 +16,23 @@ class OrchestratorError(Exception):
         self.headers = headers or {}
 
 
+class Unauthenticated(OrchestratorError):
+    status_code = 401
+    code = "unauthenticated"
+
+
+class Forbidden(OrchestratorError):
+    status_code = 403
+    code = "forbidden"
+
+
+class CallStepLimit(OrchestratorError):
+    """The call reached its step limit: a runaway client cannot grow a trail without bound."""
+
+    status_code = 409
+    code = "call_step_limit"
+
+
 class CallNotFound(OrchestratorError):
     status_code = 404
     code = "call_not_found"

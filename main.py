@@ -5,30 +5,34 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import redis.asyncio as redis
+import structlog
 from asgi_correlation_id import CorrelationIdMiddleware
-from fastapi import Depends, FastAPI, Header, Path, Request, Response
+from fastapi import Depends, FastAPI, Header, Path, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from a2a_client import A2AClient
+from auth import Caller, Permission, keyring_from, require
 from body_limit import BodyLimit
 from breaker import Breakers
 from errors import BodyTooLarge, CallNotFound, ConfigError, OrchestratorError, StoreUnavailable
 from flows import FlowConfig, Stage, load_flows
 from logs import configure_logging
+from masking import MaskingPolicy
 from metrics import Metrics
 from models import (
     ID_PATTERN,
@@ -46,10 +50,12 @@ from resources import agent_http_client, session_store
 from settings import Settings
 from tracing import enable_tracing
 from transitions import iso
-from turns import TurnService
+from turns import TurnRules, TurnService
 
 MAX_BODY_BYTES = 64 * 1024
 log = logging.getLogger("orchestrator")
+events = structlog.get_logger("orchestrator.sessions")
+Body = TypeVar("Body", bound=BaseModel)
 
 CallIdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]
 IdempotencyKeyHeader = Header(
@@ -83,8 +89,9 @@ def create_app(
     if settings.otel_enabled:
         enable_tracing(app)
     app.state.metrics = Metrics(set(flows.stage_of_intent), lambda: app.state.breakers.snapshot())
+    app.state.keyring = keyring_from(settings)
     _add_error_handlers(app)
-    _add_routes(app)
+    _add_routes(app, settings)
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, reject=_reject_big_body)
     # Outermost, so that every answer (413s and errors included) carries X-Request-ID.
     app.add_middleware(
@@ -131,7 +138,7 @@ def _lifespan(
             )
             app.state.flows = flows
             app.state.turns = TurnService(
-                app.state.store, agents, flows, app.state.breakers, metrics
+                app.state.store, agents, flows, app.state.breakers, metrics, _turn_rules(settings)
             )
             try:
                 yield
@@ -139,6 +146,15 @@ def _lifespan(
                 await app.state.store.close()
 
     return lifespan
+
+
+def _turn_rules(settings: Settings) -> TurnRules:
+    masking = MaskingPolicy(
+        emails=settings.mask_emails,
+        phones=settings.mask_phones,
+        auth_digits=settings.mask_auth_digits,
+    )
+    return TurnRules(max_steps=settings.max_steps_per_call, masking=masking)
 
 
 def _store(request: Request) -> RedisStore:
@@ -149,7 +165,7 @@ def _turns(request: Request) -> TurnService:
     return request.app.state.turns
 
 
-def _add_routes(app: FastAPI) -> None:
+def _add_routes(app: FastAPI, settings: Settings) -> None:
     @app.get("/healthz", summary="The process is alive (it does not check Redis or agents)")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -157,32 +173,59 @@ def _add_routes(app: FastAPI) -> None:
     @app.post(
         "/orchestrate",
         response_model=OrchestrateResponse,
-        responses=_errors(409, 413, 422, 503),
+        responses=_errors(401, 403, 409, 413, 422, 503),
         summary="Send one caller turn; the call's agent for this stage and intent answers it",
+        openapi_extra=_json_body(OrchestrateRequest),
     )
     async def orchestrate(
-        turn: OrchestrateRequest,
+        request: Request,
+        caller: Annotated[Caller, Security(require(Permission.ORCHESTRATE))],
         turns: Annotated[TurnService, Depends(_turns)],
         idempotency_key: Annotated[str | None, IdempotencyKeyHeader] = None,
     ) -> Response:
-        answer = await turns.run_turn(turn, idempotency_key or "")
+        # The body is read only now, after the key was checked: a caller without a key hears
+        # 401 whatever it sent, and the JSON is parsed and validated in one pass.
+        turn = _parse(OrchestrateRequest, await request.body())
+        answer = await turns.run_turn(turn, idempotency_key or "", caller.key_id)
         headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
         return Response(answer.body, answer.status_code, headers, "application/json")
+
+    _add_monitoring_routes(app, settings)
+    _add_session_routes(app)
+
+
+def _add_monitoring_routes(app: FastAPI, settings: Settings) -> None:
+    guard = [Security(require(Permission.MONITOR))] if settings.protect_monitoring else []
+    denied = _errors(401, 403) if settings.protect_monitoring else None
 
     @app.get(
         "/metrics",
         response_class=PlainTextResponse,
         summary="Prometheus metrics (text exposition format)",
+        dependencies=guard,
+        responses=denied,
     )
     async def metrics(request: Request) -> Response:
         body = request.app.state.metrics.exposition()
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/stats", response_model=Stats, summary="Per agent and per stage figures")
+    @app.get(
+        "/stats",
+        response_model=Stats,
+        summary="Per agent and per stage figures",
+        dependencies=guard,
+        responses=denied,
+    )
     async def stats(request: Request) -> Stats:
         return Stats(**request.app.state.metrics.stats())
 
-    @app.get("/agents", response_model=list[AgentHealth], summary="Each agent and its circuit")
+    @app.get(
+        "/agents",
+        response_model=list[AgentHealth],
+        summary="Each agent and its circuit",
+        dependencies=guard,
+        responses=denied,
+    )
     async def agents(request: Request) -> list[AgentHealth]:
         return _agent_health(request.app)
 
@@ -206,11 +249,16 @@ def _add_routes(app: FastAPI) -> None:
         )
         return JSONResponse(ready.model_dump(), status_code=200 if redis_status == "ok" else 503)
 
+
+def _add_session_routes(app: FastAPI) -> None:
+    reader = [Security(require(Permission.READ))]
+
     @app.get(
         "/session/{call_identify_id}",
         response_model=SessionView,
-        responses=_errors(404, 422, 503),
+        responses=_errors(401, 403, 404, 422, 503),
         summary="The call's state and its steps",
+        dependencies=reader,
     )
     async def get_session(
         call_identify_id: CallIdPath, store: Annotated[RedisStore, Depends(_store)]
@@ -230,8 +278,9 @@ def _add_routes(app: FastAPI) -> None:
     @app.get(
         "/session/{call_identify_id}/steps",
         response_model=list[StepRecord],
-        responses=_errors(404, 422, 503),
+        responses=_errors(401, 403, 404, 422, 503),
         summary="The call's audit trail, oldest step first",
+        dependencies=reader,
     )
     async def get_steps(
         call_identify_id: CallIdPath, store: Annotated[RedisStore, Depends(_store)]
@@ -245,15 +294,34 @@ def _add_routes(app: FastAPI) -> None:
     @app.delete(
         "/session/{call_identify_id}",
         status_code=204,
-        responses=_errors(404, 422, 503),
+        responses=_errors(401, 403, 404, 422, 503),
         summary="Forget the call and its trail",
     )
     async def delete_session(
-        call_identify_id: CallIdPath, store: Annotated[RedisStore, Depends(_store)]
+        call_identify_id: CallIdPath,
+        caller: Annotated[Caller, Security(require(Permission.DELETE))],
+        store: Annotated[RedisStore, Depends(_store)],
     ) -> Response:
         if not await store.delete_call(call_identify_id):
             raise _not_found(call_identify_id)
+        # The trail is gone; this line is what is left to say who removed it.
+        events.info("call_deleted", call_identify_id=call_identify_id, api_key_id=caller.key_id)
         return Response(status_code=204)
+
+
+def _json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI for a body the endpoint reads itself (FastAPI documents only parameters)."""
+    schema = {"schema": model.model_json_schema()}
+    return {"requestBody": {"required": True, "content": {"application/json": schema}}}
+
+
+def _parse(model: type[Body], raw: bytes) -> Body:
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        # Located like FastAPI's own body errors, so clients see one shape for every 422.
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
 
 
 def _agent_health(app: FastAPI) -> list[AgentHealth]:
@@ -317,6 +385,7 @@ async def _reject_big_body(scope: dict, receive: Any, send: Any) -> None:
     await response(scope, receive, send)
 
 
+@functools.cache
 def _app_from_environment() -> FastAPI:
     try:
         settings = Settings()
@@ -326,4 +395,9 @@ def _app_from_environment() -> FastAPI:
         sys.exit(f"orchestrator-flows: configuration error: {exc}")
 
 
-app = _app_from_environment()
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn main:app` builds the app from the environment on first use; a module that only
+    # imports create_app (the CLI, the tests) does not need a configured environment.
+    if name == "app":
+        return _app_from_environment()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

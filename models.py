@@ -119,6 +119,9 @@ class StepRecord(BaseModel):
     a2a_message_id: str
     attempts: int = Field(1, description="Agent calls made for this step (0: circuit open)")
     idempotency_key: str | None = None
+    api_key_id: str | None = Field(
+        None, description="Id of the API key that sent the turn (first 12 hex of its SHA-256)"
+    )
     a2a_task_id: str | None = None
     a2a_context_id: str | None = None
     a2a_task_state: str | None = None

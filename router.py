@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from errors import AccountMismatch, CallComplete, IntentNotAllowed, UnknownIntent
+from errors import AccountMismatch, CallComplete, CallStepLimit, IntentNotAllowed, UnknownIntent
 from flows import FlowConfig, Stage
 from models import CallState, OrchestrateRequest, PendingTask
 
@@ -24,10 +24,18 @@ class TurnPlan:
     idempotent: bool = False  # the agent deduplicates by messageId: safe to resend
 
 
-def plan_turn(flows: FlowConfig, state: CallState | None, turn: OrchestrateRequest) -> TurnPlan:
+DEFAULT_MAX_STEPS = 200
+
+
+def plan_turn(
+    flows: FlowConfig,
+    state: CallState | None,
+    turn: OrchestrateRequest,
+    max_steps: int = DEFAULT_MAX_STEPS,
+) -> TurnPlan:
     stage = Stage(state.current_flow_id) if state else Stage.GREETING
     if state is not None:
-        _check_call_accepts_turns(state, turn)
+        _check_call_accepts_turns(state, turn, max_steps)
     role, is_fallback = _route(flows, stage, turn.intent)
     continues = state.pending_tasks.get(role) if state else None
     return TurnPlan(
@@ -41,7 +49,7 @@ def plan_turn(flows: FlowConfig, state: CallState | None, turn: OrchestrateReque
     )
 
 
-def _check_call_accepts_turns(state: CallState, turn: OrchestrateRequest) -> None:
+def _check_call_accepts_turns(state: CallState, turn: OrchestrateRequest, max_steps: int) -> None:
     if state.is_complete:
         raise CallComplete(
             f"call {state.call_identify_id} is complete; start a new call for a new conversation",
@@ -51,6 +59,12 @@ def _check_call_accepts_turns(state: CallState, turn: OrchestrateRequest) -> Non
         raise AccountMismatch(
             f"call {state.call_identify_id} belongs to another account",
             call_identify_id=state.call_identify_id,
+        )
+    if state.step_count >= max_steps:
+        raise CallStepLimit(
+            f"call {state.call_identify_id} has reached its limit of {max_steps} steps",
+            call_identify_id=state.call_identify_id,
+            max_steps=max_steps,
         )
 
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -57,6 +57,17 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     otel_enabled: bool = False  # W3C trace context into the agents (the `otel` extra)
+    # Who may call: `role:key,...` and/or a file of `role sha256:<hex>` lines (see auth.py).
+    api_keys: SecretStr | None = None
+    api_keys_file: Path | None = None
+    auth_disabled: bool = False  # only for a closed test network; logged loudly
+    protect_monitoring: bool = False  # /metrics, /stats, /agents need a monitor/auditor key
+    # What the audit trail masks besides cards, CVVs, SSNs, codes and passwords (masking.py).
+    mask_emails: bool = True
+    mask_phones: bool = True
+    mask_auth_digits: bool = True  # every digit the caller says at the AUTHENTICATION stage
+    # A call's trail is bounded: a runaway client cannot grow one without end.
+    max_steps_per_call: int = Field(200, ge=1)
 
     @field_validator("log_level", mode="before")
     @classmethod

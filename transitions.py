@@ -34,6 +34,7 @@ class TurnContext:
     started_at: datetime
     finished_at: datetime
     idempotency_key: str | None = None
+    api_key_id: str | None = None  # who sent the turn (auth.Caller.key_id)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ def _step_record(
         a2a_message_id=ctx.message_id,
         attempts=outcome.attempts,
         idempotency_key=ctx.idempotency_key,
+        api_key_id=ctx.api_key_id,
         a2a_task_id=fault.task_id if fault else outcome.task_id,
         a2a_context_id=None if fault else outcome.context_id,
         a2a_task_state=fault.task_state if fault else outcome.task_state,

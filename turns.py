@@ -7,7 +7,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,10 +24,11 @@ from errors import (
     StoreUnavailable,
 )
 from flows import FlowConfig, Stage
+from masking import MaskingPolicy, mask_caller_words, mask_json, mask_text
 from metrics import Metrics
-from models import CallState, OrchestrateRequest, OrchestrateResponse
+from models import CallState, OrchestrateRequest, OrchestrateResponse, StepError
 from redis_store import Lease, RedisStore, StoredAnswer
-from router import TurnPlan, plan_turn
+from router import DEFAULT_MAX_STEPS, TurnPlan, plan_turn
 from transitions import Outcome, Transition, TurnContext, apply_outcome, new_call
 
 log = structlog.get_logger("orchestrator.turns")
@@ -58,6 +59,12 @@ class Unsaved:
 MAX_UNSAVED = 10_000  # per process; the oldest are dropped first
 
 
+@dataclass(frozen=True)
+class TurnRules:
+    max_steps: int = DEFAULT_MAX_STEPS
+    masking: MaskingPolicy = field(default_factory=MaskingPolicy)
+
+
 class TurnService:
     def __init__(
         self,
@@ -66,6 +73,7 @@ class TurnService:
         flows: FlowConfig,
         breakers: Breakers,
         metrics: Metrics,
+        rules: TurnRules | None = None,
         clock: Clock = utc_now,
     ):
         self._store = store
@@ -73,11 +81,14 @@ class TurnService:
         self._flows = flows
         self._breakers = breakers
         self._metrics = metrics
+        self._rules = rules or TurnRules()
         self._clock = clock
         self._unsaved: OrderedDict[tuple[str, str], Unsaved] = OrderedDict()
 
-    async def run_turn(self, turn: OrchestrateRequest, idempotency_key: str = "") -> TurnAnswer:
-        fingerprint = _fingerprint(turn)
+    async def run_turn(
+        self, turn: OrchestrateRequest, idempotency_key: str = "", api_key_id: str | None = None
+    ) -> TurnAnswer:
+        fingerprint = self._fingerprint(turn)
         start = await self._store.begin_turn(turn.call_identify_id, idempotency_key)
         if start.replay is not None:
             return _replay(start.replay, fingerprint, idempotency_key)
@@ -89,19 +100,21 @@ class TurnService:
             if unsaved and unsaved.fingerprint == fingerprint and unsaved.based_on == start.state:
                 transition = unsaved.transition  # the agent already answered this very turn
             else:
-                transition = await self._call_agent(state, plan, turn, idempotency_key)
-            body = _answer(transition).model_dump_json()
-            await self._commit(lease, start.state, state, transition, fingerprint, body)
+                ctx = (turn, plan, idempotency_key, api_key_id)
+                transition = await self._call_agent(state, *ctx)
+            masked = self._masked(transition, plan.stage)
+            await self._commit(lease, start.state, state, transition, masked, fingerprint)
         except BaseException:
             await self._release_quietly(lease)
             raise
         self._count(transition, is_new=start.state is None)
         _log_turn(transition)
-        return TurnAnswer(200, body)
+        # The client hears the agent as it spoke; only the stored copies are masked.
+        return TurnAnswer(200, _answer(transition).model_dump_json())
 
     def _plan(self, stored: CallState | None, turn: OrchestrateRequest) -> TurnPlan:
         try:
-            return plan_turn(self._flows, stored, turn)
+            return plan_turn(self._flows, stored, turn, self._rules.max_steps)
         except OrchestratorError as refused:
             stage = Stage(stored.current_flow_id) if stored else Stage.GREETING
             intent = self._metrics.intent_label(turn.intent)
@@ -122,23 +135,26 @@ class TurnService:
     async def _commit(
         self,
         lease: Lease,
-        stored: CallState | None,
-        state: CallState,
+        read: CallState | None,
+        base: CallState,
         transition: Transition,
+        masked: Transition,
         fingerprint: str,
-        body: str,
     ) -> None:
+        """Writes the masked step; `read` is what the turn found, `base` what it built on."""
         key = lease.idempotency_key
-        remembered = StoredAnswer(fingerprint, 200, body) if key else None
+        # A replay answers from Redis, which never holds personal data: it has the masked copy.
+        replay = _answer(masked).model_dump_json() if key else ""
+        remembered = StoredAnswer(fingerprint, 200, replay) if key else None
         try:
             await self._store.commit_step(
-                lease, state.step_count, transition.state, transition.step, remembered
+                lease, base.step_count, masked.state, masked.step, remembered
             )
         except StoreUnavailable:
             # Redis failed after the agent acted. Keep its answer so that the client's retry
             # with the same Idempotency-Key commits it instead of asking the agent again.
             if key:
-                self._remember_unsaved(lease.call_id, key, Unsaved(fingerprint, stored, transition))
+                self._remember_unsaved(lease.call_id, key, Unsaved(fingerprint, read, transition))
             raise
 
     def _remember_unsaved(self, call_id: str, key: str, unsaved: Unsaved) -> None:
@@ -147,13 +163,52 @@ class TurnService:
             self._unsaved.popitem(last=False)
 
     async def _call_agent(
-        self, state: CallState, plan: TurnPlan, turn: OrchestrateRequest, idempotency_key: str
+        self,
+        state: CallState,
+        turn: OrchestrateRequest,
+        plan: TurnPlan,
+        idempotency_key: str,
+        api_key_id: str | None,
     ) -> Transition:
         message_id = _message_id(turn, idempotency_key)
         started = self._clock()
         outcome = await self._guarded_send(plan, turn, message_id)
-        ctx = TurnContext(turn, plan, message_id, started, self._clock(), idempotency_key or None)
+        ctx = TurnContext(
+            turn,
+            plan,
+            message_id,
+            started,
+            self._clock(),
+            idempotency_key=idempotency_key or None,
+            api_key_id=api_key_id,
+        )
         return apply_outcome(state, ctx, outcome)
+
+    def _masked(self, transition: Transition, stage: Stage) -> Transition:
+        """The transition as Redis may hold it: the caller's and the agent's words masked."""
+        step, policy = transition.step, self._rules.masking
+        said = mask_caller_words(
+            step.input_message, policy, authentication=stage is Stage.AUTHENTICATION
+        )
+        error = step.error
+        if error is not None:
+            message = mask_text(error.message, policy, said.secrets)
+            error = StepError(code=error.code, message=message)
+        masked = step.model_copy(
+            update={
+                "input_message": said.text,
+                "response_data": mask_json(step.response_data, policy, said.secrets),
+                "error": error,
+            }
+        )
+        return Transition(transition.state, masked)
+
+    def _fingerprint(self, turn: OrchestrateRequest) -> str:
+        """What a reused Idempotency-Key is compared by. Redis keeps it, so it is taken over the
+        request with every digit masked: a hash of the clear words would give away a short code."""
+        words = mask_caller_words(turn.input_message, self._rules.masking, authentication=True)
+        masked = turn.model_copy(update={"input_message": words.text})
+        return hashlib.sha256(masked.model_dump_json().encode()).hexdigest()
 
     async def _guarded_send(
         self, plan: TurnPlan, turn: OrchestrateRequest, message_id: str
@@ -196,10 +251,6 @@ class TurnService:
         except StoreUnavailable:
             log.warning("lease release failed; retrying", call_identify_id=lease.call_id)
             self._store.release_later(lease)
-
-
-def _fingerprint(turn: OrchestrateRequest) -> str:
-    return hashlib.sha256(turn.model_dump_json().encode()).hexdigest()
 
 
 def _message_id(turn: OrchestrateRequest, idempotency_key: str) -> str:
@@ -262,6 +313,7 @@ def _log_turn(transition: Transition) -> None:
         error=step.error.code if step.error else None,
         seq=step.seq,
         attempts=step.attempts,
+        api_key_id=step.api_key_id,
         duration_ms=step.duration_ms,
         request_id=correlation_id.get(),
     )

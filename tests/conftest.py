@@ -12,15 +12,27 @@ import httpx
 import pytest
 from a2a.server.agent_execution import AgentExecutor
 
+from logs import configure_logging
 from main import create_app
 from settings import Settings
 from tests.agents import MessageAgent, OtpAgent, TaskAgent, agents_router
+
+configure_logging("INFO", "json")  # as `uvicorn main:app` does, so tests see the same events
 
 AGENTS_BASE = "http://agents.test"
 ROLES = [
     "greeting", "auth", "refund", "billing", "booking",
     "complaint", "account", "balance", "closing", "fallback",
 ]  # fmt: skip
+
+
+# One key per role. The default test client uses the admin's, which may do everything.
+KEYS = {role: f"{role}-test-key-0123456789" for role in ("client", "auditor", "admin", "monitor")}
+API_KEYS = ",".join(f"{role}:{key}" for role, key in KEYS.items())
+
+
+def bearer(role: str = "admin") -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEYS[role]}"}
 
 
 def default_executors() -> dict[str, AgentExecutor]:
@@ -86,7 +98,7 @@ async def make_service() -> AsyncIterator[ServiceFactory]:
 
     async def build(agents: dict[str, AgentExecutor] | None = None, **overrides: Any) -> Service:
         executors = default_executors() | (agents or {})
-        settings = Settings(agent_urls=agent_urls(), **overrides)
+        settings = Settings(**({"agent_urls": agent_urls(), "api_keys": API_KEYS} | overrides))
         server = fakeredis.FakeServer()
         redis = fakeredis.FakeAsyncRedis(server=server)
         transport = RecordingTransport(
@@ -95,7 +107,9 @@ async def make_service() -> AsyncIterator[ServiceFactory]:
         app = create_app(settings, redis_client=redis, agent_transport=transport)
         lifespan = app.router.lifespan_context(app)
         await lifespan.__aenter__()
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://svc")
+        http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://svc", headers=bearer()
+        )
         stack.append((lifespan, http))
         return Service(
             http=http,

@@ -33,6 +33,7 @@ import demo_agents
 from flows import load_flows
 from main import create_app
 from settings import AGENT_URL_PREFIX, DEFAULT_FLOWS_FILE, Settings
+from tests.conftest import API_KEYS
 
 ROOT = Path(__file__).parents[1]
 
@@ -279,14 +280,15 @@ def free_ports(count: int) -> list[int]:
 
 
 def container_environment(**overrides: str) -> dict[str, str]:
-    """This process's environment without the service's settings, plus the image's ENV."""
+    """This process's environment without the service's settings, plus the image's ENV and
+    the keys compose would pass (the image holds none)."""
     ours = {name.upper() for name in Settings.model_fields}
     env = {
         name: value
         for name, value in os.environ.items()
         if name.upper() not in ours and not name.upper().startswith(AGENT_URL_PREFIX)
     }
-    return env | image_env() | overrides
+    return env | image_env() | {"API_KEYS": API_KEYS} | overrides
 
 
 def with_option(argv: list[str], option: str, value: str) -> list[str]:
@@ -479,7 +481,7 @@ def referenced_metrics() -> set[str]:
 
 async def exposed_series(path: str) -> dict[str, set[str]]:
     """The service's exposition at `path`: each family and the series names it stands for."""
-    app = create_app(Settings(), redis_client=fakeredis.FakeAsyncRedis())
+    app = create_app(Settings(api_keys=API_KEYS), redis_client=fakeredis.FakeAsyncRedis())
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),

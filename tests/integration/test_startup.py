@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.agents import free_port
+from tests.conftest import bearer
 from tests.integration.conftest import (
     ACCOUNT_ID,
     CALL_ID,
@@ -54,7 +55,7 @@ def test_service_started_from_environment_records_a_turn(
         "intent": "greeting",
     }
 
-    answer = httpx.post(url + "/orchestrate", json=body, timeout=10)
+    answer = httpx.post(url + "/orchestrate", json=body, headers=bearer(), timeout=10)
 
     assert answer.status_code == 200, answer.text
     assert answer.json()["next_flow_id"] == 2
