@@ -1,0 +1,121 @@
+"""No personal data in Redis or the logs: a whole call full of it, through the real service
+(started as `uvicorn main:app`, debug logging), real Redis and real a2a-sdk agents that repeat
+the caller's words back. Then every key of Redis and every log line is searched for the raw
+values. The agents must still hear them, and the client must still get the agent's answer."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from tests.agents import MessageAgent, free_port
+from tests.conftest import bearer
+from tests.integration.conftest import (
+    SERVICE_DIR,
+    Agents,
+    AgentServer,
+    RedisView,
+    clean_environment,
+    uvicorn_command,
+    wait_until_serving,
+)
+
+CALL_ID = "PRIV-1"
+CARD, CARD_2 = "4111 1111 1111 1111", "5555-5555-5555-4444"
+EMAIL, SSN, OTP, PASSWORD = "jane.doe@example.com", "123-45-6789", "123456", "Hunter2!x"
+PHONE, PHONE_2 = "(415) 555-0100", "+44 20 7946 0958"
+# (intent, the caller's words); the greeting, fallback, refund and closing agents echo them.
+CALL = [
+    ("greeting", f"Hi, I'm Jane, {EMAIL}, my card is {CARD}"),
+    ("verify_identity", f"my SSN is {SSN} and my phone is {PHONE}"),
+    ("weather_chat", f"is the code {OTP} right?"),  # fallback agent, at AUTHENTICATION
+    ("otp_verify", f"the code is {OTP}"),
+    ("refund_request", f"refund to card {CARD_2}, cvv 737, my password is {PASSWORD}"),
+    ("process_refund", "yes, go ahead"),
+    ("closing", f"bye, reach me on {PHONE_2}"),
+]
+# What must never be found, in any spelling the service could have written it.
+RAW = [
+    CARD, CARD.replace(" ", ""), CARD_2, CARD_2.replace("-", ""), EMAIL, SSN, SSN.replace("-", ""),
+    OTP, PASSWORD, "Hunter2", "cvv 737", PHONE, "555-0100", PHONE_2, "7946 0958",
+]  # fmt: skip
+
+
+@pytest.fixture
+def service_log(
+    tmp_path: Path, redis_url: str, agents: Agents, serve_agent: AgentServer
+) -> Iterator[tuple[str, Path]]:
+    """The service as a subprocess at DEBUG, its log in a file: (url, log path)."""
+    echoing = {"refund": serve_agent(MessageAgent("refund"))}
+    urls = agents.urls | echoing
+    env = clean_environment() | {"REDIS_URL": redis_url, "LOG_LEVEL": "DEBUG"}
+    env |= {f"AGENT_URL_{role.upper()}": url for role, url in urls.items()}
+    log_path = tmp_path / "service.log"
+    port = free_port()
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            uvicorn_command(port), cwd=SERVICE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_serving(url, process)
+            yield url, log_path
+        finally:
+            process.terminate()
+            process.wait(10)
+
+
+def everything_stored(client: redis.Redis) -> str:
+    """Every value of every key in Redis, as text."""
+    values = []
+    for key in client.keys("*"):
+        kind = client.type(key).decode()
+        if kind == "string":
+            values.append(client.get(key))
+        elif kind == "list":
+            values.extend(client.lrange(key, 0, -1))
+        elif kind == "hash":
+            values.extend(v for pair in client.hgetall(key).items() for v in pair)
+        else:
+            pytest.fail(f"unexpected key type {kind} at {key!r}")
+        values.append(key)
+    return "\n".join(v.decode() for v in values)
+
+
+def test_a_call_full_of_personal_data_leaves_none_in_redis_or_the_logs(
+    service_log: tuple[str, Path], store: RedisView, agents: Agents
+) -> None:
+    url, log_path = service_log
+    answers = []
+    with httpx.Client(base_url=url, timeout=30) as http:
+        for n, (intent, words) in enumerate(CALL):
+            body = {
+                "call_identify_id": CALL_ID,
+                "account_id": "ACC-1",
+                "eci": "ECI-1",
+                "input_message": words,
+                "intent": intent,
+            }
+            headers = bearer("client") | {"Idempotency-Key": f"turn-{n}"}  # answers kept too
+            answers.append(http.post("/orchestrate", json=body, headers=headers))
+        trail = http.get(f"/session/{CALL_ID}/steps", headers=bearer("auditor")).json()
+
+    assert [a.status_code for a in answers] == [200] * len(CALL), answers[-1].text
+    assert answers[-1].json()["is_complete"] is True
+    stored, logged = everything_stored(store.client), log_path.read_text()
+    assert CALL_ID in stored and CALL_ID in logged  # the scans did look at the call
+    for raw in RAW:
+        assert raw not in stored, f"{raw!r} is in Redis"
+        assert raw not in logged, f"{raw!r} is in the log"
+    # The client hears the agent as it spoke; the agents heard the caller unmasked.
+    assert CARD in answers[0].json()["response"]["text"]
+    assert agents.executors["auth"].seen.texts[-1] == f"the code is {OTP}"
+    # And the trail says what was there, without the values.
+    assert trail[0]["input_message"] == "Hi, I'm Jane, [email], my card is [card ****1111]"
+    assert trail[3]["input_message"] == "the code is ******"
+    assert "******" in trail[2]["response_data"]["text"]  # the code repeated back by an agent
