@@ -65,10 +65,10 @@ def _print_trail(answer: httpx.Response, call_id: str) -> bool:
         return False
     steps = answer.json()
     print(f"Audit trail of {call_id} (GET /session/{call_id}/steps):")
-    print(f"  {'seq':>3}  {'stage':<15} {'intent':<16} {'agent':<9} {'status':<15} {'ms':>7}")
+    print(f"  {'seq':>3}  {'stage':<15} {'intent':<16} {'status':<15} {'ms':>6}  caller, as stored")
     for s in steps:
         print(
-            f"  {s['seq']:>3}  {s['flow_label']:<15} {s['intent']:<16} {s['agent_role']:<9} "
-            f"{s['response_status']:<15} {s['duration_ms']:>7.1f}"
+            f"  {s['seq']:>3}  {s['flow_label']:<15} {s['intent']:<16} "
+            f"{s['response_status']:<15} {s['duration_ms']:>6.1f}  {s['input_message'][:40]}"
         )
     return len(steps) == len(TURNS) and all(s["response_status"] != "error" for s in steps)
