@@ -157,11 +157,12 @@ def _turn_rules(settings: Settings) -> TurnRules:
     return TurnRules(max_steps=settings.max_steps_per_call, masking=masking)
 
 
-def _store(request: Request) -> RedisStore:
+# Async on purpose: FastAPI runs a plain `def` dependency in a worker thread, on every request.
+async def _store(request: Request) -> RedisStore:
     return request.app.state.store
 
 
-def _turns(request: Request) -> TurnService:
+async def _turns(request: Request) -> TurnService:
     return request.app.state.turns
 
 

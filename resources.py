@@ -6,17 +6,19 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import redis.asyncio as redis
 
+from agent_transport import agent_transport
 from embedded_redis import start_embedded_redis
 from redis_store import connect
 from settings import Settings
 from tracing import trace_agent_calls
 
 log = logging.getLogger("orchestrator")
+SECRET_QUERY_ARGUMENTS = {"password", "ssl_password"}  # redis-py reads both from the URL
 
 
 @asynccontextmanager
@@ -56,16 +58,24 @@ def agent_http_client(
         max_keepalive_connections=settings.agent_max_connections,
         keepalive_expiry=settings.agent_keepalive_sec,
     )
-    client = httpx.AsyncClient(transport=transport, timeout=settings.a2a_timeout_sec, limits=limits)
+    client = httpx.AsyncClient(
+        transport=transport or agent_transport(limits),
+        timeout=settings.a2a_timeout_sec,
+        limits=limits,
+    )
     if settings.otel_enabled:
         trace_agent_calls(client)  # sends `traceparent` to the agents
     return client
 
 
 def redacted(url: str) -> str:
-    """The URL without its password, fit for a log line."""
+    """The URL without its passwords (user-info or query), fit for a log line."""
     parts = urlsplit(url)
-    if not parts.password:
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if not parts.password and not any(name in SECRET_QUERY_ARGUMENTS for name, _ in query):
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    netloc = parts.netloc
+    if parts.password:
+        netloc = netloc.replace(f":{parts.password}@", ":***@")
+    query = [(name, "***" if name in SECRET_QUERY_ARGUMENTS else value) for name, value in query]
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*/")))

@@ -1,0 +1,180 @@
+"""The floor: the least a turn can cost, as a raw ASGI app (no framework) doing the same I/O.
+
+Per POST: parse the body, one Redis round trip running the service's own BEGIN_TURN script
+(lease + read state), one JSON-RPC SendMessage to the agent through aiohttp (the fastest
+client we have), one round trip running the service's own COMMIT_STEP script (state, step,
+TTL, lease release), and a small JSON answer. No validation, routing, logging or metrics: what
+the service spends beyond this is what its framework and code add.
+Run: `python -m uvicorn floor:app --app-dir bench --port 9200 --no-access-log` from the
+repository root, with FLOOR_REDIS_URL and FLOOR_AGENT_URL set.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import redis.asyncio as redis
+
+from flows import load_flows
+from redis_store import BEGIN_TURN, COMMIT_STEP, call_keys, connect
+
+PREFIX = "orch"
+TTL_SEC = 3600
+LEASE_MS = 20_000
+# The service's flows, read from its directory (the floor runs there).
+FLOWS = load_flows(Path("flows.toml"))
+STAGE_OF_INTENT = {intent: int(stage) for intent, stage in FLOWS.stage_of_intent.items()}
+JSON_HEADERS = [(b"content-type", b"application/json")]
+AGENT_HEADERS = {"Content-Type": "application/json", "A2A-Version": "1.0"}
+
+
+class Floor:
+    """The open connections and loaded scripts, made once at start-up."""
+
+    def __init__(self, redis_url: str, agent_url: str):
+        self.redis: redis.Redis = connect(redis_url, 1.0)
+        self.agent_url = agent_url
+        # Shorter keep-alive than the agent's (uvicorn: 5 s), so an idle pooled connection is
+        # never reused just as the agent closes it.
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=200, keepalive_timeout=2.0),
+            timeout=aiohttp.ClientTimeout(total=15),
+        )
+        self.begin_sha = ""
+        self.commit_sha = ""
+
+    async def load_scripts(self) -> None:
+        self.begin_sha = await self.redis.script_load(BEGIN_TURN)
+        self.commit_sha = await self.redis.script_load(COMMIT_STEP)
+
+    async def close(self) -> None:
+        await self.http.close()
+        await self.redis.aclose()
+
+    async def turn(self, request: dict[str, Any]) -> dict[str, Any]:
+        call_id = request["call_identify_id"]
+        keys = call_keys(PREFIX, call_id)
+        token = secrets.token_hex(16) + "|"
+        got = await self.redis.evalsha(
+            self.begin_sha, 3, keys.state, keys.lease, keys.idempotency, token, LEASE_MS, ""
+        )
+        if got[0] != 1:
+            return {"call_identify_id": call_id, "status": "error", "reason": "busy"}
+        state = orjson.loads(got[1]) if got[1] else _new_state(request)
+        reply = await self._send(request, state)
+        task = reply["result"]["task"]
+        step_count = state["step_count"] + 1
+        stage = STAGE_OF_INTENT.get(request["intent"], state["current_flow_id"])
+        now = datetime.now(UTC).isoformat()
+        step = {
+            "seq": step_count,
+            "intent_flow_id": stage,
+            "intent": request["intent"],
+            "input_message": request["input_message"],
+            "response_status": "success",
+            "response_data": {"text": task["artifacts"][0]["parts"][0]["text"]},
+            "a2a_task_id": task["id"],
+            "timestamp": now,
+        }
+        state |= {"step_count": step_count, "current_flow_id": min(stage + 1, 5), "updated_at": now}
+        done = await self.redis.evalsha(
+            self.commit_sha,
+            4,
+            *keys.all,
+            step_count - 1,
+            orjson.dumps(state),
+            orjson.dumps(step),
+            TTL_SEC,
+            token,
+            "",
+            "",
+        )
+        status = "success" if done else "error"
+        return {"call_identify_id": call_id, "status": status, "step_seq": step_count}
+
+    async def _send(self, request: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+        message_id = str(uuid.uuid4())
+        message = {
+            "messageId": message_id,
+            "role": "ROLE_USER",
+            "parts": [{"text": request["input_message"]}],
+            "metadata": {
+                "call_identify_id": state["call_identify_id"],
+                "intent": request["intent"],
+            },
+        }
+        rpc = {
+            "jsonrpc": "2.0",
+            "id": message_id,
+            "method": "SendMessage",
+            "params": {"message": message, "configuration": {}},
+        }
+        async with self.http.post(
+            self.agent_url, data=orjson.dumps(rpc), headers=AGENT_HEADERS
+        ) as answer:
+            return orjson.loads(await answer.read())
+
+
+def _new_state(request: dict[str, Any]) -> dict[str, Any]:
+    now = datetime.now(UTC).isoformat()
+    return {
+        "call_identify_id": request["call_identify_id"],
+        "account_id": request["account_id"],
+        "eci": request["eci"],
+        "current_flow_id": 1,
+        "step_count": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+_running: dict[str, Floor] = {}  # "floor" -> the Floor, while the lifespan is up
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    floor = _running.get("floor")
+    if scope["method"] != "POST" or floor is None:
+        await _respond(send, 200, b'{"status":"ok"}')
+        return
+    body = orjson.loads(await _read_body(receive))
+    await _respond(send, 200, orjson.dumps(await floor.turn(body)))
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            floor = Floor(os.environ["FLOOR_REDIS_URL"], os.environ["FLOOR_AGENT_URL"])
+            await floor.load_scripts()
+            _running["floor"] = floor
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            if floor := _running.pop("floor", None):
+                await floor.close()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _read_body(receive: Any) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _respond(send: Any, status: int, body: bytes) -> None:
+    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

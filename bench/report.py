@@ -1,0 +1,224 @@
+"""What the benchmark measured, as results and as the table it prints. No I/O but print."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+THROUGHPUT_TARGET = 0.7  # service steps/s >= 0.7 x the floor's
+P99_TARGET = 1.5  # service step p99 <= 1.5 x the floor's
+GROWTH_TARGET = 1.25  # a step may cost at most this much more when Redis or the call is bigger
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """One round of the closed loop against one server, from the load generator's JSON."""
+
+    steps_per_sec: float
+    calls_per_sec: float
+    step_ms: dict[str, float | None]
+    call_ms: dict[str, float | None]
+    cpu_ms_per_step: float | None
+    bytes_per_call: float | None
+    errors: int
+    error_samples: list[str]
+
+    @classmethod
+    def from_loadgen(cls, out: dict[str, Any], memory_growth: int) -> RoundResult:
+        completed = len(out["completed_calls"])
+        return cls(
+            steps_per_sec=out["steps"] / out["window_sec"],
+            calls_per_sec=out["calls"] / out["window_sec"],
+            step_ms=out["step_ms"],
+            call_ms=out["call_ms"],
+            cpu_ms_per_step=out["cpu_sec"] * 1000 / out["steps"] if out["steps"] else None,
+            bytes_per_call=memory_growth / completed if completed else None,
+            errors=out["errors"],
+            error_samples=out["error_samples"],
+        )
+
+
+@dataclass
+class Latency:
+    p50_ms: float | None
+    p99_ms: float | None
+    errors: int = 0
+
+
+@dataclass
+class Scaling:
+    turn_by_live_calls: dict[int, Latency] = field(default_factory=dict)
+    steps_read_by_length: dict[int, Latency] = field(default_factory=dict)
+
+
+@dataclass
+class Results:
+    service: list[RoundResult] = field(default_factory=list)
+    floor: list[RoundResult] = field(default_factory=list)
+    stub_requests_per_sec: float = 0.0
+    trail_calls: int = 0
+    trail_passed: int = 0
+    trail_failures: list[str] = field(default_factory=list)
+    scaling: Scaling | None = None
+    profile: list[str] = field(default_factory=list)
+    call_key_bytes: int = 0  # MEMORY USAGE of one completed call's state and steps keys
+
+    @property
+    def errors(self) -> int:
+        scaling = self.scaling or Scaling()
+        later = [*scaling.turn_by_live_calls.values(), *scaling.steps_read_by_length.values()]
+        return sum(r.errors for r in self.service + self.floor) + sum(x.errors for x in later)
+
+    @property
+    def trail_ok(self) -> bool:
+        return self.trail_calls > 0 and self.trail_passed == self.trail_calls
+
+
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def _ratios(
+    service: list[RoundResult], floor: list[RoundResult], of: Callable[[RoundResult], Any]
+) -> list[float]:
+    """service/floor for each pair of rounds run back to back."""
+    return [of(s) / of(f) for s, f in zip(service, floor, strict=False) if of(s) and of(f)]
+
+
+def _spread(ratios: list[float]) -> str:
+    if not ratios:
+        return "-"
+    return f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+ROWS: list[tuple[str, Callable[[RoundResult], float | None], int]] = [
+    ("steps/s", lambda r: r.steps_per_sec, 0),
+    ("calls/s", lambda r: r.calls_per_sec, 0),
+    ("step p50 ms", lambda r: r.step_ms["p50"], 1),
+    ("step p90 ms", lambda r: r.step_ms["p90"], 1),
+    ("step p99 ms", lambda r: r.step_ms["p99"], 1),
+    ("call p50 ms", lambda r: r.call_ms["p50"], 1),
+    ("call p90 ms", lambda r: r.call_ms["p90"], 1),
+    ("call p99 ms", lambda r: r.call_ms["p99"], 1),
+    ("CPU ms/step (server)", lambda r: r.cpu_ms_per_step, 2),
+    ("Redis bytes/call", lambda r: r.bytes_per_call, 0),
+]
+RATIO_ROWS = {
+    "steps/s",
+    "calls/s",
+    "step p50 ms",
+    "step p99 ms",
+    "call p99 ms",
+    "CPU ms/step (server)",
+}
+
+
+def print_table(results: Results) -> None:
+    service, floor = results.service, results.floor
+    print(f"{'':24}{'service':>12}{'floor':>12}   service/floor: median (min-max of rounds)")
+    for label, of, digits in ROWS:
+        ratio = _spread(_ratios(service, floor, of)) if label in RATIO_ROWS else ""
+        cells = [_number(_median([of(r) for r in rounds]), digits) for rounds in (service, floor)]
+        print(f"{label:24}{cells[0]:>12}{cells[1]:>12}   {ratio}")
+    if results.call_key_bytes:
+        print(
+            f"{'':24}(one completed service call: {results.call_key_bytes:,} bytes by MEMORY USAGE)"
+        )
+    errors = [sum(r.errors for r in rounds) for rounds in (service, floor)]
+    print(f"{'errors':24}{errors[0]:>12}{errors[1]:>12}")
+    print("(each figure: the median over rounds; latencies are per round, then the median)")
+    for name, rounds in (("service", service), ("floor", floor)):
+        per_round = " ".join(f"{r.steps_per_sec:.0f}" for r in rounds)
+        print(f"steps/s per round, {name}: {per_round}")
+    for sample in [s for r in service + floor for s in r.error_samples][:5]:
+        print(f"  error: {sample}")
+
+
+def print_calibration(results: Results) -> None:
+    service_rate = _median([r.steps_per_sec for r in results.service]) or 0.0
+    times = results.stub_requests_per_sec / service_rate if service_rate else float("inf")
+    print(
+        f"load generator straight at the stub agent: {results.stub_requests_per_sec:,.0f} req/s"
+        f" = {times:.1f}x the service's steps/s"
+    )
+    if times < 3:
+        print("WARNING: the load generator is less than 3x faster than the service: it may be")
+        print("         the bottleneck, and the service's figures are a lower bound.")
+
+
+def print_trail(results: Results) -> None:
+    verdict = "PASS" if results.trail_ok else "FAIL"
+    print(
+        f"trail check: {verdict}: {results.trail_passed:,} of {results.trail_calls:,} completed"
+        " calls have steps 1..5 in order, stages 1..5 once each, TTL on state and steps"
+    )
+    for failure in results.trail_failures:
+        print(f"  {failure}")
+
+
+def print_scaling(scaling: Scaling) -> None:
+    print("cost growth (service, 4 calls in flight for turns, 1 at a time for reads):")
+    for title, table, per_step in (
+        ("turn latency with {n:,} live calls in Redis", scaling.turn_by_live_calls, False),
+        ("GET /session/{{id}}/steps, call of {n:,} steps", scaling.steps_read_by_length, True),
+    ):
+        smallest = min(table) if table else None
+        for n, latency in table.items():
+            growth = ""
+            base = table[smallest] if smallest is not None else None
+            if n != smallest and base and base.p50_ms and latency.p50_ms:
+                growth = f"   p50 x{latency.p50_ms / base.p50_ms:.2f}"
+            if per_step and latency.p50_ms:
+                growth += f"   {latency.p50_ms * 1000 / n:,.0f} us/step"
+            print(
+                f"  {title.format(n=n):48} p50 {_number(latency.p50_ms, 2):>7} ms"
+                f"  p99 {_number(latency.p99_ms, 2):>7} ms  errors {latency.errors}{growth}"
+            )
+
+
+def target_lines(results: Results) -> list[tuple[str, bool | None]]:
+    """Each target of issue 5 and whether this run met it (None: not measured)."""
+    service, floor = results.service, results.floor
+    throughput = _ratios(service, floor, lambda r: r.steps_per_sec)
+    p99 = _ratios(service, floor, lambda r: r.step_ms["p99"])
+    lines: list[tuple[str, bool | None]] = [
+        (
+            f"service steps/s >= {THROUGHPUT_TARGET}x the floor's (median ratio)",
+            statistics.median(throughput) >= THROUGHPUT_TARGET if throughput else None,
+        ),
+        (
+            f"service step p99 <= {P99_TARGET}x the floor's (median ratio)",
+            statistics.median(p99) <= P99_TARGET if p99 else None,
+        ),
+    ]
+    if results.scaling:
+        lines.append(
+            (
+                f"turn p50 with the most live calls <= {GROWTH_TARGET}x with the fewest",
+                _grows_ok(results.scaling.turn_by_live_calls),
+            )
+        )
+    lines.append(("zero errors", results.errors == 0))
+    lines.append(("trail check passes", results.trail_ok))
+    return lines
+
+
+def _grows_ok(table: dict[int, Latency]) -> bool | None:
+    small, big = table.get(min(table, default=0)), table.get(max(table, default=0))
+    if small is None or big is None or small is big or not small.p50_ms or not big.p50_ms:
+        return None
+    return big.p50_ms <= GROWTH_TARGET * small.p50_ms
+
+
+def print_targets(results: Results) -> None:
+    print("targets (issue 5; one worker, same run):")
+    for label, met in target_lines(results):
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[met]
+        print(f"  {verdict:13} {label}")

@@ -1,0 +1,89 @@
+"""A minimal, fast A2A 1.0 agent for the benchmark: raw ASGI, no framework, no task store.
+
+`GET /.well-known/agent-card.json` serves a card offering JSON-RPC 1.0; any POST is taken as a
+`SendMessage` and answered at once with a completed task echoing the request id. It never asks
+for input, so every turn moves the call on. It serves every role from one URL.
+Run: `python -m uvicorn stub_agent:app --app-dir bench --port 9100 --no-access-log`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any
+
+import orjson
+
+URL = os.environ.get("STUB_URL", "http://127.0.0.1:9100/")
+CARD = orjson.dumps(
+    {
+        "name": "bench-stub",
+        "description": "Answers every message with a completed task, at once.",
+        "version": "1",
+        "supportedInterfaces": [
+            {"url": URL, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}
+        ],
+        "capabilities": {"streaming": False},
+        "defaultInputModes": ["text/plain"],
+        "defaultOutputModes": ["text/plain"],
+        "skills": [{"id": "stub", "name": "stub", "description": "stub", "tags": ["bench"]}],
+    }
+)
+JSON_HEADERS = [(b"content-type", b"application/json")]
+_task_numbers = itertools.count(1)
+
+
+def answer(request: bytes) -> bytes:
+    """A completed task for a SendMessage request (a JSON-RPC error for anything unreadable)."""
+    try:
+        parsed = orjson.loads(request)
+        request_id = parsed.get("id")
+        context_id = parsed["params"]["message"].get("contextId") or "ctx-bench"
+    except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError):
+        error = {"code": -32700, "message": "not a SendMessage request"}
+        return orjson.dumps({"jsonrpc": "2.0", "id": None, "error": error})
+    task = {
+        "id": f"task-{next(_task_numbers)}",
+        "contextId": context_id,
+        "status": {"state": "TASK_STATE_COMPLETED"},
+        "artifacts": [{"artifactId": "answer", "parts": [{"text": "done"}]}],
+    }
+    return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "result": {"task": task}})
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    if scope["method"] == "POST":
+        body = await _read_body(receive)
+        await _respond(send, 200, answer(body))
+    elif scope["path"].endswith("agent-card.json"):
+        await _respond(send, 200, CARD)
+    else:
+        await _respond(send, 404, b'{"error":"not found"}')
+
+
+async def _read_body(receive: Any) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _respond(send: Any, status: int, body: bytes) -> None:
+    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -1,0 +1,62 @@
+"""The benchmark (bench/run.py) runs end to end in its tiny --smoke mode. No timing is checked:
+a benchmark never runs as a timed test; this only proves the harness works."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.integration.conftest import SERVICE_DIR, clean_environment
+
+pytestmark = pytest.mark.integration
+
+TABLE_ROWS = [
+    "steps/s",
+    "calls/s",
+    "step p50 ms",
+    "step p90 ms",
+    "step p99 ms",
+    "call p50 ms",
+    "call p99 ms",
+    "CPU ms/step (server)",
+    "Redis bytes/call",
+    "errors",
+]
+
+
+@pytest.fixture(scope="module")
+def smoke_run() -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "bench/run.py", "--smoke"],
+        cwd=SERVICE_DIR,
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_smoke_run_exits_cleanly(smoke_run: subprocess.CompletedProcess[str]) -> None:
+    assert smoke_run.returncode == 0, smoke_run.stdout + smoke_run.stderr
+
+
+def test_smoke_run_prints_the_whole_table(smoke_run: subprocess.CompletedProcess[str]) -> None:
+    lines = smoke_run.stdout.splitlines()
+    for row in TABLE_ROWS:
+        assert any(line.startswith(row) for line in lines), f"no {row!r} row:\n{smoke_run.stdout}"
+    assert "load generator straight at the stub agent" in smoke_run.stdout
+    assert "GET /session/{id}/steps" in smoke_run.stdout
+    assert "service/floor" in smoke_run.stdout
+
+
+def test_smoke_run_has_no_errors_and_every_trail_checks_out(
+    smoke_run: subprocess.CompletedProcess[str],
+) -> None:
+    errors = re.search(r"^errors\s+(\d+)\s+(\d+)$", smoke_run.stdout, re.MULTILINE)
+    assert errors is not None, smoke_run.stdout
+    assert errors.groups() == ("0", "0")
+    assert re.search(r"^trail check: PASS: [\d,]+ of [\d,]+", smoke_run.stdout, re.MULTILINE)
+    assert "error:" not in smoke_run.stdout
