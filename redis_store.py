@@ -19,7 +19,7 @@ import redis.asyncio as redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
+from redis.exceptions import NoPermissionError, ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from errors import IdempotencyKeyInProgress, StoreUnavailable, TurnConflict, TurnInProgress
@@ -136,7 +136,8 @@ def store_errors() -> Iterator[None]:
     """Turns redis-py's connection faults into StoreUnavailable, once, at the boundary."""
     try:
         yield
-    except (RedisConnectionError, RedisTimeoutError, ReadOnlyError) as exc:
+    # NoPermissionError: an ACL user without rights to our keys, an operator's fix like the others.
+    except (RedisConnectionError, RedisTimeoutError, ReadOnlyError, NoPermissionError) as exc:
         raise StoreUnavailable(
             "the session store is unavailable; retry shortly",
             headers={"Retry-After": "1"},
