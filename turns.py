@@ -88,7 +88,8 @@ class TurnService:
     async def run_turn(
         self, turn: OrchestrateRequest, idempotency_key: str = "", api_key_id: str | None = None
     ) -> TurnAnswer:
-        fingerprint = self._fingerprint(turn)
+        # Only a keyed turn is ever compared with another: no key, no fingerprint to compute.
+        fingerprint = self._fingerprint(turn) if idempotency_key else ""
         start = await self._store.begin_turn(turn.call_identify_id, idempotency_key)
         if start.replay is not None:
             return _replay(start.replay, fingerprint, idempotency_key)
