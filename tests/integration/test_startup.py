@@ -84,3 +84,28 @@ def test_service_with_a_bad_flows_file_stops_naming_the_problem(tmp_path: Path) 
     assert "configuration error" in ended.stderr
     assert "intent 'refund_request' names unknown role 'nobody'" in ended.stderr
     assert str(flows) in ended.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({}, "no API keys"),
+        ({"API_KEYS": "client:short"}, "API_KEYS entries are role:key"),
+    ],
+    ids=["no-keys", "short-key"],
+)
+def test_service_without_usable_keys_refuses_to_start(env: dict[str, str], said: str) -> None:
+    environment = {k: v for k, v in clean_environment().items() if k != "API_KEYS"} | env
+
+    ended = subprocess.run(
+        uvicorn_command(free_port()),
+        cwd=SERVICE_DIR,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+    assert ended.returncode != 0
+    assert "configuration error" in ended.stderr
+    assert said in ended.stderr
