@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import orjson
 import redis.asyncio as redis
+from raw_asgi import read_body, respond
 
 from flows import load_flows
 from redis_store import BEGIN_TURN, COMMIT_STEP, call_keys, connect
@@ -31,7 +32,6 @@ LEASE_MS = 20_000
 # The service's flows, read from its directory (the floor runs there).
 FLOWS = load_flows(Path("flows.toml"))
 STAGE_OF_INTENT = {intent: int(stage) for intent, stage in FLOWS.stage_of_intent.items()}
-JSON_HEADERS = [(b"content-type", b"application/json")]
 AGENT_HEADERS = {"Content-Type": "application/json", "A2A-Version": "1.0"}
 
 
@@ -144,10 +144,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     floor = _running.get("floor")
     if scope["method"] != "POST" or floor is None:
-        await _respond(send, 200, b'{"status":"ok"}')
+        await respond(send, 200, b'{"status":"ok"}')
         return
-    body = orjson.loads(await _read_body(receive))
-    await _respond(send, 200, orjson.dumps(await floor.turn(body)))
+    body = orjson.loads(await read_body(receive))
+    await respond(send, 200, orjson.dumps(await floor.turn(body)))
 
 
 async def _lifespan(receive: Any, send: Any) -> None:
@@ -163,18 +163,3 @@ async def _lifespan(receive: Any, send: Any) -> None:
                 await floor.close()
             await send({"type": "lifespan.shutdown.complete"})
             return
-
-
-async def _read_body(receive: Any) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-async def _respond(send: Any, status: int, body: bytes) -> None:
-    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

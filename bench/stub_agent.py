@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 import orjson
+from raw_asgi import read_body, respond
 
 URL = os.environ.get("STUB_URL", "http://127.0.0.1:9100/")
 CARD = orjson.dumps(
@@ -29,7 +30,6 @@ CARD = orjson.dumps(
         "skills": [{"id": "stub", "name": "stub", "description": "stub", "tags": ["bench"]}],
     }
 )
-JSON_HEADERS = [(b"content-type", b"application/json")]
 _task_numbers = itertools.count(1)
 
 
@@ -56,27 +56,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await _lifespan(receive, send)
         return
     if scope["method"] == "POST":
-        body = await _read_body(receive)
-        await _respond(send, 200, answer(body))
+        body = await read_body(receive)
+        await respond(send, 200, answer(body))
     elif scope["path"].endswith("agent-card.json"):
-        await _respond(send, 200, CARD)
+        await respond(send, 200, CARD)
     else:
-        await _respond(send, 404, b'{"error":"not found"}')
-
-
-async def _read_body(receive: Any) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body"):
-            return b"".join(chunks)
-
-
-async def _respond(send: Any, status: int, body: bytes) -> None:
-    headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+        await respond(send, 404, b'{"error":"not found"}')
 
 
 async def _lifespan(receive: Any, send: Any) -> None:

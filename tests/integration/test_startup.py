@@ -65,13 +65,9 @@ def test_service_started_from_environment_records_a_turn(
     assert agents.executors["greeting"].seen.texts == ["hello"]
 
 
-def test_service_with_a_bad_flows_file_stops_naming_the_problem(tmp_path: Path) -> None:
-    flows = tmp_path / "flows.toml"
-    default = (SERVICE_DIR / "flows.toml").read_text(encoding="utf-8")
-    flows.write_text(default.replace('refund_request = "refund"', 'refund_request = "nobody"'))
-    env = clean_environment() | {"FLOWS_FILE": str(flows)}
-
-    ended = subprocess.run(
+def start_and_wait_for_exit(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`uvicorn main:app` with this environment, expected to stop by itself at start-up."""
+    return subprocess.run(
         uvicorn_command(free_port()),
         cwd=SERVICE_DIR,
         env=env,
@@ -79,6 +75,15 @@ def test_service_with_a_bad_flows_file_stops_naming_the_problem(tmp_path: Path) 
         text=True,
         timeout=30,
     )
+
+
+def test_service_with_a_bad_flows_file_stops_naming_the_problem(tmp_path: Path) -> None:
+    flows = tmp_path / "flows.toml"
+    default = (SERVICE_DIR / "flows.toml").read_text(encoding="utf-8")
+    flows.write_text(default.replace('refund_request = "refund"', 'refund_request = "nobody"'))
+    env = clean_environment() | {"FLOWS_FILE": str(flows)}
+
+    ended = start_and_wait_for_exit(env)
 
     assert ended.returncode != 0
     assert "configuration error" in ended.stderr
@@ -97,14 +102,7 @@ def test_service_with_a_bad_flows_file_stops_naming_the_problem(tmp_path: Path) 
 def test_service_without_usable_keys_refuses_to_start(env: dict[str, str], said: str) -> None:
     environment = {k: v for k, v in clean_environment().items() if k != "API_KEYS"} | env
 
-    ended = subprocess.run(
-        uvicorn_command(free_port()),
-        cwd=SERVICE_DIR,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    ended = start_and_wait_for_exit(environment)
 
     assert ended.returncode != 0
     assert "configuration error" in ended.stderr
