@@ -9,7 +9,7 @@ import functools
 import logging
 import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Annotated, Any, TypeVar
@@ -18,15 +18,16 @@ import httpx
 import redis.asyncio as redis
 import structlog
 from asgi_correlation_id import CorrelationIdMiddleware
-from fastapi import Depends, FastAPI, Header, Path, Request, Response, Security
+from fastapi import Depends, FastAPI, Path, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from a2a_client import A2AClient
-from auth import Caller, Permission, keyring_from, require
+from auth import SECURITY, Caller, Permission, authorize, keyring_from, require
 from body_limit import BodyLimit
 from breaker import Breakers
 from errors import BodyTooLarge, CallNotFound, ConfigError, OrchestratorError, StoreUnavailable
@@ -46,8 +47,8 @@ from models import (
     StepRecord,
 )
 from redis_store import RedisStore
-from resources import agent_http_client, session_store
-from settings import Settings
+from resources import agent_pool, session_store
+from settings import VERSION, Settings
 from tracing import enable_tracing
 from transitions import iso
 from turns import TurnRules, TurnService
@@ -56,15 +57,19 @@ MAX_BODY_BYTES = 64 * 1024
 log = logging.getLogger("orchestrator")
 events = structlog.get_logger("orchestrator.sessions")
 Body = TypeVar("Body", bound=BaseModel)
+Result = TypeVar("Result")
 
 CallIdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]
-IdempotencyKeyHeader = Header(
-    alias="Idempotency-Key",
-    min_length=1,
-    max_length=255,
-    pattern=r"^[\x21-\x7e]+$",  # printable ASCII without spaces
-    description="Retry-safe key: the same key and body replay the first answer, no new step",
-)
+IDEMPOTENCY_KEY = "Idempotency-Key"
+IdempotencyKey = TypeAdapter(
+    Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"),
+        Field(
+            description="Retry-safe key: the same key and body replay the first answer, no new step"
+        ),
+    ]
+)  # printable ASCII without spaces
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -82,9 +87,12 @@ def create_app(
     flows = load_flows(settings.flows_file, settings.agent_urls)
     app = FastAPI(
         title="Orchestrator Flows",
-        version="0.1.0",
+        version=VERSION,
         summary="Drives a call through five stages, one A2A agent per intent, audited in Redis.",
         lifespan=_lifespan(settings, flows, redis_client, agent_transport),
+        # Tracing is ours (OTEL_ENABLED, opentelemetry-instrumentation-fastapi). FastAPI's
+        # native telemetry would add a second server span, and costs CPU on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     if settings.otel_enabled:
         enable_tracing(app)
@@ -116,7 +124,7 @@ def _lifespan(
         metrics = app.state.metrics
         async with (
             session_store(settings, redis_client) as client,
-            agent_http_client(settings, transport) as http,
+            agent_pool(settings, transport) as pool,
         ):
             app.state.store = RedisStore(
                 client,
@@ -126,7 +134,7 @@ def _lifespan(
                 observe=lambda op, sec: metrics.redis_seconds.labels(op).observe(sec),
             )
             agents = A2AClient(
-                http,
+                pool,
                 timeout=settings.a2a_timeout_sec,
                 max_response_bytes=settings.max_agent_response_bytes,
                 max_attempts=settings.agent_max_attempts,
@@ -162,37 +170,44 @@ async def _store(request: Request) -> RedisStore:
     return request.app.state.store
 
 
-async def _turns(request: Request) -> TurnService:
-    return request.app.state.turns
-
-
 def _add_routes(app: FastAPI, settings: Settings) -> None:
     @app.get("/healthz", summary="The process is alive (it does not check Redis or agents)")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post(
-        "/orchestrate",
-        response_model=OrchestrateResponse,
-        responses=_errors(401, 403, 409, 413, 422, 503),
-        summary="Send one caller turn; the call's agent for this stage and intent answers it",
-        openapi_extra=_json_body(OrchestrateRequest),
-    )
-    async def orchestrate(
-        request: Request,
-        caller: Annotated[Caller, Security(require(Permission.ORCHESTRATE))],
-        turns: Annotated[TurnService, Depends(_turns)],
-        idempotency_key: Annotated[str | None, IdempotencyKeyHeader] = None,
-    ) -> Response:
-        # The body is read only now, after the key was checked: a caller without a key hears
-        # 401 whatever it sent, and the JSON is parsed and validated in one pass.
+    async def orchestrate(request: Request) -> Response:
+        # Checked in the order FastAPI would: key, header, body (read only after the key, so a
+        # caller without one hears 401 whatever it sent).
+        caller = await authorize(request, Permission.ORCHESTRATE)
+        idempotency_key = _idempotency_key(request)
         turn = _parse(OrchestrateRequest, await request.body())
-        answer = await turns.run_turn(turn, idempotency_key or "", caller.key_id)
+        answer = await request.app.state.turns.run_turn(turn, idempotency_key, caller.key_id)
         headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
         return Response(answer.body, answer.status_code, headers, "application/json")
 
+    app.router.add_api_route(
+        "/orchestrate",
+        orchestrate,
+        methods=["POST"],
+        route_class_override=PlainRoute,
+        response_model=OrchestrateResponse,
+        responses=_errors(401, 403, 409, 413, 422, 503),
+        summary="Send one caller turn; the call's agent for this stage and intent answers it",
+        openapi_extra=_orchestrate_openapi(),
+    )
+
     _add_monitoring_routes(app, settings)
     _add_session_routes(app)
+
+
+class PlainRoute(APIRoute):
+    """A route documented like any other but served like a plain Starlette one: the endpoint
+    takes the Request and returns a Response, with no dependency solving or response model
+    in between. For /orchestrate, where FastAPI's handler cost more CPU per turn than the
+    turn's own work (bench/RESULTS.md); the endpoint does its own checks."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        return self.endpoint
 
 
 def _add_monitoring_routes(app: FastAPI, settings: Settings) -> None:
@@ -310,19 +325,36 @@ def _add_session_routes(app: FastAPI) -> None:
         return Response(status_code=204)
 
 
-def _json_body(model: type[BaseModel]) -> dict[str, Any]:
-    """OpenAPI for a body the endpoint reads itself (FastAPI documents only parameters)."""
-    schema = {"schema": model.model_json_schema()}
-    return {"requestBody": {"required": True, "content": {"application/json": schema}}}
+def _orchestrate_openapi() -> dict[str, Any]:
+    """OpenAPI for what /orchestrate checks itself (FastAPI documents only its parameters)."""
+    body = {"schema": OrchestrateRequest.model_json_schema()}
+    schema = IdempotencyKey.json_schema()
+    header = {"name": IDEMPOTENCY_KEY, "in": "header", "required": False, "schema": schema}
+    return {
+        "requestBody": {"required": True, "content": {"application/json": body}},
+        "parameters": [header | {"description": schema["description"]}],
+        "security": SECURITY,
+    }
+
+
+def _idempotency_key(request: Request) -> str:
+    """The Idempotency-Key header ("" without one), validated like a declared header."""
+    raw = request.headers.get(IDEMPOTENCY_KEY)
+    return "" if raw is None else _validated(IdempotencyKey.validate_python, raw, "header")
 
 
 def _parse(model: type[Body], raw: bytes) -> Body:
+    return _validated(model.model_validate_json, raw, "body")
+
+
+def _validated(validate: Callable[[Any], Result], value: Any, where: str) -> Result:
     try:
-        return model.model_validate_json(raw)
+        return validate(value)
     except ValidationError as exc:
-        # Located like FastAPI's own body errors, so clients see one shape for every 422.
+        # Located like FastAPI's own errors, so clients see one shape for every 422.
         errors = exc.errors(include_url=False, include_input=False, include_context=False)
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+        loc_of = (where, IDEMPOTENCY_KEY) if where == "header" else (where,)
+        raise RequestValidationError([{**e, "loc": (*loc_of, *e["loc"])} for e in errors]) from None
 
 
 def _agent_health(app: FastAPI) -> list[AgentHealth]:

@@ -15,7 +15,7 @@ from agent_transport import agent_transport
 from embedded_redis import start_embedded_redis
 from redis_store import connect
 from settings import Settings
-from tracing import trace_agent_calls
+from tracing import traced
 
 log = logging.getLogger("orchestrator")
 SECRET_QUERY_ARGUMENTS = {"password", "ssl_password"}  # redis-py reads both from the URL
@@ -50,22 +50,20 @@ async def session_store(
             await asyncio.to_thread(embedded.stop)
 
 
-def agent_http_client(
+def agent_pool(
     settings: Settings, transport: httpx.AsyncBaseTransport | None
-) -> httpx.AsyncClient:
-    limits = httpx.Limits(
-        max_connections=settings.agent_max_connections,
-        max_keepalive_connections=settings.agent_max_connections,
-        keepalive_expiry=settings.agent_keepalive_sec,
-    )
-    client = httpx.AsyncClient(
-        transport=transport or agent_transport(limits),
-        timeout=settings.a2a_timeout_sec,
-        limits=limits,
-    )
+) -> httpx.AsyncBaseTransport:
+    """The agents' connection pool (the one given, for tests), traced when OTEL_ENABLED."""
+    if transport is None:
+        limits = httpx.Limits(
+            max_connections=settings.agent_max_connections,
+            max_keepalive_connections=settings.agent_max_connections,
+            keepalive_expiry=settings.agent_keepalive_sec,
+        )
+        transport = agent_transport(limits)
     if settings.otel_enabled:
-        trace_agent_calls(client)  # sends `traceparent` to the agents
-    return client
+        transport = traced(transport)  # sends `traceparent` to the agents
+    return transport
 
 
 def redacted(url: str) -> str:

@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+VERSION = "0.1.0"  # pyproject's; in OpenAPI and in the User-Agent the agents see
 DEFAULT_FLOWS_FILE = Path(__file__).with_name("flows.toml")
 AGENT_URL_PREFIX = "AGENT_URL_"
 

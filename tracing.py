@@ -24,10 +24,11 @@ def enable_tracing(app: FastAPI) -> None:
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
 
 
-def trace_agent_calls(http: httpx.AsyncClient) -> None:
-    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+def traced(transport: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
+    """The transport, with a client span and `traceparent` on every agent call."""
+    from opentelemetry.instrumentation.httpx import AsyncOpenTelemetryTransport
 
-    HTTPXClientInstrumentor.instrument_client(http)
+    return AsyncOpenTelemetryTransport(transport)
 
 
 def _has_sdk_provider(provider: object) -> bool:

@@ -15,7 +15,7 @@ from a2a.server.agent_execution import AgentExecutor
 from logs import configure_logging
 from main import create_app
 from settings import Settings
-from tests.agents import MessageAgent, OtpAgent, TaskAgent, agents_router
+from tests.agents import MessageAgent, OtpAgent, RecordingTransport, TaskAgent, agents_router
 
 configure_logging("INFO", "json")  # as `uvicorn main:app` does, so tests see the same events
 
@@ -79,16 +79,6 @@ class Service:
 
 
 ServiceFactory = Callable[..., Any]
-
-
-class RecordingTransport(httpx.AsyncBaseTransport):
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self.inner = inner
-        self.requests: list[httpx.Request] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.requests.append(request)
-        return await self.inner.handle_async_request(request)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from a2a_client import A2AClient, AgentReply, protocol_from_card, retry_after_seconds
+from agent_transport import agent_transport
 from errors import (
     AgentBadResponse,
     AgentDisconnected,
@@ -29,6 +30,7 @@ from tests.agents import (
     MessageAgent,
     OtpAgent,
     RaisingAgent,
+    RecordingTransport,
     TaskAgent,
     agent_app,
     free_port,
@@ -70,7 +72,7 @@ class Wire:
 @pytest.fixture
 async def connect() -> AsyncIterator[Callable[..., Wire]]:
     """connect(asgi_app) or connect(handler=...) -> a Wire over an in-process transport."""
-    opened: list[httpx.AsyncClient] = []
+    opened: list[httpx.AsyncBaseTransport] = []
 
     def build(
         app: Any = None,
@@ -80,22 +82,20 @@ async def connect() -> AsyncIterator[Callable[..., Wire]]:
         max_response_bytes: int = 1_000_000,
         max_attempts: int = 3,
     ) -> Wire:
-        sent: list[httpx.Request] = []
-
-        async def record(request: httpx.Request) -> None:
-            sent.append(request)
-
-        transport = httpx.ASGITransport(app=app) if app else httpx.MockTransport(handler)
-        http = httpx.AsyncClient(transport=transport, event_hooks={"request": [record]})
-        opened.append(http)
+        inner = httpx.ASGITransport(app=app) if app else httpx.MockTransport(handler)
+        transport = RecordingTransport(inner)
+        opened.append(transport)
         client = A2AClient(
-            http, timeout=timeout, max_response_bytes=max_response_bytes, max_attempts=max_attempts
+            transport,
+            timeout=timeout,
+            max_response_bytes=max_response_bytes,
+            max_attempts=max_attempts,
         )
-        return Wire(client, sent)
+        return Wire(client, transport.requests)
 
     yield build
-    for http in opened:
-        await http.aclose()
+    for transport in opened:
+        await transport.aclose()
 
 
 def no_card(answer_post: Handler) -> Handler:
@@ -496,8 +496,8 @@ async def test_auth_required_task_asks_the_caller(connect) -> None:
 
 async def test_closed_port_is_agent_unreachable() -> None:
     url = f"http://127.0.0.1:{free_port()}/"
-    async with httpx.AsyncClient() as http:
-        client = A2AClient(http, timeout=2.0, max_response_bytes=1_000_000)
+    async with agent_transport(httpx.Limits()) as transport:
+        client = A2AClient(transport, timeout=2.0, max_response_bytes=1_000_000)
 
         with pytest.raises(AgentUnreachable) as caught:
             await client.send_message(url, "hello", METADATA, message_id="msg-1")

@@ -28,22 +28,21 @@ def context(stage: str = "INTENT_CAPTURE", intent: str = "refund_request") -> di
 
 @pytest.fixture
 async def ask() -> AsyncIterator:
-    clients: list[httpx.AsyncClient] = []
+    transports: list[httpx.AsyncBaseTransport] = []
 
     async def ask(
         role: str, words: str, meta: dict | None = None, continues: PendingTask | None = None
     ) -> AgentReply:
-        app = demo_agents.agent_app(role, URL)
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
-        clients.append(http)
-        client = A2AClient(http, timeout=5, max_response_bytes=1 << 20)
+        transport = httpx.ASGITransport(app=demo_agents.agent_app(role, URL))
+        transports.append(transport)
+        client = A2AClient(transport, timeout=5, max_response_bytes=1 << 20)
         return await client.send_message(
-            URL, words, meta or context(), message_id=f"m-{len(clients)}", continues=continues
+            URL, words, meta or context(), message_id=f"m-{len(transports)}", continues=continues
         )
 
     yield ask
-    for http in clients:
-        await http.aclose()
+    for transport in transports:
+        await transport.aclose()
 
 
 async def test_greeting_welcomes_the_caller_by_account(ask) -> None:
@@ -55,8 +54,8 @@ async def test_greeting_welcomes_the_caller_by_account(ask) -> None:
 
 async def test_auth_asks_for_a_code_then_accepts_the_demo_code() -> None:
     app = demo_agents.agent_app("auth", URL)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
-        client = A2AClient(http, timeout=5, max_response_bytes=1 << 20)
+    async with httpx.ASGITransport(app=app) as transport:
+        client = A2AClient(transport, timeout=5, max_response_bytes=1 << 20)
         meta = context("AUTHENTICATION", "verify_identity")
         asked = await client.send_message(URL, "verify me", meta, message_id="m1")
         pending = PendingTask(task_id=asked.task_id, context_id=asked.context_id)
@@ -76,8 +75,8 @@ async def test_auth_asks_for_a_code_then_accepts_the_demo_code() -> None:
 
 async def test_auth_gives_up_after_three_wrong_codes() -> None:
     app = demo_agents.agent_app("auth", URL)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as http:
-        client = A2AClient(http, timeout=5, max_response_bytes=1 << 20)
+    async with httpx.ASGITransport(app=app) as transport:
+        client = A2AClient(transport, timeout=5, max_response_bytes=1 << 20)
         meta = context("AUTHENTICATION", "verify_identity")
         asked = await client.send_message(URL, "verify me", meta, message_id="m0")
         pending = PendingTask(task_id=asked.task_id, context_id=asked.context_id)
