@@ -177,8 +177,8 @@ class A2AClient:
     async def _post(self, url: str, body: dict[str, Any], protocol: Protocol) -> dict[str, Any]:
         headers = _POST_HEADERS[protocol]
         if request_id := correlation_id.get():
-            # The agent's logs can name the same request.
-            headers = {**headers, "X-Request-ID": request_id}
+            headers = headers.copy()
+            headers["X-Request-ID"] = request_id  # the agent's logs can name the same request
         async with self._exchange("POST", url, headers, orjson.dumps(body)) as answer:
             if answer.status_code != 200:
                 raise AgentHttpError(
@@ -197,7 +197,7 @@ class A2AClient:
 
     @asynccontextmanager
     async def _exchange(
-        self, method: str, url: str, headers: dict[str, str], content: bytes = b""
+        self, method: str, url: str, headers: httpx.Headers, content: bytes = b""
     ) -> AsyncIterator[httpx.Response]:
         """One request through the transport; the answer's body is read inside the block."""
         request = httpx.Request(
@@ -228,11 +228,12 @@ class A2AClient:
         return b"".join(chunks)
 
 
+# Built once: a request copies a Headers object as it is, but normalises a dict afresh.
 _HEADERS = {"Accept": "application/json", "User-Agent": f"orchestrator-flows/{VERSION}"}
-_CARD_HEADERS = {**_HEADERS, "A2A-Version": "1.0"}
-_POST_HEADERS: dict[Protocol, dict[str, str]] = {
-    "1.0": {**_HEADERS, "Content-Type": "application/json", "A2A-Version": "1.0"},
-    "0.3": {**_HEADERS, "Content-Type": "application/json"},
+_CARD_HEADERS = httpx.Headers({**_HEADERS, "A2A-Version": "1.0"})
+_POST_HEADERS: dict[Protocol, httpx.Headers] = {
+    "1.0": httpx.Headers({**_HEADERS, "Content-Type": "application/json", "A2A-Version": "1.0"}),
+    "0.3": httpx.Headers({**_HEADERS, "Content-Type": "application/json"}),
 }
 _backoff = wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05)
 

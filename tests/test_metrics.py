@@ -3,7 +3,7 @@ a2a-sdk agents)."""
 
 from __future__ import annotations
 
-import logging
+import json
 import re
 
 import pytest
@@ -117,9 +117,8 @@ async def test_request_id_is_returned_and_sent_to_the_agent(service: Service) ->
 
 
 async def test_turn_log_line_carries_the_turn_facts_and_not_the_words(
-    service: Service, caplog: pytest.LogCaptureFixture
+    service: Service, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    caplog.set_level(logging.INFO)
     await service.http.post(
         "/orchestrate",
         json={"call_identify_id": "C-1", "account_id": "A", "eci": "E",
@@ -127,9 +126,9 @@ async def test_turn_log_line_carries_the_turn_facts_and_not_the_words(
         headers={"X-Request-ID": "req-7"},
     )  # fmt: skip
 
-    events = [
-        r.msg for r in caplog.records if isinstance(r.msg, dict) and r.msg.get("event") == "turn"
-    ]
+    logged = capsys.readouterr().err
+    lines = [json.loads(line) for line in logged.splitlines() if line.startswith("{")]
+    events = [line for line in lines if line["event"] == "turn"]
     assert len(events) == 1
     event = events[0]
     assert event["call_identify_id"] == "C-1"
@@ -137,4 +136,5 @@ async def test_turn_log_line_carries_the_turn_facts_and_not_the_words(
     assert event["outcome"] == "success" and event["attempts"] == 1
     assert event["request_id"] == "req-7"
     assert event["duration_ms"] >= 0
-    assert "my secret words" not in caplog.text
+    assert event["logger"] == "orchestrator.turns" and event["level"] == "info"
+    assert "my secret words" not in logged
