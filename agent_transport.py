@@ -1,10 +1,12 @@
-"""The agents' HTTP transport: httpx's API over aiohttp's connection pool (httpx-aiohttp).
+"""The agents' HTTP transport: httpx's transport API over aiohttp's connection pool.
 
-Chosen by measurement (bench/RESULTS.md): at 64 turns in flight httpx's own pool costs more
-CPU per agent call than everything else a turn does. httpx-aiohttp maps aiohttp's exceptions
-coarsely (a refused connection or a reset surfaces as ConnectTimeout), and whether a fault may
-be retried depends on exactly that difference, so this module maps them again, by what they
-mean for the request: never connected, timed out, or broken after it was sent.
+Chosen by measurement (bench/RESULTS.md): at 64 turns in flight httpx's own pool cost more CPU
+per agent call than everything else a turn did. This began as httpx-aiohttp's transport; it is
+ours now because both of its jobs turned out to be: aiohttp's faults must be mapped by what they
+mean for a retry (never connected, timed out, or broken after the request went out; httpx-aiohttp
+reported a refused connection and a reset alike as ConnectTimeout), and handing the request and
+the answer over without conversions this service does not need saved about a fifth of an agent
+call's CPU. Bodies are passed through as they came: httpx decodes any Content-Encoding.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
+
+CHUNK_BYTES = 64 * 1024
 
 # First match wins: the more specific aiohttp errors come before their base classes.
 _MEANINGS: list[tuple[type[BaseException], type[httpx.TransportError]]] = [
@@ -24,44 +27,82 @@ _MEANINGS: list[tuple[type[BaseException], type[httpx.TransportError]]] = [
     (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
     (aiohttp.ClientPayloadError, httpx.ReadError),
     (aiohttp.ClientOSError, httpx.ReadError),  # reset after the request went out
+    (aiohttp.InvalidURL, httpx.UnsupportedProtocol),
     (aiohttp.ClientError, httpx.RemoteProtocolError),  # anything else: it may have acted
 ]
+_FAULTS = (aiohttp.ClientError, TimeoutError)
 
 
 def _meaning(exc: BaseException) -> BaseException:
-    origin = exc.__cause__ if isinstance(exc, httpx.TransportError) and exc.__cause__ else exc
     for aiohttp_error, httpx_error in _MEANINGS:
-        if isinstance(origin, aiohttp_error):
-            return httpx_error(f"{type(origin).__name__}: {origin}")
+        if isinstance(exc, aiohttp_error):
+            return httpx_error(f"{type(exc).__name__}: {exc}")
     return exc
 
 
-class _MappedStream(httpx.AsyncByteStream):
-    """The answer's body, whose read errors are mapped like the request's."""
+class _Body(httpx.AsyncByteStream):
+    """The answer's body as aiohttp reads it, its read errors mapped like the request's."""
 
-    def __init__(self, inner: httpx.AsyncByteStream) -> None:
-        self._inner = inner
+    def __init__(self, answer: aiohttp.ClientResponse) -> None:
+        self._answer = answer
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._inner:
+            async for chunk in self._answer.content.iter_chunked(CHUNK_BYTES):
                 yield chunk
-        except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as exc:
+        except _FAULTS as exc:
             raise _meaning(exc) from exc
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        self._answer.release()  # back to the pool, or closed if the body was not read whole
 
 
-class AgentTransport(AiohttpTransport):
+class AgentTransport(httpx.AsyncBaseTransport):
+    def __init__(self, limits: httpx.Limits) -> None:
+        self._limits = limits
+        self._session: aiohttp.ClientSession | None = None
+
+    def _pool(self) -> aiohttp.ClientSession:
+        # Made on first use, inside the event loop that aiohttp ties it to.
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._limits.max_connections or 0,
+                keepalive_timeout=self._limits.keepalive_expiry,
+                ssl=httpx.create_ssl_context(),  # the same trust store httpx would use
+            )
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+        return self._session
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeout = request.extensions.get("timeout", {})
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
         try:
-            response = await super().handle_async_request(request)
-        except (httpx.TransportError, aiohttp.ClientError, TimeoutError) as exc:
+            answer = await self._pool().request(
+                request.method,
+                str(request.url),
+                headers=headers,
+                data=request.content or None,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(
+                    connect=timeout.get("pool"),
+                    sock_connect=timeout.get("connect"),
+                    sock_read=timeout.get("read"),
+                ),
+            )
+        except _FAULTS as exc:
             raise _meaning(exc) from exc
-        response.stream = _MappedStream(response.stream)
-        return response
+        return httpx.Response(
+            answer.status,
+            headers=answer.raw_headers,
+            stream=_Body(answer),
+            request=request,
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
 
 def agent_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
-    return AgentTransport(limits=limits)
+    return AgentTransport(limits)

@@ -48,6 +48,7 @@ from models import (
 )
 from redis_store import RedisStore
 from resources import agent_pool, session_store
+from runtime import tune_garbage_collector
 from settings import VERSION, Settings
 from tracing import enable_tracing
 from transitions import iso
@@ -148,6 +149,7 @@ def _lifespan(
             app.state.turns = TurnService(
                 app.state.store, agents, flows, app.state.breakers, metrics, _turn_rules(settings)
             )
+            tune_garbage_collector()
             try:
                 yield
             finally:

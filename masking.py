@@ -69,6 +69,9 @@ _PHONE_SPOKEN = re.compile(
     re.I,
 )
 _TRAILING = ".,!?;:\"'"
+# Every detector above needs a digit, an "@" or a password keyword: text with none is left as
+# it is after one scan instead of ten (most of an agent's answer: ids, states, plain words).
+_MAYBE_PERSONAL = re.compile(r"\d|@|pass", re.I)
 
 
 def mask_caller_words(text: str, policy: MaskingPolicy, *, authentication: bool = False) -> Masked:
@@ -103,6 +106,8 @@ def _mask(text: str, policy: MaskingPolicy, secrets: re.Pattern[str] | None) -> 
 
 
 def _detect(text: str, policy: MaskingPolicy, found: set[str]) -> str:
+    if not _MAYBE_PERSONAL.search(text):
+        return text
     # Passwords first: the token is opaque and may hold digits or an "@".
     text = _PASSWORD.sub(lambda m: _mask_password(m, found), text)
     if policy.emails:

@@ -4,6 +4,7 @@ timed out, or broken after the request went out (a2a_client retries only the fir
 from __future__ import annotations
 
 import asyncio
+import gzip
 
 import aiohttp
 import httpx
@@ -21,6 +22,7 @@ from tests.agents import free_port
         (aiohttp.ServerDisconnectedError(), httpx.RemoteProtocolError),
         (aiohttp.ClientOSError(104, "Connection reset by peer"), httpx.ReadError),
         (aiohttp.ClientPayloadError("cut short"), httpx.ReadError),
+        (aiohttp.InvalidURL("ftp://agent"), httpx.UnsupportedProtocol),
         (aiohttp.ClientError("anything else"), httpx.RemoteProtocolError),
     ],
 )
@@ -28,14 +30,10 @@ def test_each_aiohttp_fault_gets_the_httpx_error_that_says_what_happened(
     fault: BaseException, meaning: type[Exception]
 ) -> None:
     assert type(_meaning(fault)) is meaning
-    # httpx-aiohttp's own coarse mapping is looked through, to the aiohttp error behind it.
-    coarse = httpx.ConnectTimeout("coarse")
-    coarse.__cause__ = fault
-    assert type(_meaning(coarse)) is meaning
 
 
 def test_foreign_errors_pass_unchanged() -> None:
-    error = httpx.UnsupportedProtocol("ftp")
+    error = ValueError("not a transport fault")
 
     assert _meaning(error) is error
 
@@ -60,3 +58,50 @@ async def test_answer_cut_short_is_a_read_error() -> None:
     async with server, httpx.AsyncClient(transport=transport) as client:
         with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
             await client.post(f"http://127.0.0.1:{port}/", content=b"{}")
+
+
+async def serve_once(answer: bytes) -> tuple[asyncio.Server, list[bytes]]:
+    """A raw HTTP server that answers every request with `answer` and keeps what it heard."""
+    heard: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heard.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0), heard
+
+
+async def test_compressed_answer_reaches_the_caller_decoded() -> None:
+    body = gzip.compress(b'{"jsonrpc": "2.0"}')
+    head = f"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {len(body)}\r\n\r\n"
+    server, _ = await serve_once(head.encode() + body)
+    port = server.sockets[0].getsockname()[1]
+    transport = AgentTransport(limits=httpx.Limits(max_connections=1))
+    async with server, httpx.AsyncClient(transport=transport) as client:
+        answer = await client.post(f"http://127.0.0.1:{port}/", content=b"{}")
+
+    assert answer.json() == {"jsonrpc": "2.0"}
+
+
+async def test_request_headers_and_body_go_out_as_given() -> None:
+    server, heard = await serve_once(b"HTTP/1.1 204 No Content\r\n\r\n")
+    port = server.sockets[0].getsockname()[1]
+    transport = AgentTransport(limits=httpx.Limits(max_connections=1))
+    request = httpx.Request(
+        "POST",
+        f"http://127.0.0.1:{port}/rpc",
+        headers={"X-Request-ID": "req-1", "User-Agent": "orchestrator-flows/test"},
+        content=b'{"a": 1}',
+    )
+    async with server:
+        answer = await transport.handle_async_request(request)
+        await answer.aclose()
+        await transport.aclose()
+
+    head = heard[0].decode().lower()
+    assert answer.status_code == 204
+    assert head.startswith("post /rpc http/1.1")
+    assert "x-request-id: req-1" in head and "user-agent: orchestrator-flows/test" in head
+    assert f"host: 127.0.0.1:{port}" in head and "content-length: 8" in head
