@@ -69,9 +69,10 @@ _PHONE_SPOKEN = re.compile(
     re.I,
 )
 _TRAILING = ".,!?;:\"'"
-# Every detector above needs a digit, an "@" or a password keyword: text with none is left as
-# it is after one scan instead of ten (most of an agent's answer: ids, states, plain words).
-_MAYBE_PERSONAL = re.compile(r"\d|@|pass", re.I)
+# Every detector above needs a password keyword, an "@" or at least three digits: text with
+# none is left as it is after one scan instead of ten (most of what agents say: ids, states,
+# plain words, "order 7").
+_MAYBE_PERSONAL = re.compile(r"pass|@|\d\D*\d\D*\d", re.I)
 
 
 def mask_caller_words(text: str, policy: MaskingPolicy, *, authentication: bool = False) -> Masked:

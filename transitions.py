@@ -94,7 +94,8 @@ def _step_record(
 ) -> StepRecord:
     plan = ctx.plan
     fault = outcome if isinstance(outcome, AgentFault) else None
-    return StepRecord(
+    # Built from a validated request and our own values: constructed, not validated again.
+    return StepRecord.model_construct(
         seq=seq,
         intent_flow_id=plan.stage.value,
         flow_label=plan.stage.label,
@@ -105,7 +106,7 @@ def _step_record(
         fallback=plan.is_fallback,
         response_status=status,
         response_data=outcome_response(outcome),
-        error=StepError(code=fault.code, message=fault.message) if fault else None,
+        error=StepError.model_construct(code=fault.code, message=fault.message) if fault else None,
         a2a_message_id=ctx.message_id,
         attempts=outcome.attempts,
         idempotency_key=ctx.idempotency_key,
@@ -134,7 +135,7 @@ def _pending_after(
 def _count_stage(state: CallState, plan: TurnPlan, status: ResponseStatus) -> None:
     key = str(plan.stage.value)
     before = state.stages.get(key)
-    state.stages[key] = StageOutcome(
+    state.stages[key] = StageOutcome.model_construct(
         flow_id=plan.stage.value,
         flow_label=plan.stage.label,
         steps=(before.steps if before else 0) + 1,

@@ -284,7 +284,8 @@ def _call_context(turn: OrchestrateRequest, plan: TurnPlan) -> dict[str, Any]:
 def _answer(transition: Transition) -> OrchestrateResponse:
     state, step = transition.state, transition.step
     next_stage = None if state.is_complete else Stage(state.current_flow_id)
-    return OrchestrateResponse(
+    # Our own values, already typed: constructed, not validated again.
+    return OrchestrateResponse.model_construct(
         call_identify_id=state.call_identify_id,
         intent_flow_id=step.intent_flow_id,
         flow_label=step.flow_label,
