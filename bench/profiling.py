@@ -20,6 +20,7 @@ from pathlib import Path
 # frame names it, so the more specific ones come first.
 LIBRARIES = [
     ("httpx + httpcore (agent HTTP client)", r"(^|/)(httpx|httpcore|h11)/"),
+    ("aiohttp (agent connection pool)", r"(^|/)(aiohttp|yarl|multidict)/"),
     ("anyio (httpcore's sockets and locks, FastAPI's thread pool)", r"(^|/)anyio/"),
     ("redis-py (client, parser, pool)", r"(^|/)redis/"),
     ("logging + structlog", r"(^|/)(structlog|logging)/"),
@@ -31,7 +32,8 @@ LIBRARIES = [
     ("starlette (middleware, requests, responses)", r"(^|/)starlette/"),
     ("uvicorn + httptools (HTTP server)", r"(^|/)uvicorn/"),
     ("service code (turns, router, store, ...)", r"^(main|turns|transitions|router|redis_store|"
-     r"a2a_client|models|breaker|metrics|body_limit|logs|auth|masking|resources|flows)\.py$"),
+     r"a2a_client|models|breaker|metrics|body_limit|logs|auth|masking|resources|flows|"
+     r"agent_transport|runtime)\.py$"),
 ]  # fmt: skip
 # A thread parked on a lock or queue is not using CPU, though py-spy may sample it as busy.
 WAITING = re.compile(r"^(Condition\.wait|Queue\.get|Event\.wait|Thread\.join)$")
