@@ -220,6 +220,22 @@ async def test_openapi_documents_every_answer_with_the_error_shape(service: Serv
     assert (await service.http.get("/docs")).status_code == 200
 
 
+async def test_openapi_documents_what_orchestrate_checks_itself(service: Service) -> None:
+    operation = (await service.http.get("/openapi.json")).json()["paths"]["/orchestrate"]["post"]
+
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert operation["requestBody"]["required"] is True
+    assert set(body["required"]) >= {"call_identify_id", "account_id", "eci", "intent"}
+    (header,) = operation["parameters"]
+    assert (header["name"], header["in"]) == ("Idempotency-Key", "header")
+    assert header["required"] is False
+    assert header["schema"]["maxLength"] == 255 and header["schema"]["pattern"]
+    assert operation["security"] == [{"bearer": []}, {"apiKey": []}]
+    assert operation["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/OrchestrateResponse"
+    }
+
+
 async def test_agents_endpoint_lists_each_agent_with_its_circuit(service: Service) -> None:
     agents = (await service.http.get("/agents")).json()
 

@@ -3,6 +3,7 @@ Redis failed after the agent answered (fakeredis, in-process a2a-sdk agents)."""
 
 from __future__ import annotations
 
+import pytest
 from a2a.server.agent_execution import RequestContext
 from a2a.server.events import EventQueue
 
@@ -110,9 +111,25 @@ async def test_without_the_key_a_retry_after_a_redis_fault_asks_the_agent_again(
     assert len(agent.seen.texts) == 2  # the limit: without a key the agent is asked twice
 
 
-async def test_invalid_idempotency_key_is_a_validation_error(service: Service) -> None:
-    answer = await keyed_turn(service, "has space")
+@pytest.mark.parametrize(
+    ("key", "rule"),
+    [
+        ("has space", "string_pattern_mismatch"),
+        ("", "string_too_short"),
+        ("k" * 256, "string_too_long"),
+        ("del\x7f", "string_pattern_mismatch"),
+    ],
+)
+async def test_invalid_idempotency_key_is_a_validation_error(
+    service: Service, key: str, rule: str
+) -> None:
+    answer = await keyed_turn(service, key)
 
     assert answer.status_code == 422
-    assert answer.json()["error"]["code"] == "validation_error"
+    error = answer.json()["error"]
+    assert error["code"] == "validation_error"
+    (field,) = error["fields"]
+    assert (field["loc"], field["type"]) == (["header", "Idempotency-Key"], rule)
+    assert key not in field["message"] or not key  # the value is never echoed
     assert service.agents["greeting"].seen.texts == []
+    assert await service.redis.keys("*") == []
