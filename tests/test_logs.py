@@ -26,13 +26,13 @@ def test_events_and_library_records_render_as_one_json_shape(capsys) -> None:
     configure_logging("INFO", "json")
 
     structlog.get_logger("orchestrator.turns").info("turn", seq=3, error=None)
-    logging.getLogger("uvicorn.error").warning("server %s", "busy")
+    logging.getLogger("aiohttp.client").warning("server %s", "busy")
 
     event, record = lines_of(capsys)
     assert event["event"] == "turn" and (event["seq"], event["error"]) == (3, None)
     assert record["event"] == "server busy"
     for line, logger, level in ((event, "orchestrator.turns", "info"),
-                                (record, "uvicorn.error", "warning")):  # fmt: skip
+                                (record, "aiohttp.client", "warning")):  # fmt: skip
         assert (line["logger"], line["level"]) == (logger, level)
         assert line["timestamp"].endswith("Z")
 
