@@ -91,8 +91,8 @@ def create_app(
         version=VERSION,
         summary="Drives a call through five stages, one A2A agent per intent, audited in Redis.",
         lifespan=_lifespan(settings, flows, redis_client, agent_transport),
-        # Tracing is ours (OTEL_ENABLED, opentelemetry-instrumentation-fastapi). FastAPI's
-        # native telemetry would add a second server span, and costs CPU on every request.
+        # Tracing is ours (OTEL_ENABLED, opentelemetry-instrumentation-fastapi); FastAPI's own
+        # telemetry, off here, looks up OpenTelemetry's providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     if settings.otel_enabled:
