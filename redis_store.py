@@ -16,10 +16,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import redis.asyncio as redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    NoPermissionError,
+    ReadOnlyError,
+    RedisClusterException,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoPermissionError, ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from errors import IdempotencyKeyInProgress, StoreUnavailable, TurnConflict, TurnInProgress
@@ -118,17 +125,23 @@ class TurnStart:
     replay: StoredAnswer | None = None
 
 
-def connect(url: str, timeout_sec: float) -> redis.Redis:
+def connect(url: str, timeout_sec: float, *, cluster: bool = False) -> redis.Redis:
+    """A client for one Redis (or its primary), or with `cluster` for a Redis Cluster, where
+    `url` names any one node and the client finds the others. Every key of a call carries the
+    call id as a hash tag, so each script and pipeline stays on one slot either way."""
     # redis-py retries a failed command many times by default, timeouts included, which turns
     # a frozen Redis into a request that hangs for seconds. Retry once, on a dropped connection
     # only (a pooled connection Redis closed while idle), and never on a timeout.
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout_sec,
-        socket_connect_timeout=timeout_sec,
-        retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), 1, (RedisConnectionError,)),
-        health_check_interval=30,
-    )
+    retry = Retry(ExponentialBackoff(cap=0.05, base=0.01), 1, (RedisConnectionError,))
+    options = {"socket_timeout": timeout_sec, "socket_connect_timeout": timeout_sec}
+    if cluster:
+        # The cluster client follows MOVED/ASK redirections and reloads its slot map after a
+        # failed command by itself. Its retries must stay off: it would send a script again
+        # after a timeout, when the first one may have run (a lease taken twice looks busy).
+        # A node that is down is a 503 at once, until a replica has taken over.
+        no_retry = Retry(ExponentialBackoff(cap=0.05, base=0.01), 0)
+        return RedisCluster.from_url(url, retry=no_retry, **options)  # type: ignore[return-value]
+    return redis.Redis.from_url(url, retry=retry, health_check_interval=30, **options)
 
 
 @contextmanager
@@ -137,7 +150,18 @@ def store_errors() -> Iterator[None]:
     try:
         yield
     # NoPermissionError: an ACL user without rights to our keys, an operator's fix like the others.
-    except (RedisConnectionError, RedisTimeoutError, ReadOnlyError, NoPermissionError) as exc:
+    # The cluster's: no primary for the slot yet (failover under way), the cluster is down, or
+    # no node answers (RedisClusterException; our keys share a slot by construction, so its
+    # other meaning, a request across slots, cannot arise).
+    except (
+        RedisConnectionError,
+        RedisTimeoutError,
+        ReadOnlyError,
+        NoPermissionError,
+        ClusterDownError,
+        TryAgainError,
+        RedisClusterException,
+    ) as exc:
         raise StoreUnavailable(
             "the session store is unavailable; retry shortly",
             headers={"Retry-After": "1"},

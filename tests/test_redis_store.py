@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import fakeredis
 import pytest
+from redis import exceptions as redis_exceptions
 
 import redis_store
 from errors import StoreUnavailable, TurnConflict, TurnInProgress
@@ -311,3 +312,21 @@ async def test_redis_down_is_store_unavailable_with_retry_after(
     assert caught.value.status_code == 503
     assert caught.value.headers == {"Retry-After": "1"}
     assert caught.value.details["reason"] == "ConnectionError"
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        redis_exceptions.ClusterDownError("CLUSTERDOWN The cluster is down"),
+        redis_exceptions.MasterDownError("MASTERDOWN Link with MASTER is down"),
+        redis_exceptions.TryAgainError("TRYAGAIN Multiple keys request during rehashing"),
+        redis_exceptions.SlotNotCoveredError("Slot 1234 is not covered by the cluster"),
+    ],
+)
+def test_cluster_faults_are_store_unavailable(fault: Exception) -> None:
+    with pytest.raises(StoreUnavailable) as caught, redis_store.store_errors():
+        raise fault
+
+    assert caught.value.status_code == 503
+    assert caught.value.details["reason"] == type(fault).__name__
+    assert caught.value.headers == {"Retry-After": "1"}

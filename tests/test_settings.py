@@ -108,3 +108,13 @@ def test_settings_cannot_change_after_start_up() -> None:
 
     with pytest.raises(ValidationError):
         settings.session_ttl_sec = 1  # type: ignore[misc]
+
+
+def test_cluster_needs_a_redis_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_CLUSTER", "true")
+
+    with pytest.raises(ValidationError, match="REDIS_CLUSTER=true needs REDIS_URL"):
+        Settings()
+
+    monkeypatch.setenv("REDIS_URL", "redis://node-1:6379/0")
+    assert Settings().redis_cluster is True

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -296,3 +297,78 @@ def wait_until_serving(url: str, process: subprocess.Popen) -> None:
         except httpx.TransportError:
             time.sleep(0.05)
     raise RuntimeError(f"service did not start: {process.communicate(timeout=5)[1]}")
+
+
+@dataclass
+class RedisClusterNodes:
+    """A Redis Cluster of real `redis-server` processes on loopback ports."""
+
+    ports: list[int]
+    processes: list[subprocess.Popen]
+
+    @property
+    def url(self) -> str:
+        return self.url_of(0)
+
+    def url_of(self, index: int) -> str:
+        return f"redis://127.0.0.1:{self.ports[index]}/0"
+
+    def client(self) -> redis.RedisCluster:
+        return redis.RedisCluster.from_url(self.url)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.kill()
+            process.wait()
+
+
+def start_redis_cluster(workdir: Path, primaries: int = 3, replicas: int = 0) -> RedisClusterNodes:
+    """Starts primaries * (1 + replicas) nodes and joins them with `redis-cli --cluster create`."""
+    binary = redis_server_binary()
+    ports = [_free_cluster_port() for _ in range(primaries * (1 + replicas))]
+    processes = []
+    for port in ports:
+        command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+        command += ["--appendonly", "no", "--cluster-enabled", "yes"]
+        command += ["--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "1000"]
+        processes.append(subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL))
+    nodes = RedisClusterNodes(ports, processes)
+    try:
+        for index, process in enumerate(processes):
+            _wait_for_ping(nodes.url_of(index), process)
+        cli = shutil.which("redis-cli", path=str(Path(binary).parent)) or "redis-cli"
+        create = [cli, "--cluster", "create", *(f"127.0.0.1:{port}" for port in ports)]
+        create += ["--cluster-replicas", str(replicas), "--cluster-yes"]
+        subprocess.run(create, check=True, capture_output=True, timeout=60)
+        _wait_for_cluster_ok(nodes)
+    except BaseException:
+        nodes.stop()
+        raise
+    return nodes
+
+
+def _free_cluster_port() -> int:
+    """A free port whose cluster bus port (10,000 higher, so at most 65,535) is free too."""
+    while True:
+        port = free_port()
+        if port <= 55535 and _bindable(port + 10000):
+            return port
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _wait_for_cluster_ok(nodes: RedisClusterNodes) -> None:
+    deadline = time.monotonic() + 30
+    for index in range(len(nodes.ports)):
+        with redis.Redis.from_url(nodes.url_of(index)) as node:
+            while node.cluster("INFO").get("cluster_state") != "ok":
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
+                time.sleep(0.05)
