@@ -14,10 +14,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import (
     ClusterDownError,
@@ -125,10 +129,13 @@ class TurnStart:
     replay: StoredAnswer | None = None
 
 
-def connect(url: str, timeout_sec: float, *, cluster: bool = False) -> redis.Redis:
-    """A client for one Redis (or its primary), or with `cluster` for a Redis Cluster, where
-    `url` names any one node and the client finds the others. Every key of a call carries the
-    call id as a hash tag, so each script and pipeline stays on one slot either way."""
+def connect(
+    url: str, timeout_sec: float, *, cluster: bool = False, sentinel_master: str | None = None
+) -> redis.Redis:
+    """A client for one Redis; with `cluster` for a Redis Cluster, where `url` names any one
+    node and the client finds the others; with `sentinel_master` for the primary that Redis
+    Sentinel names, where `url` lists the sentinels. Every key of a call carries the call id
+    as a hash tag, so each script and pipeline stays on one slot in a cluster."""
     # redis-py retries a failed command many times by default, timeouts included, which turns
     # a frozen Redis into a request that hangs for seconds. Retry once, on a dropped connection
     # only (a pooled connection Redis closed while idle), and never on a timeout.
@@ -141,7 +148,32 @@ def connect(url: str, timeout_sec: float, *, cluster: bool = False) -> redis.Red
         # A node that is down is a 503 at once, until a replica has taken over.
         no_retry = Retry(ExponentialBackoff(cap=0.05, base=0.01), 0)
         return RedisCluster.from_url(url, retry=no_retry, **options)  # type: ignore[return-value]
+    if sentinel_master:
+        return _sentinel_primary(url, sentinel_master, retry=retry, **options)
     return redis.Redis.from_url(url, retry=retry, health_check_interval=30, **options)
+
+
+def _sentinel_primary(url: str, name: str, **options: Any) -> redis.Redis:
+    """`redis://[:password@]sentinel-1:26379,sentinel-2:26379/0`: the hosts are the sentinels;
+    the password, database and TLS options are the primary's. Every new connection asks the
+    sentinels where the primary is, so after a failover the client follows the new one."""
+    parts = urlsplit(url)
+    credentials, _, hosts = parts.netloc.rpartition("@")
+    sentinels = [_host_port(host) for host in hosts.split(",") if host]
+    netloc = f"{credentials}@sentinel-named-primary" if credentials else "sentinel-named-primary"
+    primary = parse_url(urlunsplit(parts._replace(netloc=netloc)))
+    primary.pop("host", None)
+    primary.pop("port", None)
+    if primary.pop("connection_class", None) is SSLConnection:
+        primary["ssl"] = True
+    timeouts = {key: options[key] for key in ("socket_timeout", "socket_connect_timeout")}
+    sentinel = Sentinel(sentinels, sentinel_kwargs=timeouts, **timeouts)
+    return sentinel.master_for(name, **(primary | options))
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return (host, int(port)) if host else (address, 26379)
 
 
 @contextmanager

@@ -42,7 +42,12 @@ async def session_store(
         )
     else:
         log.info("session store: Redis at %s", redacted(url))
-    client = connect(url, settings.redis_timeout_sec, cluster=settings.redis_cluster)
+    client = connect(
+        url,
+        settings.redis_timeout_sec,
+        cluster=settings.redis_cluster,
+        sentinel_master=settings.redis_sentinel_master,
+    )
     try:
         if settings.redis_cluster:
             await _learn_slot_map(client)

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     # REDIS_URL names one node of a Redis Cluster; the client discovers the rest.
     redis_cluster: bool = False
+    # REDIS_URL lists Redis Sentinels (host:port,host:port) watching the primary of this name.
+    redis_sentinel_master: str | None = None
     orch_state_dir: Path = Path(".orchestrator")
     key_prefix: str = Field("orch", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     session_ttl_sec: int = Field(3600, gt=0)
@@ -84,6 +86,10 @@ class Settings(BaseSettings):
                 "REDIS_CLUSTER=true needs REDIS_URL naming a node of the cluster "
                 "(the embedded Redis is a single server)"
             )
+        if self.redis_sentinel_master and not self.redis_url:
+            raise ValueError("REDIS_SENTINEL_MASTER needs REDIS_URL listing the sentinels")
+        if self.redis_cluster and self.redis_sentinel_master:
+            raise ValueError("REDIS_CLUSTER and REDIS_SENTINEL_MASTER exclude each other")
         return self
 
     @property

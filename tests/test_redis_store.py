@@ -330,3 +330,21 @@ def test_cluster_faults_are_store_unavailable(fault: Exception) -> None:
     assert caught.value.status_code == 503
     assert caught.value.details["reason"] == type(fault).__name__
     assert caught.value.headers == {"Retry-After": "1"}
+
+
+def test_sentinel_url_names_the_sentinels_and_the_primarys_password_and_database() -> None:
+    client = redis_store.connect(
+        "redis://:s3cret@10.0.0.1:26379,10.0.0.2:26380,sentinel-3/4", 0.5, sentinel_master="main"
+    )
+
+    pool = client.connection_pool
+    sentinels = [c.connection_pool.connection_kwargs for c in pool.sentinel_manager.sentinels]
+    assert [(s["host"], s["port"]) for s in sentinels] == [
+        ("10.0.0.1", 26379),
+        ("10.0.0.2", 26380),
+        ("sentinel-3", 26379),
+    ]
+    assert pool.service_name == "main"
+    assert (pool.connection_kwargs["password"], pool.connection_kwargs["db"]) == ("s3cret", 4)
+    assert pool.connection_kwargs["socket_timeout"] == 0.5
+    assert sentinels[0]["password"] is None  # the sentinels themselves are asked without it

@@ -118,3 +118,15 @@ def test_cluster_needs_a_redis_url(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setenv("REDIS_URL", "redis://node-1:6379/0")
     assert Settings().redis_cluster is True
+
+
+def test_sentinel_needs_a_url_and_excludes_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_SENTINEL_MASTER", "main")
+    with pytest.raises(ValidationError, match="REDIS_SENTINEL_MASTER needs REDIS_URL"):
+        Settings()
+
+    monkeypatch.setenv("REDIS_URL", "redis://sentinel-1:26379,sentinel-2:26379/0")
+    assert Settings().redis_sentinel_master == "main"
+    monkeypatch.setenv("REDIS_CLUSTER", "true")
+    with pytest.raises(ValidationError, match="exclude each other"):
+        Settings()

@@ -142,14 +142,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     url = f"redis://127.0.0.1:{port}/0"
     try:
-        _wait_for_ping(url, server)
+        wait_for_ping(url, server)
         yield url
     finally:
         server.kill()
         server.wait()
 
 
-def _wait_for_ping(url: str, server: subprocess.Popen) -> None:
+def wait_for_ping(url: str, server: subprocess.Popen) -> None:
     deadline = time.monotonic() + 10
     with redis.Redis.from_url(url) as client:
         while True:
@@ -335,7 +335,7 @@ def start_redis_cluster(workdir: Path, primaries: int = 3, replicas: int = 0) ->
     nodes = RedisClusterNodes(ports, processes)
     try:
         for index, process in enumerate(processes):
-            _wait_for_ping(nodes.url_of(index), process)
+            wait_for_ping(nodes.url_of(index), process)
         cli = shutil.which("redis-cli", path=str(Path(binary).parent)) or "redis-cli"
         create = [cli, "--cluster", "create", *(f"127.0.0.1:{port}" for port in ports)]
         create += ["--cluster-replicas", str(replicas), "--cluster-yes"]

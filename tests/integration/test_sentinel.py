@@ -1,0 +1,148 @@
+"""The service on a primary watched by a real Redis Sentinel (REDIS_SENTINEL_MASTER): calls are
+served through the primary the sentinel names, and when that primary dies, turns answer 503
+until the sentinel has promoted the replica, then go on with every step committed before."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from main import create_app
+from settings import Settings
+from tests.agents import free_port, serve_in_thread
+from tests.conftest import API_KEYS, bearer
+from tests.integration.conftest import (
+    HAPPY_PATH,
+    Agents,
+    Caller,
+    redis_server_binary,
+    wait_for_ping,
+)
+
+pytestmark = pytest.mark.integration
+
+MASTER = "orchestrator"
+
+
+@dataclass
+class Watched:
+    primary: subprocess.Popen
+    primary_port: int
+    replica_port: int
+    sentinel_port: int
+    processes: list[subprocess.Popen]
+
+    @property
+    def sentinel_url(self) -> str:
+        return f"redis://127.0.0.1:{self.sentinel_port}/0"
+
+    def sentinel_knows_the_replica(self) -> bool:
+        # A sentinel learns a primary's replicas from its INFO, every ten seconds: until then
+        # it has no one to promote.
+        with redis.Redis(port=self.sentinel_port) as sentinel:
+            replicas = sentinel.execute_command("SENTINEL", "REPLICAS", MASTER)
+        return f"127.0.0.1:{self.replica_port}" in str(replicas)
+
+    def replicated(self) -> bool:
+        with (
+            redis.Redis(port=self.primary_port) as primary,
+            redis.Redis(port=self.replica_port) as replica,
+        ):
+            return (
+                primary.info("replication")["master_repl_offset"]
+                == (replica.info("replication")["slave_repl_offset"])
+            )
+
+
+def _server(workdir: Path, port: int, *extra: str) -> subprocess.Popen:
+    command = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    return subprocess.Popen([*command, *extra], cwd=workdir, stdout=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def watched(tmp_path: Path) -> Iterator[Watched]:
+    primary_port, replica_port, sentinel_port = free_port(), free_port(), free_port()
+    primary = _server(tmp_path, primary_port)
+    replica = _server(tmp_path, replica_port, "--replicaof", "127.0.0.1", str(primary_port))
+    config = tmp_path / "sentinel.conf"
+    config.write_text(
+        f"port {sentinel_port}\nbind 127.0.0.1\n"
+        f"sentinel monitor {MASTER} 127.0.0.1 {primary_port} 1\n"
+        f"sentinel down-after-milliseconds {MASTER} 1000\n"
+        f"sentinel failover-timeout {MASTER} 5000\n"
+    )
+    sentinel = subprocess.Popen(
+        [redis_server_binary(), str(config), "--sentinel"], cwd=tmp_path, stdout=subprocess.DEVNULL
+    )
+    processes = [primary, replica, sentinel]
+    found = Watched(primary, primary_port, replica_port, sentinel_port, processes)
+    try:
+        ports = (primary_port, replica_port, sentinel_port)
+        for port, process in zip(ports, processes, strict=True):
+            wait_for_ping(f"redis://127.0.0.1:{port}/0", process)
+        _wait_until(found.replicated, "the replica did not catch up")
+        _wait_until(found.sentinel_knows_the_replica, "the sentinel did not find the replica")
+        yield found
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+
+
+def _wait_until(condition, failure: str, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(failure)
+        time.sleep(0.05)
+
+
+async def test_calls_follow_the_primary_the_sentinel_names_through_a_failover(
+    watched: Watched, agents: Agents
+) -> None:
+    settings = Settings(
+        redis_url=watched.sentinel_url,
+        redis_sentinel_master=MASTER,
+        agent_urls=agents.urls,
+        api_keys=API_KEYS,
+        redis_timeout_sec=0.5,
+    )
+    url, stop = serve_in_thread(lambda _: create_app(settings))
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=30, headers=bearer()) as http:
+            caller = Caller(http)
+            await caller.walk(3, call_id="SENTINEL-1")
+            _wait_until(watched.replicated, "the replica did not catch up")
+
+            watched.primary.kill()
+            watched.primary.wait()
+            statuses = []
+            deadline = time.monotonic() + 60
+            for intent, words in HAPPY_PATH[3:]:
+                while time.monotonic() < deadline:  # the same key each time: no second step
+                    key = {"Idempotency-Key": f"SENTINEL-1:{intent}"}
+                    answer = await caller.turn(intent, words, call_id="SENTINEL-1", headers=key)
+                    statuses.append(answer.status_code)
+                    if answer.status_code == 200:
+                        break
+                    assert answer.status_code == 503, answer.text
+                    assert answer.json()["error"]["code"] == "store_unavailable"
+                    await asyncio.sleep(0.2)
+            steps = (await http.get("/session/SENTINEL-1/steps")).json()
+    finally:
+        stop()
+
+    assert 503 in statuses  # the primary was gone for a while ...
+    assert statuses[-1] == 200  # ... then its replica took over
+    assert [s["seq"] for s in steps] == list(range(1, len(HAPPY_PATH) + 1))
+    assert [s["intent"] for s in steps] == [intent for intent, _ in HAPPY_PATH]
+    with redis.Redis(port=watched.replica_port) as promoted:
+        assert promoted.info("replication")["role"] == "master"
