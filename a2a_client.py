@@ -12,7 +12,6 @@ cost more CPU per turn than the rest of the turn, and an A2A call needs none of 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -169,7 +168,7 @@ class A2AClient:
                 raw = await self._read_limited(answer) if answer.status_code == 200 else None
             if raw is not None:
                 try:
-                    return protocol_from_card(json.loads(raw))
+                    return protocol_from_card(orjson.loads(raw))
                 except ValueError:
                     return "1.0"
         return "1.0"  # no card: assume the current protocol

@@ -224,7 +224,7 @@ def _stop_all(stops: list[Callable[[], None]]) -> None:
         list(pool.map(lambda stop: stop(), stops))
 
 
-def _client(url: str) -> httpx.AsyncClient:
+def service_client(url: str) -> httpx.AsyncClient:
     # Generous timeout: fifty calls at once share two cores with every server in this process.
     return httpx.AsyncClient(base_url=url, timeout=30, headers=bearer())
 
@@ -242,7 +242,7 @@ async def service(
     default_service_url: str, store: RedisView, agents: Agents
 ) -> AsyncIterator[Caller]:
     """The service with every role served by its default agent, over an empty Redis."""
-    async with _client(default_service_url) as http:
+    async with service_client(default_service_url) as http:
         yield Caller(http)
 
 
@@ -262,7 +262,7 @@ async def make_service(
         )
         url, stop = serve_in_thread(lambda _: create_app(settings))
         stops.append(stop)
-        clients.append(_client(url))
+        clients.append(service_client(url))
         return Caller(clients[-1])
 
     yield make

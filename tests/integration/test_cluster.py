@@ -5,18 +5,19 @@ turn of a call sent to any of them, with one call's turns still never overlappin
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+import redis
 
 from main import create_app
 from settings import Settings
 from tests.agents import SlowAgent, free_port, serve_in_thread
-from tests.conftest import API_KEYS, bearer
+from tests.conftest import API_KEYS
 from tests.integration.conftest import (
     HAPPY_PATH,
     SERVICE_DIR,
@@ -25,6 +26,7 @@ from tests.integration.conftest import (
     Caller,
     RedisClusterNodes,
     clean_environment,
+    service_client,
     start_redis_cluster,
     uvicorn_command,
     wait_until_serving,
@@ -59,16 +61,12 @@ class ClusterView:
         self.client = client
 
     def steps(self, call_id: str) -> list[dict]:
-        import json
-
         return [json.loads(raw) for raw in self.client.lrange(f"orch:{{{call_id}}}:steps", 0, -1)]
 
     def ttls(self, call_id: str) -> list[int]:
         return [self.client.ttl(f"orch:{{{call_id}}}:{kind}") for kind in ("state", "steps")]
 
     def nodes_holding(self, call_id: str) -> set[int]:
-        import redis
-
         held = set()
         for index in range(len(self.nodes.ports)):
             with redis.Redis.from_url(self.nodes.url_of(index)) as node:
@@ -92,7 +90,7 @@ async def cluster_service(
         redis_url=cluster.url, redis_cluster=True, agent_urls=agents.urls, api_keys=API_KEYS
     )
     url, stop = serve_in_thread(lambda _: create_app(settings))
-    async with httpx.AsyncClient(base_url=url, timeout=30, headers=bearer()) as http:
+    async with service_client(url) as http:
         yield Caller(http)
     stop()
 
@@ -164,7 +162,7 @@ async def test_turns_of_each_call_spread_at_random_over_three_processes(
     rng = random.Random(SEED)
     call_ids = [f"SPREAD-{n:02d}" for n in range(24)]
     plans = {call_id: [rng.randrange(PROCESSES) for _ in HAPPY_PATH] for call_id in call_ids}
-    clients = [httpx.AsyncClient(base_url=url, timeout=30, headers=bearer()) for url in urls]
+    clients = [service_client(url) for url in urls]
 
     async def drive(call_id: str) -> None:
         for (intent, words), process in zip(HAPPY_PATH, plans[call_id], strict=True):
@@ -187,7 +185,7 @@ async def test_one_calls_turns_on_two_processes_at_once_never_overlap(
 ) -> None:
     slow = SlowAgent(delay=0.5)
     urls = start_processes(agents.urls | {"greeting": serve_agent(slow)})
-    clients = [httpx.AsyncClient(base_url=url, timeout=30, headers=bearer()) for url in urls[:2]]
+    clients = [service_client(url) for url in urls[:2]]
     try:
         answers = await asyncio.gather(
             *(Caller(client).turn("greeting", call_id="RACE-1") for client in clients)
@@ -209,7 +207,7 @@ async def test_cluster_down_at_start_is_not_ready_and_turns_answer_503(agents: A
                         api_keys=API_KEYS, redis_timeout_sec=0.2)  # fmt: skip
     url, stop = serve_in_thread(lambda _: create_app(settings))
     try:
-        async with httpx.AsyncClient(base_url=url, timeout=30, headers=bearer()) as http:
+        async with service_client(url) as http:
             ready = await http.get("/readyz")
             turn = await Caller(http).turn("greeting", call_id="DOWN-1")
     finally:

@@ -11,19 +11,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 import redis
 
 from main import create_app
 from settings import Settings
 from tests.agents import free_port, serve_in_thread
-from tests.conftest import API_KEYS, bearer
+from tests.conftest import API_KEYS
 from tests.integration.conftest import (
     HAPPY_PATH,
     Agents,
     Caller,
     redis_server_binary,
+    service_client,
     wait_for_ping,
 )
 
@@ -117,7 +117,7 @@ async def test_calls_follow_the_primary_the_sentinel_names_through_a_failover(
     )
     url, stop = serve_in_thread(lambda _: create_app(settings))
     try:
-        async with httpx.AsyncClient(base_url=url, timeout=30, headers=bearer()) as http:
+        async with service_client(url) as http:
             caller = Caller(http)
             await caller.walk(3, call_id="SENTINEL-1")
             _wait_until(watched.replicated, "the replica did not catch up")
