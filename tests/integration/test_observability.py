@@ -42,6 +42,8 @@ async def test_timeout_success_and_rejection_show_in_metrics_and_stats(
         "code": "intent_not_allowed",
     }  # fmt: skip
     assert m[("orch_turns_total", frozenset(rejected_turn.items()))] == 1
-    assert stats["agents"]["greeting"]["mean_ms"] >= 300
+    # The timed-out call counts with the whole 300 ms it cost; uvloop's timers keep time in
+    # whole milliseconds, so the timeout may fire up to 1 ms early.
+    assert stats["agents"]["greeting"]["mean_ms"] >= 299
     assert stats["agents"]["greeting"]["success_rate"] == 0.0
     assert stats["stages"]["GREETING"] == {"turns": 2, "errors": 1, "rejected": 1}
