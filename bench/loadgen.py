@@ -3,6 +3,8 @@
 `calls`: N calls in flight, each a fresh call id walking the five stages in order; only steps
 and calls that finish inside the measured window count, and when the window closes every
 worker finishes the call it is in (so every completed call has its whole trail) and stops.
+Given several --url, each turn goes to one of them at random, as a load balancer in front of
+several service processes would send it.
 `stub`: the same loop of single SendMessage requests straight at the stub agent, to show that
 this generator can go much faster than the service it measures.
 `get`: one GET at a time, N times, for the latency of a read endpoint.
@@ -13,6 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,7 +24,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from processes import cpu_seconds
+from processes import cpu_seconds, machine_busy_seconds
 
 # One whole call with an agent that never asks for input: one turn per stage.
 CALL_TURNS = [
@@ -53,6 +57,7 @@ class Tally:
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     completed_calls: list[str] = field(default_factory=list)
+    spread_calls: int = 0  # completed calls whose turns went to more than one URL
 
     def error(self, what: str) -> None:
         self.errors += 1
@@ -90,7 +95,7 @@ def _turn_error(status: int, body: bytes) -> str | None:
 
 async def _walk_calls(
     http: aiohttp.ClientSession,
-    url: str,
+    urls: list[str],
     headers: dict[str, str],
     name: str,
     window: Window,
@@ -102,6 +107,7 @@ async def _walk_calls(
         number += 1
         call_id = f"{name}-{number}"
         call_started = time.monotonic()
+        served_by: set[str] = set()
         for intent, words in CALL_TURNS:
             body = orjson.dumps(
                 {
@@ -112,6 +118,8 @@ async def _walk_calls(
                     "intent": intent,
                 }
             )
+            url = random.choice(urls)
+            served_by.add(url)
             started = time.monotonic()
             try:
                 status, answer = await _post(http, url, body, headers)
@@ -127,6 +135,7 @@ async def _walk_calls(
                 tally.step_sec.append(finished - started)
         else:
             tally.completed_calls.append(call_id)
+            tally.spread_calls += len(served_by) > 1
             if window.holds(finished):
                 tally.call_sec.append(finished - call_started)
 
@@ -164,7 +173,8 @@ async def run_loop(args: argparse.Namespace) -> dict[str, Any]:
     headers = {"Content-Type": "application/json"}
     if args.api_key:
         headers["Authorization"] = f"Bearer {args.api_key}"
-    pids = [int(p) for p in args.cpu_pids.split(",") if p]
+    cpu_groups = {"server": _pids(args.cpu_pids), "load generator": [os.getpid()]}
+    cpu_groups |= dict(_cpu_group(group) for group in args.cpu_group)
     tally = Tally()
     now = time.monotonic()
     window = Window(now + args.warmup, now + args.warmup + args.seconds)
@@ -172,12 +182,13 @@ async def run_loop(args: argparse.Namespace) -> dict[str, Any]:
         workers = [
             _walk_calls(http, args.url, headers, f"{args.tag}-{i}", window, tally)
             if args.mode == "calls"
-            else _ask_stub(http, args.url, f"{args.tag}-{i}", window, tally)
+            else _ask_stub(http, args.url[0], f"{args.tag}-{i}", window, tally)
             for i in range(args.concurrency)
         ]
-        cpu = asyncio.create_task(_cpu_over(window, pids))
+        cpu = asyncio.create_task(_cpu_over(window, cpu_groups))
         await asyncio.gather(*workers)
         cpu_sec = await cpu
+    machine_busy_sec = cpu_sec.pop("machine")
     return {
         "window_sec": args.seconds,
         "steps": len(tally.step_sec),
@@ -188,16 +199,34 @@ async def run_loop(args: argparse.Namespace) -> dict[str, Any]:
         "errors": tally.errors,
         "error_samples": tally.error_samples,
         "completed_calls": tally.completed_calls,
-        "cpu_sec": cpu_sec,
+        "spread_calls": tally.spread_calls,
+        "cpu_sec": cpu_sec.pop("server"),
+        "cpu_sec_by_group": cpu_sec,  # the load generator's own, and each --cpu-group
+        "machine_busy_sec": machine_busy_sec,  # every process on the machine, ours or not
     }
 
 
-async def _cpu_over(window: Window, pids: list[int]) -> float:
-    """CPU seconds the given processes used during the window."""
+def _pids(listed: str) -> list[int]:
+    return [int(pid) for pid in listed.split(",") if pid]
+
+
+def _cpu_group(option: str) -> tuple[str, list[int]]:
+    name, _, listed = option.partition("=")
+    return name, _pids(listed)
+
+
+async def _cpu_over(window: Window, groups: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds each group of processes, and the whole machine, used during the window."""
     await asyncio.sleep(max(0.0, window.start - time.monotonic()))
-    before = cpu_seconds(pids)
+    before = _cpu_now(groups)
     await asyncio.sleep(max(0.0, window.end - time.monotonic()))
-    return cpu_seconds(pids) - before
+    return {name: seconds - before[name] for name, seconds in _cpu_now(groups).items()}
+
+
+def _cpu_now(groups: dict[str, list[int]]) -> dict[str, float]:
+    return {name: cpu_seconds(pids) for name, pids in groups.items()} | {
+        "machine": machine_busy_seconds()
+    }
 
 
 async def run_gets(args: argparse.Namespace) -> dict[str, Any]:
@@ -207,7 +236,7 @@ async def run_gets(args: argparse.Namespace) -> dict[str, Any]:
     async with _session(1) as http:
         for number in range(args.requests + 10):
             started = time.monotonic()
-            async with http.get(args.url, headers=headers) as answer:
+            async with http.get(args.url[0], headers=headers) as answer:
                 body = await answer.read()
             elapsed = time.monotonic() - started
             if answer.status != 200:
@@ -220,7 +249,9 @@ async def run_gets(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["calls", "stub", "get"])
-    parser.add_argument("--url", required=True)
+    parser.add_argument(
+        "--url", required=True, action="append", help="repeat (calls): turns spread at random"
+    )
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
@@ -228,6 +259,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tag", default="BENCH")
     parser.add_argument("--api-key", default="")
     parser.add_argument("--cpu-pids", default="", help="comma-separated pids to time")
+    parser.add_argument(
+        "--cpu-group", action="append", default=[], help="NAME=pid,pid,...: more pids to time"
+    )
     args = parser.parse_args(argv)
     try:
         import uvloop  # the generator must not be the bottleneck: use the faster loop if any

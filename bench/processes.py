@@ -1,4 +1,5 @@
-"""Starting, watching and stopping the benchmark's server processes, and reading their CPU time.
+"""Starting, watching and stopping the benchmark's server processes (redis-server alone or as a
+Redis Cluster, uvicorn apps), the service's environment, and reading CPU time.
 
 Every server runs in its own process, started the way a user would start it, so that the
 load generator, Redis, the stub agent and the server under test never share an event loop.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import shlex
 import signal
 import socket
 import subprocess
@@ -15,12 +18,19 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import redis
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+ROLES = [
+    "greeting", "auth", "refund", "billing", "booking",
+    "complaint", "account", "balance", "closing", "fallback",
+]  # fmt: skip
 
 
 class BenchError(Exception):
@@ -33,13 +43,85 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_redis(port: int, workdir: Path) -> subprocess.Popen:
+def start_redis(port: int, workdir: Path, *, cluster: bool = False) -> subprocess.Popen:
     # No persistence: a save in the middle of a round would show up as a latency spike.
     command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
     command += ["--save", "", "--appendonly", "no"]
+    if cluster:
+        # A node that misses pings for 1 s is failed: no node is killed here, so any will do.
+        command += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
+        command += ["--cluster-node-timeout", "1000"]
     process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL)
     _wait_for_port(port, process, "redis-server")
     return process
+
+
+@dataclass(frozen=True)
+class ClusterNodes:
+    """The redis-server processes of a Redis Cluster on loopback, one primary each."""
+
+    ports: list[int]
+    processes: list[subprocess.Popen]
+
+    def url_of(self, index: int) -> str:
+        return f"redis://127.0.0.1:{self.ports[index]}/0"
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process in self.processes]
+
+    def stop(self) -> None:
+        stop_all(self.processes)
+
+
+def start_redis_cluster(primaries: int, workdir: Path) -> ClusterNodes:
+    """`primaries` cluster nodes joined by `redis-cli --cluster create`, no replicas, slots all
+    served (cluster_state:ok on every node) on return."""
+    nodes = ClusterNodes([], [])
+    try:
+        for _ in range(primaries):
+            port = _free_cluster_port()
+            nodes.ports.append(port)
+            nodes.processes.append(start_redis(port, workdir, cluster=True))
+        create = ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in nodes.ports)]
+        create += ["--cluster-replicas", "0", "--cluster-yes"]
+        done = subprocess.run(create, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise BenchError(f"redis-cli --cluster create failed:\n{done.stdout}{done.stderr}")
+        _wait_for_cluster_ok(nodes)
+    except BaseException:
+        nodes.stop()
+        raise
+    return nodes
+
+
+def _free_cluster_port() -> int:
+    """A free port whose cluster bus port (10,000 higher, so at most 65,535) is free too."""
+    while True:
+        port = free_port()
+        if port <= 55535 and _bindable(port + 10000):
+            return port
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _wait_for_cluster_ok(nodes: ClusterNodes) -> None:
+    # `--cluster create` returns once the slots are assigned; each node says ok only after
+    # the others' gossip reached it.
+    deadline = time.monotonic() + 30
+    for index in range(len(nodes.ports)):
+        with redis.Redis.from_url(nodes.url_of(index)) as node:
+            while node.cluster("INFO").get("cluster_state") != "ok":
+                if time.monotonic() > deadline:
+                    raise BenchError("the Redis Cluster did not reach cluster_state:ok")
+                time.sleep(0.05)
 
 
 def start_uvicorn(
@@ -51,15 +133,18 @@ def start_uvicorn(
     workers: int = 1,
     app_dir: Path | None = None,
     cwd: Path = REPO,
+    wait: bool = True,
 ) -> subprocess.Popen:
-    """`python -m uvicorn <app>` from the service's directory, as a user runs the service."""
+    """`python -m uvicorn <app>` from the service's directory, as a user runs the service.
+    With wait=False it returns at once: start several, then wait_for_uvicorn for each."""
     command = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
     command += ["--workers", str(workers), "--no-access-log"]
     if app_dir is not None:
         command += ["--app-dir", str(app_dir)]
     with log_file.open("ab") as log:
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-    _wait_for_http(f"http://127.0.0.1:{port}/healthz", process, app, log_file)
+    if wait:
+        wait_for_uvicorn(port, process, log_file)
     return process
 
 
@@ -73,8 +158,9 @@ def _wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
     raise BenchError(f"{what} did not start on port {port}")
 
 
-def _wait_for_http(url: str, process: subprocess.Popen, what: str, log_file: Path) -> None:
-    # Any HTTP answer (even 404) means the server is up and its lifespan has run.
+def wait_for_uvicorn(port: int, process: subprocess.Popen, log_file: Path) -> None:
+    """Until it answers HTTP: any answer (even 404) means it is up and its lifespan has run."""
+    url = f"http://127.0.0.1:{port}/healthz"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and process.poll() is None:
         try:
@@ -85,19 +171,26 @@ def _wait_for_http(url: str, process: subprocess.Popen, what: str, log_file: Pat
         except OSError:
             time.sleep(0.05)
     tail = log_file.read_text(errors="replace")[-2000:] if log_file.exists() else ""
-    raise BenchError(f"{what} did not start (log {log_file}):\n{tail}")
+    raise BenchError(f"{shlex.join(process.args)} did not start (log {log_file}):\n{tail}")
 
 
 def stop(process: subprocess.Popen) -> None:
     """SIGINT first (uvicorn shuts its workers down cleanly), then SIGKILL."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGINT)
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    stop_all([process])
+
+
+def stop_all(processes: list[subprocess.Popen]) -> None:
+    """stop() for each, but all signalled before any is waited for: they shut down together."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
+        process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + 10
+    for process in running:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def process_tree(pid: int) -> list[int]:
@@ -128,11 +221,50 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLOCK_TICKS
 
 
-def run_loadgen(mode: str, url: str, *, timeout: float, **options: object) -> dict[str, Any]:
-    """Runs bench/loadgen.py in its own process and returns the JSON it prints."""
-    command = [sys.executable, str(BENCH / "loadgen.py"), mode, "--url", url]
-    for name, value in options.items():
-        command.append(f"--{name.replace('_', '-')}={value}")  # "=": a key may start with "-"
+def machine_busy_seconds() -> float:
+    """CPU time the whole machine spent busy (every process, every core), from /proc/stat."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[:7])
+    return (user + nice + system + irq + softirq) / CLOCK_TICKS
+
+
+def describe_machine() -> str:
+    """Cores, CPU model, Python and redis-server versions: the line every result starts with."""
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+         if line.startswith("model name")),
+        platform.processor(),
+    )  # fmt: skip
+    redis_version = subprocess.run(
+        ["redis-server", "--version"], capture_output=True, text=True
+    ).stdout.split()[2]
+    return (
+        f"machine: {os.cpu_count()} cores, {cpu}; Python {platform.python_version()};"
+        f" redis-server {redis_version.removeprefix('v=')}"
+    )
+
+
+def clean_environment() -> dict[str, str]:
+    """This environment without the service's own variables (a developer's REDIS_URL...)."""
+    ours = ("REDIS_", "API_KEYS", "AGENT_URL_", "ORCH_", "LOG_", "OTEL_")
+    return {k: v for k, v in os.environ.items() if not k.upper().startswith(ours)}
+
+
+def service_environment(redis_url: str, stub_url: str, api_keys: str) -> dict[str, str]:
+    """The service's settings: its Redis, the stub as every agent role, the API keys."""
+    env = clean_environment() | {"REDIS_URL": redis_url, "API_KEYS": api_keys}
+    return env | {f"AGENT_URL_{role.upper()}": stub_url for role in ROLES}
+
+
+def run_loadgen(
+    mode: str, url: str | list[str], *, timeout: float, **options: object
+) -> dict[str, Any]:
+    """Runs bench/loadgen.py in its own process and returns the JSON it prints. An option
+    given a list is repeated, once per item (several URLs, several CPU groups)."""
+    command = [sys.executable, str(BENCH / "loadgen.py"), mode]
+    for name, value in ({"url": url} | options).items():
+        for item in value if isinstance(value, list) else [value]:
+            command.append(f"--{name.replace('_', '-')}={item}")  # "=": a key may start with "-"
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise BenchError(f"load generator failed:\n{done.stderr[-3000:]}")

@@ -2,6 +2,7 @@
 
 Key names are spelled out here rather than imported, like the integration tests do: other
 readers of Redis rely on them, so a renamed key should fail the check, not follow along.
+The trail check and the flush take a single Redis or a Redis Cluster alike.
 """
 
 from __future__ import annotations
@@ -16,9 +17,20 @@ STAGES = [1, 2, 3, 4, 5]
 BATCH = 1000
 MAX_FAILURES_SHOWN = 5
 
+AnyRedis = redis.Redis | redis.RedisCluster
+
 
 def call_key(call_id: str, kind: str) -> str:
     return f"orch:{{{call_id}}}:{kind}"
+
+
+def flush(client: AnyRedis) -> None:
+    """Empties Redis; on a cluster every primary (a cluster client's commands go to one node
+    unless told otherwise)."""
+    if isinstance(client, redis.RedisCluster):
+        client.flushall(target_nodes=redis.RedisCluster.PRIMARIES)
+    else:
+        client.flushall()
 
 
 def used_memory(client: redis.Redis) -> int:
@@ -42,9 +54,11 @@ class TrailCheck:
             self.failures.append(f"{call_id}: {why}")
 
 
-def check_trails(client: redis.Redis, call_ids: list[str], check: TrailCheck) -> None:
+def check_trails(client: AnyRedis, call_ids: list[str], check: TrailCheck) -> None:
     """Every call: five steps, seq 1..5 in order, stages 1..5 once each, a TTL on both keys."""
     for batch in _batches(call_ids):
+        # Not a transaction: on a cluster the batch spans every slot, and redis-py sends a
+        # plain pipeline to each node with that node's commands, answers in the order asked.
         with client.pipeline(transaction=False) as pipe:
             for call_id in batch:
                 pipe.lrange(call_key(call_id, "steps"), 0, -1)

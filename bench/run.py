@@ -11,8 +11,6 @@ shared machine are too noisy to fail on).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import secrets
 import shlex
 import subprocess
@@ -31,9 +29,12 @@ from processes import (
     BENCH,
     REPO,
     BenchError,
+    clean_environment,
+    describe_machine,
     free_port,
     process_tree,
     run_loadgen,
+    service_environment,
     start_redis,
     start_uvicorn,
     stop,
@@ -49,11 +50,6 @@ from report import (
     print_trail,
 )
 from scaling import ScalingPlan, measure_scaling
-
-ROLES = [
-    "greeting", "auth", "refund", "billing", "booking",
-    "complaint", "account", "balance", "closing", "fallback",
-]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -105,17 +101,14 @@ def running_stack(args: argparse.Namespace, tmp: Path) -> Iterator[Stack]:
         stack.callback(stop, start_redis(redis_port, tmp))
         client = stack.enter_context(redis.Redis.from_url(redis_url))
         stub_url = f"http://127.0.0.1:{stub_port}/"
-        env = _clean_environment() | {"STUB_URL": stub_url}
+        env = clean_environment() | {"STUB_URL": stub_url}
         stub = start_uvicorn(
             "stub_agent:app", stub_port, env=env, log_file=tmp / "stub.log", app_dir=BENCH
         )
         stack.callback(stop, stub)
         client_key, auditor_key = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-        env = _clean_environment() | {
-            "REDIS_URL": redis_url,
-            "API_KEYS": f"client:{client_key},auditor:{auditor_key}",
-        }
-        env |= {f"AGENT_URL_{role.upper()}": stub_url for role in ROLES}
+        api_keys = f"client:{client_key},auditor:{auditor_key}"
+        env = service_environment(redis_url, stub_url, api_keys)
         service = start_uvicorn(
             "main:app",
             service_port,
@@ -125,7 +118,7 @@ def running_stack(args: argparse.Namespace, tmp: Path) -> Iterator[Stack]:
             cwd=args.service_dir,
         )
         stack.callback(stop, service)
-        env = _clean_environment() | {"FLOOR_REDIS_URL": redis_url, "FLOOR_AGENT_URL": stub_url}
+        env = clean_environment() | {"FLOOR_REDIS_URL": redis_url, "FLOOR_AGENT_URL": stub_url}
         # The floor imports the service's Lua scripts: from the same directory as the service.
         floor = start_uvicorn(
             "floor:app",
@@ -146,12 +139,6 @@ def running_stack(args: argparse.Namespace, tmp: Path) -> Iterator[Stack]:
             client_key,
             auditor_key,
         )
-
-
-def _clean_environment() -> dict[str, str]:
-    """This environment without the service's own variables (a developer's REDIS_URL...)."""
-    ours = ("REDIS_URL", "API_KEYS", "AGENT_URL_", "ORCH_", "LOG_", "OTEL_")
-    return {k: v for k, v in os.environ.items() if not k.upper().startswith(ours)}
 
 
 def measure_round(
@@ -242,19 +229,8 @@ def profile_round(stack: Stack, args: argparse.Namespace) -> list[str]:
 
 
 def print_header(args: argparse.Namespace) -> None:
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        platform.processor(),
-    )  # fmt: skip
-    redis_version = subprocess.run(
-        ["redis-server", "--version"], capture_output=True, text=True
-    ).stdout.split()[2]
     print(f"command: {shlex.join([Path(sys.executable).name, *sys.argv])}")
-    print(
-        f"machine: {os.cpu_count()} cores, {cpu}; Python {platform.python_version()};"
-        f" redis-server {redis_version.removeprefix('v=')}"
-    )
+    print(describe_machine())
     print(f"service: `uvicorn main:app` in {args.service_dir}")
     print(
         f"setup: service {args.workers} worker(s), floor 1 worker, {args.concurrency} calls"
