@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,24 +21,42 @@ class RoundResult:
     calls_per_sec: float
     step_ms: dict[str, float | None]
     call_ms: dict[str, float | None]
-    cpu_ms_per_step: float | None
+    cpu_ms_per_step: float | None  # the server's (all the processes given as --cpu-pids)
     bytes_per_call: float | None
     errors: int
     error_samples: list[str]
+    # Each other --cpu-group (Redis, the stub, ...) and the load generator's own.
+    other_cpu_ms_per_step: dict[str, float | None]
+    bench_cores_busy: float  # CPU seconds per second of the server and every group together
+    machine_cores_busy: float  # the same for every process on the machine, ours or not
+    spread_share: float | None  # completed calls whose turns went to more than one URL
 
     @classmethod
-    def from_loadgen(cls, out: dict[str, Any], memory_growth: int) -> RoundResult:
-        completed = len(out["completed_calls"])
+    def from_loadgen(cls, out: dict[str, Any], memory_growth: int | None = None) -> RoundResult:
+        completed, steps, window = len(out["completed_calls"]), out["steps"], out["window_sec"]
+        others = out["cpu_sec_by_group"]
+        if memory_growth is None or not completed:
+            bytes_per_call = None
+        else:
+            bytes_per_call = memory_growth / completed
         return cls(
-            steps_per_sec=out["steps"] / out["window_sec"],
-            calls_per_sec=out["calls"] / out["window_sec"],
+            steps_per_sec=steps / window,
+            calls_per_sec=out["calls"] / window,
             step_ms=out["step_ms"],
             call_ms=out["call_ms"],
-            cpu_ms_per_step=out["cpu_sec"] * 1000 / out["steps"] if out["steps"] else None,
-            bytes_per_call=memory_growth / completed if completed else None,
+            cpu_ms_per_step=_ms_per_step(out["cpu_sec"], steps),
+            bytes_per_call=bytes_per_call,
             errors=out["errors"],
             error_samples=out["error_samples"],
+            other_cpu_ms_per_step={name: _ms_per_step(s, steps) for name, s in others.items()},
+            bench_cores_busy=(out["cpu_sec"] + sum(others.values())) / window,
+            machine_cores_busy=out["machine_busy_sec"] / window,
+            spread_share=out["spread_calls"] / completed if completed else None,
         )
+
+
+def _ms_per_step(cpu_sec: float, steps: int) -> float | None:
+    return cpu_sec * 1000 / steps if steps else None
 
 
 @dataclass
@@ -154,12 +173,16 @@ def print_calibration(results: Results) -> None:
 
 
 def print_trail(results: Results) -> None:
-    verdict = "PASS" if results.trail_ok else "FAIL"
+    print_trail_check(results.trail_calls, results.trail_passed, results.trail_failures)
+
+
+def print_trail_check(calls: int, passed: int, failures: list[str]) -> None:
+    verdict = "PASS" if calls > 0 and passed == calls else "FAIL"
     print(
-        f"trail check: {verdict}: {results.trail_passed:,} of {results.trail_calls:,} completed"
+        f"trail check: {verdict}: {passed:,} of {calls:,} completed"
         " calls have steps 1..5 in order, stages 1..5 once each, TTL on state and steps"
     )
-    for failure in results.trail_failures:
+    for failure in failures:
         print(f"  {failure}")
 
 
@@ -222,3 +245,69 @@ def print_targets(results: Results) -> None:
     for label, met in target_lines(results):
         verdict = {True: "met", False: "MISSED", None: "not measured"}[met]
         print(f"  {verdict:13} {label}")
+
+
+@dataclass
+class Configuration:
+    """The rounds of one column of bench/cluster.py's table (a Redis and N service processes)."""
+
+    heading: tuple[str, str]  # two short lines, e.g. ("cluster", "2 processes")
+    rounds: list[RoundResult] = field(default_factory=list)
+    trail_calls: int = 0
+    trail_passed: int = 0
+    trail_failures: list[str] = field(default_factory=list)
+
+
+CONFIGURATION_ROWS: list[tuple[str, Callable[[RoundResult], float | None], int]] = [
+    ("step p50 ms", lambda r: r.step_ms["p50"], 1),
+    ("step p99 ms", lambda r: r.step_ms["p99"], 1),
+    ("CPU ms/step: service", lambda r: r.cpu_ms_per_step, 2),
+    ("CPU ms/step: Redis", lambda r: r.other_cpu_ms_per_step.get("redis"), 2),
+    ("CPU ms/step: stub agent", lambda r: r.other_cpu_ms_per_step.get("stub"), 2),
+    ("CPU ms/step: load gen.", lambda r: r.other_cpu_ms_per_step.get("load generator"), 2),
+    ("cores busy: all above", lambda r: r.bench_cores_busy, 2),
+    ("cores busy: machine", lambda r: r.machine_cores_busy, 2),
+    (
+        "calls on 2+ processes %",
+        lambda r: None if r.spread_share is None else 100 * r.spread_share,
+        0,
+    ),
+]
+
+
+def print_configurations(columns: list[Configuration]) -> None:
+    """One column per configuration; each cell the median over its rounds (or a total)."""
+    for line in (0, 1):
+        print(f"{'':26}" + "".join(f"{c.heading[line]:>15}" for c in columns))
+    rates = [[r.steps_per_sec for r in c.rounds] for c in columns]
+    medians = [_median(list(each)) for each in rates]
+    _print_row("steps/s (median)", [_number(m, 0) for m in medians])
+    _print_row("steps/s (min-max)", [f"{min(r):.0f}-{max(r):.0f}" if r else "-" for r in rates])
+    first = medians[0]
+    _print_row(
+        "steps/s vs first column", [f"{m / first:.2f}" if m and first else "-" for m in medians]
+    )
+    for label, of, digits in CONFIGURATION_ROWS:
+        _print_row(label, [_number(_median([of(r) for r in c.rounds]), digits) for c in columns])
+    _print_row("errors", [str(sum(r.errors for r in c.rounds)) for c in columns])
+    _print_row("trails exact", [f"{c.trail_passed:,}/{c.trail_calls:,}" for c in columns])
+    for sample in [s for c in columns for r in c.rounds for s in r.error_samples][:5]:
+        print(f"  error: {sample}")
+
+
+def _print_row(label: str, cells: list[str]) -> None:
+    print(f"{label:26}" + "".join(f"{cell:>15}" for cell in cells))
+
+
+def print_cores_note(cores: int | None, columns: list[Configuration]) -> None:
+    """What the table can and cannot show on a machine with this few cores."""
+    busiest = max((_median([r.bench_cores_busy for r in c.rounds]) or 0.0) for c in columns)
+    note = (
+        f"Note: this machine has {cores} cores. 2 and 3 service processes, the 3 Redis nodes,"
+        " the stub agent and the load generator all compete for them (the processes above"
+        f" kept up to {busiest:.2f} cores busy; 'machine' counts everything running, other"
+        " people's work included). The figures show that turns spread across processes stay"
+        " correct and what a step costs in CPU on each side, not how throughput scales on"
+        " real hardware, where each process would have a core of its own."
+    )
+    print(textwrap.fill(note, width=100))
