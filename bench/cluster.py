@@ -188,13 +188,16 @@ def run_benchmark(stack: Stack, args: argparse.Namespace) -> list[Configuration]
     columns = [Configuration(heading) for heading in HEADINGS]
     trails = [TrailCheck() for _ in columns]
     for number in range(1, args.rounds + 1):
-        print(f"round {number}/{args.rounds}, steps/s:", end="", flush=True)
+        print(f"round {number}/{args.rounds}, steps/s:", flush=True)
         for index, (target, column) in enumerate(zip(stack.targets, columns, strict=True)):
             result, completed = measure_round(stack, target, args, f"C{index}R{number}")
             column.rounds.append(result)
             check_trails(target.redis, completed, trails[index])
-            print(f" {', '.join(column.heading)}: {result.steps_per_sec:.0f};", end="", flush=True)
-        print(flush=True)
+            print(
+                f"  {', '.join(column.heading)}: {result.steps_per_sec:.0f}"
+                f" (other work {result.other_cores_busy:.2f} cores)",
+                flush=True,
+            )
     for column, trail in zip(columns, trails, strict=True):
         column.trail_calls, column.trail_passed = trail.calls, trail.passed
         column.trail_failures = trail.failures

@@ -21,7 +21,7 @@ TABLE_ROWS = [
     "step p99 ms",
     "CPU ms/step: service",
     "CPU ms/step: Redis",
-    "cores busy: machine",
+    "cores busy: other work",
     "calls on 2+ processes %",
     "errors",
     "trails exact",
