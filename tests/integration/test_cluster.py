@@ -27,7 +27,6 @@ from tests.integration.conftest import (
     RedisClusterNodes,
     clean_environment,
     service_client,
-    start_redis_cluster,
     uvicorn_command,
     wait_until_serving,
 )
@@ -38,11 +37,10 @@ SEED = 20261123
 PROCESSES = 3
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
-    nodes = start_redis_cluster(tmp_path_factory.mktemp("cluster"))
-    yield nodes
-    nodes.stop()
+@pytest.fixture
+def cluster(redis_cluster: RedisClusterNodes) -> RedisClusterNodes:
+    """The suite's 3-primary cluster (every test over the shared Redis also runs on it)."""
+    return redis_cluster
 
 
 @pytest.fixture

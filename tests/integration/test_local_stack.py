@@ -18,6 +18,7 @@ from tests.conftest import bearer
 from tests.integration.conftest import (
     SERVICE_DIR,
     Agents,
+    RedisTarget,
     clean_environment,
     uvicorn_command,
     wait_until_serving,
@@ -99,9 +100,9 @@ def socket_answers(sock: Path) -> bool:
 
 
 def test_with_redis_url_set_no_embedded_redis_starts(
-    tmp_path: Path, redis_url: str, agents: Agents
+    tmp_path: Path, redis_target: RedisTarget, agents: Agents
 ) -> None:
-    env = clean_environment() | {"REDIS_URL": redis_url, "ORCH_STATE_DIR": str(tmp_path / "x")}
+    env = clean_environment() | redis_target.env | {"ORCH_STATE_DIR": str(tmp_path / "x")}
     env |= {f"AGENT_URL_{role.upper()}": url for role, url in agents.urls.items()}
     port = free_port()
     service = subprocess.Popen(

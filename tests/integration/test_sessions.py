@@ -97,11 +97,11 @@ async def test_frozen_redis_answers_503_within_the_redis_timeout(
     make_service: ServiceFactory, store: RedisView
 ) -> None:
     impatient = make_service(redis_timeout_sec=0.3)
-    store.client.execute_command("CLIENT", "PAUSE", 3000, "WRITE")
+    store.pause_writes(3000)
     try:
         answer = await impatient.turn("greeting")
     finally:
-        store.client.execute_command("CLIENT", "UNPAUSE")
+        store.unpause()
 
     assert answer.status_code == 503
     assert answer.json()["error"]["code"] == "store_unavailable"

@@ -16,6 +16,7 @@ from tests.integration.conftest import (
     CALL_ID,
     SERVICE_DIR,
     Agents,
+    RedisTarget,
     RedisView,
     clean_environment,
     uvicorn_command,
@@ -26,9 +27,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def service_from_environment(redis_url: str, agents: Agents) -> Iterator[str]:
+def service_from_environment(redis_target: RedisTarget, agents: Agents) -> Iterator[str]:
     """The URL of the service started as a subprocess, configured by its environment only."""
-    env = clean_environment() | {"REDIS_URL": redis_url}
+    env = clean_environment() | redis_target.env
     env |= {f"AGENT_URL_{role.upper()}": url for role, url in agents.urls.items()}
     port = free_port()
     process = subprocess.Popen(
