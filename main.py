@@ -46,7 +46,7 @@ from models import (
     Stats,
     StepRecord,
 )
-from redis_store import RedisStore
+from redis_store import RedisStore, ReplicaWait
 from resources import agent_pool, session_store
 from runtime import tune_garbage_collector
 from settings import VERSION, Settings
@@ -114,6 +114,16 @@ def valid_request_id(value: str) -> bool:
     return re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", value) is not None
 
 
+def _unreplicated(metrics: Metrics, call_id: str, acknowledged: int) -> None:
+    metrics.unreplicated_commits.inc()
+    log.warning(
+        "call %s: step recorded on the Redis primary, but only %d replica(s) confirmed it in"
+        " time; a failover now could lose it",
+        call_id,
+        acknowledged,
+    )
+
+
 def _lifespan(
     settings: Settings,
     flows: FlowConfig,
@@ -133,6 +143,10 @@ def _lifespan(
                 ttl_sec=settings.session_ttl_sec,
                 lease_sec=settings.turn_lease_sec,
                 observe=lambda op, sec: metrics.redis_seconds.labels(op).observe(sec),
+                replica_wait=ReplicaWait(
+                    settings.redis_wait_replicas, settings.redis_wait_timeout_ms
+                ),
+                on_unreplicated=functools.partial(_unreplicated, metrics),
             )
             agents = A2AClient(
                 pool,
@@ -387,7 +401,15 @@ def error_response(
 
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OrchestratorError)
-    async def on_our_error(_: Request, exc: OrchestratorError) -> JSONResponse:
+    async def on_our_error(request: Request, exc: OrchestratorError) -> JSONResponse:
+        if isinstance(exc, StoreUnavailable):
+            # The operator's problem, not the client's: say it where operators look.
+            log.warning(
+                "%s %s answered 503: session store unavailable (%s)",
+                request.method,
+                request.url.path,
+                exc.details.get("reason", "unknown"),
+            )
         return error_response(exc.status_code, exc.code, exc.message, exc.headers, **exc.details)
 
     @app.exception_handler(RequestValidationError)

@@ -49,6 +49,13 @@ class Metrics:
             buckets=REDIS_BUCKETS, registry=r,
         )  # fmt: skip
 
+        self.unreplicated_commits = Counter(
+            "orch_redis_unreplicated_commits",
+            "Steps recorded on the primary that fewer than REDIS_WAIT_REPLICAS replicas"
+            " confirmed in time",
+            registry=r,
+        )
+
     def intent_label(self, intent: str) -> str:
         return intent if intent in self._known_intents else "unknown"
 

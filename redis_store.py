@@ -26,6 +26,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import (
     ClusterDownError,
     NoPermissionError,
+    NoScriptError,
     ReadOnlyError,
     RedisClusterException,
     TryAgainError,
@@ -194,11 +195,23 @@ def store_errors() -> Iterator[None]:
         TryAgainError,
         RedisClusterException,
     ) as exc:
-        raise StoreUnavailable(
-            "the session store is unavailable; retry shortly",
-            headers={"Retry-After": "1"},
-            reason=type(exc).__name__,
-        ) from exc
+        raise _unavailable(type(exc).__name__) from exc
+    except RuntimeError as exc:
+        # redis-py's cluster client closes every node's connections when it meets a failover
+        # (ClusterDownError or an uncovered slot: aclose() and start again), under commands
+        # other turns are about to send on them; uvloop then refuses the write ("the handler
+        # is closed"). Nothing was sent: a lost connection like any other.
+        if "closed" not in str(exc):
+            raise
+        raise _unavailable("ConnectionClosed") from exc
+
+
+def _unavailable(reason: str) -> StoreUnavailable:
+    return StoreUnavailable(
+        "the session store is unavailable; retry shortly",
+        headers={"Retry-After": "1"},
+        reason=reason,
+    )
 
 
 def _busy(call_id: str, idempotency_key: str, *, pttl: int, holder: bytes) -> Exception:
@@ -217,6 +230,15 @@ def _busy(call_id: str, idempotency_key: str, *, pttl: int, holder: bytes) -> Ex
 
 
 Observer = Callable[[str, float], None]  # (operation, seconds)
+Unreplicated = Callable[[str, int], None]  # (call id, replicas that acknowledged the step)
+
+
+@dataclass(frozen=True)
+class ReplicaWait:
+    """How many replicas must hold a step before its turn answers, and for how long to wait."""
+
+    replicas: int = 0
+    timeout_ms: int = 0
 
 
 class RedisStore:
@@ -228,8 +250,12 @@ class RedisStore:
         ttl_sec: int,
         lease_sec: float,
         observe: Observer | None = None,
+        replica_wait: ReplicaWait = ReplicaWait(),
+        on_unreplicated: Unreplicated | None = None,
     ):
         self._observe = observe or (lambda operation, seconds: None)
+        self._replica_wait = replica_wait
+        self._on_unreplicated = on_unreplicated or (lambda call_id, acknowledged: None)
         self._background: set[asyncio.Task] = set()
         self._redis = client
         self._prefix = prefix
@@ -289,13 +315,49 @@ class RedisStore:
         keys = self.keys(lease.call_id)
         args = [expected_steps, state.model_dump_json(), step.model_dump_json(), self.ttl_sec]
         remember = [lease.idempotency_key, answer.to_json()] if answer else ["", ""]
+        args = [*args, lease.token, *remember]
+        wanted = self._replica_wait.replicas
         with self._round_trip("commit_step"):
-            done = await self._commit(keys=keys.all, args=[*args, lease.token, *remember])
+            if wanted:
+                done, acknowledged = await self._commit_and_wait(keys, args)
+            else:
+                done, acknowledged = await self._commit(keys=keys.all, args=args), 0
         if not done:
             raise TurnConflict(
                 f"call {lease.call_id} changed while this turn was running; nothing was recorded",
                 call_identify_id=lease.call_id,
             )
+        if acknowledged < wanted:
+            self._on_unreplicated(lease.call_id, acknowledged)
+
+    async def _commit_and_wait(self, keys: CallKeys, args: list[Any]) -> tuple[int, int]:
+        """The commit, then WAIT for the replicas, in one round trip. Redis replicates
+        asynchronously: a step its primary took but no replica has yet is lost if the primary
+        dies now. WAIT counts the replicas holding this connection's writes, so it must follow
+        the script down the same connection: one pipeline, sent to the call's node."""
+        try:
+            return await self._send_commit_and_wait(keys, args)
+        except NoScriptError:
+            # A primary that took over in a failover starts with an empty script cache; the
+            # script did not run, so sending it again is safe.
+            await self._redis.script_load(COMMIT_STEP)
+            return await self._send_commit_and_wait(keys, args)
+
+    async def _send_commit_and_wait(self, keys: CallKeys, args: list[Any]) -> tuple[int, int]:
+        wait = ["WAIT", self._replica_wait.replicas, self._replica_wait.timeout_ms]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            # As a raw command: redis-py's cluster pipeline refuses its evalsha() helper, wary
+            # of scripts over several slots; all of a call's keys share one.
+            pipe.execute_command("EVALSHA", self._commit.sha, len(keys.all), *keys.all, *args)
+            pipe.execute_command(*wait, **self._node_of(keys.state))
+            done, acknowledged = await pipe.execute()
+        return int(done), int(acknowledged)
+
+    def _node_of(self, key: str) -> dict[str, Any]:
+        """Where a key-less command must go to reach the node holding `key` (cluster only)."""
+        if isinstance(self._redis, RedisCluster):
+            return {"target_nodes": self._redis.get_node_from_key(key)}
+        return {}
 
     async def release(self, lease: Lease) -> None:
         with self._round_trip("release"):

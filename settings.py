@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     # Redis answers in microseconds; a second without an answer means it is down or frozen,
     # and the caller is better served by a quick 503 than by a hanging turn.
     redis_timeout_sec: float = Field(1.0, gt=0)
+    # Replicas that must hold a step before its turn answers (Redis WAIT). Replication is
+    # asynchronous: without this, a step committed just before its primary dies can vanish in
+    # the failover. 1 with Sentinel or a cluster with replicas. Past the wait the turn answers
+    # anyway (the step is on the primary), counted and logged as unreplicated.
+    redis_wait_replicas: int = Field(0, ge=0)
+    redis_wait_timeout_ms: int = Field(100, gt=0)
     a2a_timeout_sec: float = Field(15.0, gt=0)
     # Attempts per agent call, retried only when the agent cannot have acted (see a2a_client).
     agent_max_attempts: int = Field(3, ge=1, le=10)
@@ -90,6 +96,12 @@ class Settings(BaseSettings):
             raise ValueError("REDIS_SENTINEL_MASTER needs REDIS_URL listing the sentinels")
         if self.redis_cluster and self.redis_sentinel_master:
             raise ValueError("REDIS_CLUSTER and REDIS_SENTINEL_MASTER exclude each other")
+        if self.redis_wait_replicas and not self.redis_url:
+            raise ValueError("REDIS_WAIT_REPLICAS needs REDIS_URL (the embedded Redis has none)")
+        # WAIT's answer must arrive well before the socket gives up, or a step that was
+        # recorded would be answered as a 503.
+        if self.redis_wait_timeout_ms > self.redis_timeout_sec * 500:
+            raise ValueError("REDIS_WAIT_TIMEOUT_MS must be at most half of REDIS_TIMEOUT_SEC")
         return self
 
     @property

@@ -257,11 +257,15 @@ async def test_readiness_follows_redis(service: Service) -> None:
     assert not_ready.json()["redis"].startswith("unavailable")
 
 
-async def test_redis_down_is_503_with_retry_after_and_writes_nothing(service: Service) -> None:
+async def test_redis_down_is_503_with_retry_after_writes_nothing_and_warns_the_operator(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
     service.server.connected = False
     answer = await service.turn("greeting")
     service.server.connected = True
 
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "POST /orchestrate answered 503: session store unavailable (ConnectionError)" in warnings
     assert answer.status_code == 503
     assert answer.json()["error"]["code"] == "store_unavailable"
     assert answer.headers["Retry-After"] == "1"

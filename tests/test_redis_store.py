@@ -332,6 +332,20 @@ def test_cluster_faults_are_store_unavailable(fault: Exception) -> None:
     assert caught.value.headers == {"Retry-After": "1"}
 
 
+def test_write_on_a_connection_the_cluster_client_closed_meanwhile_is_store_unavailable() -> None:
+    closed = RuntimeError("unable to perform operation on <TCPTransport>; the handler is closed")
+    with pytest.raises(StoreUnavailable) as caught, redis_store.store_errors():
+        raise closed
+
+    assert caught.value.details["reason"] == "ConnectionClosed"
+    assert caught.value.__cause__ is closed
+
+
+def test_other_runtime_errors_are_not_taken_for_a_store_outage() -> None:
+    with pytest.raises(RuntimeError, match="no running event loop"), redis_store.store_errors():
+        raise RuntimeError("no running event loop")
+
+
 def test_sentinel_url_names_the_sentinels_and_the_primarys_password_and_database() -> None:
     client = redis_store.connect(
         "redis://:s3cret@10.0.0.1:26379,10.0.0.2:26380,sentinel-3/4", 0.5, sentinel_master="main"

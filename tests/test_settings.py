@@ -130,3 +130,19 @@ def test_sentinel_needs_a_url_and_excludes_cluster(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("REDIS_CLUSTER", "true")
     with pytest.raises(ValidationError, match="exclude each other"):
         Settings()
+
+
+def test_waiting_for_replicas_needs_a_url_and_a_wait_inside_the_redis_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIS_WAIT_REPLICAS", "1")
+    with pytest.raises(ValidationError, match="REDIS_WAIT_REPLICAS needs REDIS_URL"):
+        Settings()
+
+    monkeypatch.setenv("REDIS_URL", "redis://primary:6379/0")
+    assert (Settings().redis_wait_replicas, Settings().redis_wait_timeout_ms) == (1, 100)
+    monkeypatch.setenv("REDIS_WAIT_TIMEOUT_MS", "600")  # more than half the 1 s timeout
+    with pytest.raises(ValidationError, match="at most half of REDIS_TIMEOUT_SEC"):
+        Settings()
+    monkeypatch.setenv("REDIS_TIMEOUT_SEC", "1.2")
+    assert Settings().redis_wait_timeout_ms == 600

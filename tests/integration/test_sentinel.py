@@ -8,6 +8,7 @@ import asyncio
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from tests.integration.conftest import (
     HAPPY_PATH,
     Agents,
     Caller,
+    paused,
     redis_server_binary,
     service_client,
     wait_for_ping,
@@ -30,6 +32,7 @@ from tests.integration.conftest import (
 pytestmark = pytest.mark.integration
 
 MASTER = "orchestrator"
+WAIT_MS = 250
 
 
 @dataclass
@@ -105,23 +108,33 @@ def _wait_until(condition, failure: str, seconds: float = 30) -> None:
         time.sleep(0.05)
 
 
-async def test_calls_follow_the_primary_the_sentinel_names_through_a_failover(
-    watched: Watched, agents: Agents
-) -> None:
+@contextmanager
+def served(watched: Watched, agents: Agents) -> Iterator[str]:
+    """The service through the sentinel, each step waiting for the replica (up to 250 ms)."""
     settings = Settings(
         redis_url=watched.sentinel_url,
         redis_sentinel_master=MASTER,
+        redis_wait_replicas=1,
+        redis_wait_timeout_ms=WAIT_MS,
         agent_urls=agents.urls,
         api_keys=API_KEYS,
         redis_timeout_sec=0.5,
     )
     url, stop = serve_in_thread(lambda _: create_app(settings))
     try:
+        yield url
+    finally:
+        stop()
+
+
+async def test_calls_follow_the_primary_the_sentinel_names_through_a_failover(
+    watched: Watched, agents: Agents
+) -> None:
+    with served(watched, agents) as url:
         async with service_client(url) as http:
             caller = Caller(http)
             await caller.walk(3, call_id="SENTINEL-1")
-            _wait_until(watched.replicated, "the replica did not catch up")
-
+            # Killed at once: each step answered only once the replica had it.
             watched.primary.kill()
             watched.primary.wait()
             statuses = []
@@ -137,8 +150,6 @@ async def test_calls_follow_the_primary_the_sentinel_names_through_a_failover(
                     assert answer.json()["error"]["code"] == "store_unavailable"
                     await asyncio.sleep(0.2)
             steps = (await http.get("/session/SENTINEL-1/steps")).json()
-    finally:
-        stop()
 
     assert 503 in statuses  # the primary was gone for a while ...
     assert statuses[-1] == 200  # ... then its replica took over
@@ -146,3 +157,20 @@ async def test_calls_follow_the_primary_the_sentinel_names_through_a_failover(
     assert [s["intent"] for s in steps] == [intent for intent, _ in HAPPY_PATH]
     with redis.Redis(port=watched.replica_port) as promoted:
         assert promoted.info("replication")["role"] == "master"
+
+
+async def test_each_step_waits_for_the_replica_and_one_that_lags_is_counted(
+    watched: Watched, agents: Agents
+) -> None:
+    with served(watched, agents) as url:
+        async with service_client(url) as http:
+            caller = Caller(http)
+            first = await caller.turn(*HAPPY_PATH[0], call_id="SENTINEL-2")
+            with paused(watched.processes[1]):  # the replica
+                lagging = await caller.turn(*HAPPY_PATH[1], call_id="SENTINEL-2")
+            unreplicated = await caller.metric("orch_redis_unreplicated_commits_total")
+
+    assert (first.status_code, lagging.status_code) == (200, 200)
+    assert first.elapsed.total_seconds() < WAIT_MS / 1000
+    assert lagging.elapsed.total_seconds() >= WAIT_MS / 1000
+    assert unreplicated == 1

@@ -1,0 +1,252 @@
+"""A Redis Cluster with a replica behind each primary (3 + 3): each step waits until the call's
+replica holds it (REDIS_WAIT_REPLICAS=1), and a primary killed under load costs 503s until its
+replica takes over, then nothing: every call completes, and no step a client was told about
+is lost or doubled."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from redis.crc import key_slot
+
+from main import create_app
+from settings import Settings
+from tests.agents import serve_in_thread
+from tests.conftest import API_KEYS
+from tests.integration.conftest import (
+    HAPPY_PATH,
+    Agents,
+    Caller,
+    RedisClusterNodes,
+    call_key,
+    paused,
+    service_client,
+    start_redis_cluster,
+)
+
+pytestmark = pytest.mark.integration
+
+# Longer than the default 100 ms wait: a turn on two busy cores must tell "waited for the
+# replica" from "was slow" by a wide margin.
+WAIT_SEC = 0.3
+LOAD_WAIT_SEC = 1.0
+WORKERS = 12
+RETRIED = {"store_unavailable", "turn_in_progress", "idempotency_key_in_progress"}
+
+
+@dataclass(frozen=True)
+class Node:
+    index: int  # in RedisClusterNodes.ports
+    node_id: str
+    primary: bool
+    primary_id: str  # a replica's primary; "-" for a primary
+    slots: list[tuple[int, int]]
+
+
+@dataclass
+class Topology:
+    """Which node serves what, as the cluster tells it now (CLUSTER NODES on a live node)."""
+
+    nodes: RedisClusterNodes
+
+    def read(self) -> list[Node]:
+        with redis.Redis.from_url(self.nodes.url_of(self.a_live_node())) as node:
+            described = node.cluster("NODES")
+        return [
+            Node(
+                self.nodes.ports.index(int(address.split("@")[0].rsplit(":", 1)[1])),
+                node["node_id"],
+                "master" in node["flags"] and "fail" not in node["flags"],
+                node["master_id"],
+                [(int(first), int(last)) for first, last in node["slots"]],
+            )
+            for address, node in described.items()
+        ]
+
+    def a_live_node(self) -> int:
+        return next(i for i, p in enumerate(self.nodes.processes) if p.poll() is None)
+
+    def primaries(self) -> set[int]:
+        return {node.index for node in self.read() if node.primary}
+
+    def primary_of(self, call_id: str) -> int:
+        slot = key_slot(call_key(call_id, "state").encode())
+        return next(
+            node.index
+            for node in self.read()
+            if node.primary and any(first <= slot <= last for first, last in node.slots)
+        )
+
+    def replica_of(self, primary: int) -> int:
+        nodes = self.read()
+        primary_id = next(node.node_id for node in nodes if node.index == primary)
+        return next(node.index for node in nodes if node.primary_id == primary_id)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[RedisClusterNodes]:
+    # As the README advises: without it, the whole cluster refuses every command from the
+    # moment a primary is marked failed until its replica has taken over. A node that does
+    # not answer for 2 s is failed: two busy cores must not fail one by mistake.
+    coverage = ("--cluster-require-full-coverage", "no")
+    nodes = start_redis_cluster(tmp_path, 3, 1, *coverage, node_timeout_ms=2000)
+    yield nodes
+    nodes.stop()
+
+
+ServiceOn = Callable[[float], Caller]
+
+
+@pytest.fixture
+async def serve(cluster: RedisClusterNodes, agents: Agents) -> AsyncIterator[ServiceOn]:
+    """`serve(wait_sec)`: the service on the cluster, each step waiting that long at most for
+    the replica of its call's node."""
+    stops: list[Callable[[], None]] = []
+    clients: list[httpx.AsyncClient] = []
+
+    def start(wait_sec: float) -> Caller:
+        settings = Settings(
+            redis_url=cluster.url,
+            redis_cluster=True,
+            redis_wait_replicas=1,
+            redis_wait_timeout_ms=int(wait_sec * 1000),
+            redis_timeout_sec=3 * wait_sec,
+            a2a_timeout_sec=2,
+            turn_lease_margin_sec=1,
+            agent_urls=agents.urls,
+            api_keys=API_KEYS,
+        )
+        url, stop = serve_in_thread(lambda _: create_app(settings))
+        stops.append(stop)
+        clients.append(service_client(url))
+        return Caller(clients[-1])
+
+    yield start
+    for client in clients:
+        await client.aclose()
+    for stop in stops:
+        stop()
+
+
+async def test_each_step_waits_for_the_replica_of_its_calls_node(
+    serve: ServiceOn, cluster: RedisClusterNodes
+) -> None:
+    service = serve(WAIT_SEC)
+    call_id = "WAITED-1"
+    topology = Topology(cluster)
+    replica = topology.replica_of(topology.primary_of(call_id))
+
+    first = await service.turn(*HAPPY_PATH[0], call_id=call_id)
+    with paused(cluster.processes[replica]):
+        lagging = await service.turn(*HAPPY_PATH[1], call_id=call_id)
+    after = await service.turn(*HAPPY_PATH[2], call_id=call_id)
+
+    assert [a.status_code for a in (first, lagging, after)] == [200, 200, 200]
+    # The replica confirmed at once when it could; stopped, the turn waited for it, then
+    # answered anyway (the step is on the primary) and counted the step as unreplicated.
+    assert first.elapsed.total_seconds() < WAIT_SEC
+    assert lagging.elapsed.total_seconds() >= WAIT_SEC
+    assert after.elapsed.total_seconds() < WAIT_SEC
+    assert await service.metric("orch_redis_unreplicated_commits_total") == 1
+    with redis.Redis.from_url(cluster.url_of(replica)) as copy:
+        copy.execute_command("READONLY")
+        assert copy.llen(call_key(call_id, "steps")) == 3
+
+
+@dataclass
+class Load:
+    """Whole calls driven by a few workers, each turn retried (same Idempotency-Key) on the
+    answers that say "retry", as a client following the API's contract does."""
+
+    caller: Caller
+    answered: dict[str, list[int]] = field(default_factory=dict)  # call id -> step_seq of 200s
+    retried: list[tuple[str, str]] = field(default_factory=list)  # (call id, error code)
+    reasons: list[str] = field(default_factory=list)  # why the store was unavailable
+    unexpected: list[str] = field(default_factory=list)
+    starting: bool = True
+
+    async def worker(self, number: int) -> None:
+        for call in range(10_000):
+            if not self.starting:
+                return
+            await self.one_call(f"LOAD-{number}-{call}")
+
+    async def one_call(self, call_id: str) -> None:
+        self.answered[call_id] = []
+        for n, (intent, words) in enumerate(HAPPY_PATH):
+            key = {"Idempotency-Key": f"{call_id}-{n}"}
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                answer = await self.caller.turn(intent, words, call_id=call_id, headers=key)
+                if answer.status_code == 200:
+                    self.answered[call_id].append(answer.json()["step_seq"])
+                    break
+                error = answer.json().get("error", {})
+                code = error.get("code", "")
+                if answer.status_code not in (409, 503) or code not in RETRIED:
+                    self.unexpected.append(f"{call_id} turn {n}: {answer.status_code} {code}")
+                    return
+                self.retried.append((call_id, code))
+                self.reasons.append(error.get("reason", ""))
+                await asyncio.sleep(0.1)
+            else:
+                self.unexpected.append(f"{call_id} turn {n}: still refused after 30 s")
+                return
+
+    def turns_done(self) -> int:
+        return sum(len(seqs) for seqs in self.answered.values())
+
+
+async def until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_primary_killed_under_load_answers_503_until_its_replica_takes_over_and_loses_no_step(
+    serve: ServiceOn, cluster: RedisClusterNodes
+) -> None:
+    # A long wait, so that no step is answered before its replica has it, however busy the
+    # machine; once its replica is primary (with no replica of its own) each step on the
+    # dead node's slots waits that long, which the load below can afford.
+    service = serve(LOAD_WAIT_SEC)
+    topology = Topology(cluster)
+    # Not the node REDIS_URL names: the service must find the new primary through the others.
+    victim = min(topology.primaries() - {0})
+    heir = topology.replica_of(victim)
+    load = Load(service)
+    workers = [asyncio.create_task(load.worker(n)) for n in range(WORKERS)]
+
+    await until(lambda: load.turns_done() >= 60, 30, "60 turns before the kill")
+    unreplicated_before = await service.metric("orch_redis_unreplicated_commits_total")
+    cluster.processes[victim].kill()
+    await until(lambda: heir in topology.primaries(), 30, "the replica promoted")
+    resumed = load.turns_done()
+    await until(lambda: load.turns_done() >= resumed + 120, 30, "turns after the failover")
+    load.starting = False
+    await asyncio.wait_for(asyncio.gather(*workers), 60)
+
+    assert unreplicated_before == 0  # every step answered so far was on a replica too
+    assert load.unexpected == []
+    unavailable = {call_id for call_id, code in load.retried if code == "store_unavailable"}
+    assert unavailable, "no turn met the dead primary: the kill proved nothing"
+    # Only calls kept on the dead primary's slots (now its heir's) had to wait.
+    assert {topology.primary_of(call_id) for call_id in unavailable} == {heir}, load.reasons
+    assert sum(topology.primary_of(c) == heir for c in load.answered) > len(unavailable) // 2
+    with redis.RedisCluster.from_url(cluster.url_of(topology.a_live_node())) as client:
+        for call_id, seqs in load.answered.items():
+            assert seqs == list(range(1, len(HAPPY_PATH) + 1)), call_id
+            trail = [json.loads(s) for s in client.lrange(call_key(call_id, "steps"), 0, -1)]
+            assert [(s["seq"], s["intent"]) for s in trail] == [
+                (n, intent) for n, (intent, _) in enumerate(HAPPY_PATH, start=1)
+            ], call_id
