@@ -43,7 +43,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_redis(port: int, workdir: Path, *, cluster: bool = False) -> subprocess.Popen:
+def start_redis(
+    port: int, workdir: Path, *, cluster: bool = False, replica_of: int | None = None
+) -> subprocess.Popen:
     # No persistence: a save in the middle of a round would show up as a latency spike.
     command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
     command += ["--save", "", "--appendonly", "no"]
@@ -51,6 +53,8 @@ def start_redis(port: int, workdir: Path, *, cluster: bool = False) -> subproces
         # A node that misses pings for 1 s is failed: no node is killed here, so any will do.
         command += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
         command += ["--cluster-node-timeout", "1000"]
+    if replica_of is not None:
+        command += ["--replicaof", "127.0.0.1", str(replica_of)]
     process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL)
     _wait_for_port(port, process, "redis-server")
     return process

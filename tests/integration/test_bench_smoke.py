@@ -60,3 +60,19 @@ def test_smoke_run_has_no_errors_and_every_trail_checks_out(
     assert errors.groups() == ("0", "0")
     assert re.search(r"^trail check: PASS: [\d,]+ of [\d,]+", smoke_run.stdout, re.MULTILINE)
     assert "error:" not in smoke_run.stdout
+
+
+def test_replica_wait_benchmark_runs_and_every_step_was_confirmed() -> None:
+    run = subprocess.run(
+        [sys.executable, "bench/replica_wait.py", "--calls", "5", "--rounds", "1"],
+        cwd=SERVICE_DIR,
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "steps no replica confirmed in time: 0" in run.stdout
+    for row in ("no wait", "WAIT 1 replica", "WAIT adds"):
+        assert any(line.startswith(row) for line in run.stdout.splitlines()), run.stdout
