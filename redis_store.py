@@ -172,6 +172,16 @@ def _sentinel_primary(url: str, name: str, **options: Any) -> redis.Redis:
     return sentinel.master_for(name, **(primary | options))
 
 
+async def disconnect(client: redis.Redis) -> None:
+    """Closes the client's connections, and for a Sentinel-named primary the connections to the
+    sentinels too (redis-py leaves those to whoever made the Sentinel)."""
+    await client.aclose()
+    pool = getattr(client, "connection_pool", None)  # a cluster client has one per node
+    sentinel = getattr(pool, "sentinel_manager", None)
+    if isinstance(sentinel, Sentinel):
+        await sentinel.aclose()
+
+
 def _host_port(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return (host, int(port)) if host else (address, 26379)

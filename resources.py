@@ -14,7 +14,7 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from agent_transport import agent_transport
 from embedded_redis import start_embedded_redis
-from redis_store import connect
+from redis_store import connect, disconnect
 from settings import Settings
 from tracing import traced
 
@@ -53,7 +53,7 @@ async def session_store(
             await _learn_slot_map(client)
         yield client
     finally:
-        await client.aclose()
+        await disconnect(client)
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)
 

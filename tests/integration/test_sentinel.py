@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from main import create_app
+from redis_store import connect, disconnect
 from settings import Settings
 from tests.agents import free_port, serve_in_thread
 from tests.conftest import API_KEYS
@@ -174,3 +175,21 @@ async def test_each_step_waits_for_the_replica_and_one_that_lags_is_counted(
     assert first.elapsed.total_seconds() < WAIT_MS / 1000
     assert lagging.elapsed.total_seconds() >= WAIT_MS / 1000
     assert unreplicated == 1
+
+
+def clients_of(port: int) -> int:
+    """Connections the server has, besides the one asking."""
+    with redis.Redis(port=port) as server:
+        return server.info("clients")["connected_clients"] - 1
+
+
+async def test_disconnect_closes_the_connections_to_the_sentinels_too(watched: Watched) -> None:
+    before = clients_of(watched.sentinel_port)
+    client = connect(watched.sentinel_url, 1.0, sentinel_master=MASTER)
+    await client.ping()  # asks a sentinel where the primary is
+    during = clients_of(watched.sentinel_port)
+
+    await disconnect(client)
+
+    assert during > before
+    _wait_until(lambda: clients_of(watched.sentinel_port) == before, "left open", seconds=2)
