@@ -45,6 +45,8 @@ if ARGV[3] ~= '' then
   if done then return {2, done} end
 end
 local holder = redis.call('GET', KEYS[2])
+-- This very request again (its answer was lost and the client sent it anew): the lease is ours.
+if holder == ARGV[1] then return {1, redis.call('GET', KEYS[1])} end
 if holder then return {0, redis.call('PTTL', KEYS[2]), holder} end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return {1, redis.call('GET', KEYS[1])}
@@ -53,10 +55,17 @@ return {1, redis.call('GET', KEYS[1])}
 # Commit one step: only while this turn still holds the call's lease (a DELETE drops it, and
 # so does expiry) and the call is exactly as the turn read it (same number of steps, present
 # unless new): write the state, append the step, slide the TTL, release the lease. One script,
-# so a crash can never leave a state without its step or a step without its state.
+# so a crash can never leave a state without its step or a step without its state. Both scripts
+# may run twice for one request: redis-py sends a command again when the connection drops
+# before the answer arrives, and the first run may have happened.
 COMMIT_STEP = """
-if redis.call('GET', KEYS[3]) ~= ARGV[5] then return 0 end
 local expected = tonumber(ARGV[1])
+if redis.call('GET', KEYS[3]) ~= ARGV[5] then
+  -- This very commit again (its answer was lost and the client sent it anew): it is done.
+  if redis.call('LLEN', KEYS[2]) == expected + 1 and redis.call('LINDEX', KEYS[2], -1) == ARGV[3]
+  then return 1 end
+  return 0
+end
 if redis.call('LLEN', KEYS[2]) ~= expected then return 0 end
 if (redis.call('EXISTS', KEYS[1]) == 1) ~= (expected > 0) then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[4])
@@ -144,9 +153,10 @@ def connect(
     options = {"socket_timeout": timeout_sec, "socket_connect_timeout": timeout_sec}
     if cluster:
         # The cluster client follows MOVED/ASK redirections and reloads its slot map after a
-        # failed command by itself. Its retries must stay off: it would send a script again
-        # after a timeout, when the first one may have run (a lease taken twice looks busy).
-        # A node that is down is a 503 at once, until a replica has taken over.
+        # failed command by itself. Its own retries stay off, as a single Redis's do on a
+        # timeout: they retry timeouts too and sleep through the cluster's rediscovery, holding
+        # the turn for seconds. A node that is down is a 503 at once, until a replica has
+        # taken over. (Sending a script twice would be safe: see BEGIN_TURN and COMMIT_STEP.)
         no_retry = Retry(ExponentialBackoff(cap=0.05, base=0.01), 0)
         return RedisCluster.from_url(url, retry=no_retry, **options)  # type: ignore[return-value]
     if sentinel_master:

