@@ -333,9 +333,11 @@ class RedisStore:
         answer: StoredAnswer | None = None,
     ) -> None:
         keys = self.keys(lease.call_id)
-        args = [expected_steps, state.model_dump_json(), step.model_dump_json(), self.ttl_sec]
         remember = [lease.idempotency_key, answer.to_json()] if answer else ["", ""]
-        args = [*args, lease.token, *remember]
+        args = [
+            expected_steps, state.model_dump_json(), step.model_dump_json(), self.ttl_sec,
+            lease.token, *remember,
+        ]  # fmt: skip
         wanted = self._replica_wait.replicas
         with self._round_trip("commit_step"):
             if wanted:
