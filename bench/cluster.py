@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import shlex
 import sys
 import tempfile
 import time
@@ -24,12 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from options import add_round_options, print_run_lines
 from processes import (
     BENCH,
-    REPO,
     BenchError,
     clean_environment,
-    describe_machine,
     free_port,
     process_tree,
     run_loadgen,
@@ -84,17 +82,7 @@ class Stack:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Steps/s with 1, 2 and 3 processes on a cluster.")
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per round")
-    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds per round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds of each configuration")
-    parser.add_argument("--concurrency", type=int, default=64, help="calls in flight")
-    parser.add_argument(
-        "--service-dir",
-        type=Path,
-        default=REPO,
-        help="where to run `uvicorn main:app` (e.g. an export of another commit)",
-    )
-    parser.add_argument("--smoke", action="store_true", help="a tiny run that checks it works")
+    add_round_options(parser, rounds=3, rounds_help="rounds of each configuration")
     args = parser.parse_args(argv)
     if args.smoke:
         args.seconds, args.warmup, args.rounds = 0.8, 0.2, 1
@@ -205,9 +193,7 @@ def run_benchmark(stack: Stack, args: argparse.Namespace) -> list[Configuration]
 
 
 def print_header(args: argparse.Namespace) -> None:
-    print(f"command: {shlex.join([Path(sys.executable).name, *sys.argv])}")
-    print(describe_machine())
-    print(f"service: `uvicorn main:app` in {args.service_dir}")
+    print_run_lines(args.service_dir)
     print(
         f"setup: a Redis Cluster of {PRIMARIES} primaries (no replicas) or a single"
         " redis-server; `uvicorn main:app`, 1 worker per process, all on this machine"

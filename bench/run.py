@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import secrets
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -25,12 +24,11 @@ from pathlib import Path
 
 import profiling
 import redis
+from options import add_round_options, print_run_lines
 from processes import (
     BENCH,
-    REPO,
     BenchError,
     clean_environment,
-    describe_machine,
     free_port,
     process_tree,
     run_loadgen,
@@ -66,26 +64,16 @@ class Stack:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark the orchestrator against its floor.")
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per round")
-    parser.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds per round")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds each of service and floor")
-    parser.add_argument("--concurrency", type=int, default=64, help="calls in flight")
+    add_round_options(parser, rounds=5, rounds_help="rounds each of service and floor")
     parser.add_argument("--workers", type=int, default=1, help="service uvicorn workers")
     parser.add_argument("--live-calls", type=int, default=100_000, help="Redis size to compare")
     parser.add_argument("--long-trail", type=int, default=200, help="steps of the long call")
-    parser.add_argument(
-        "--service-dir",
-        type=Path,
-        default=REPO,
-        help="where to run `uvicorn main:app` (e.g. an export of another commit)",
-    )
     parser.add_argument(
         "--profile",
         action="store_true",
         help="one more service round under py-spy: where the service's CPU goes",
     )
     parser.add_argument("--skip-scaling", action="store_true", help="no cost-growth checks")
-    parser.add_argument("--smoke", action="store_true", help="a tiny run that checks it works")
     args = parser.parse_args(argv)
     if args.smoke:
         args.seconds, args.warmup, args.rounds, args.live_calls = 2.0, 0.5, 1, 2_000
@@ -229,9 +217,7 @@ def profile_round(stack: Stack, args: argparse.Namespace) -> list[str]:
 
 
 def print_header(args: argparse.Namespace) -> None:
-    print(f"command: {shlex.join([Path(sys.executable).name, *sys.argv])}")
-    print(describe_machine())
-    print(f"service: `uvicorn main:app` in {args.service_dir}")
+    print_run_lines(args.service_dir)
     print(
         f"setup: service {args.workers} worker(s), floor 1 worker, {args.concurrency} calls"
         f" in flight, {args.rounds} rounds x {args.seconds:g} s (+{args.warmup:g} s warm-up) each"
