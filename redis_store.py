@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -224,6 +225,22 @@ def store_errors() -> Iterator[None]:
         if "closed" not in str(exc):
             raise
         raise _unavailable("ConnectionClosed") from exc
+    except AttributeError as exc:
+        # The same race a moment later: the connection was torn down (its stream set to None)
+        # between redis-py taking it and writing to it. Only there: ours still surface.
+        if exc.obj is not None or not _raised_in_redis_py(exc):
+            raise
+        raise _unavailable("ConnectionClosed") from exc
+
+
+REDIS_PY = Path(redis.__file__).parent.parent
+
+
+def _raised_in_redis_py(exc: BaseException) -> bool:
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and Path(frame.tb_frame.f_code.co_filename).is_relative_to(REDIS_PY)
 
 
 def _unavailable(reason: str) -> StoreUnavailable:

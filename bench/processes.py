@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import shlex
 import shutil
 import signal
@@ -91,8 +92,7 @@ def start_redis_cluster(primaries: int, workdir: Path) -> ClusterNodes:
     served (cluster_state:ok on every node) on return."""
     nodes = ClusterNodes([], [])
     try:
-        for _ in range(primaries):
-            port = _free_cluster_port()
+        for port in _cluster_ports(primaries):
             nodes.ports.append(port)
             nodes.processes.append(start_redis(port, workdir, cluster=True))
         create = [redis_binary("redis-cli"), "--cluster", "create"]
@@ -108,12 +108,18 @@ def start_redis_cluster(primaries: int, workdir: Path) -> ClusterNodes:
     return nodes
 
 
-def _free_cluster_port() -> int:
-    """A free port whose cluster bus port (10,000 higher, so at most 65,535) is free too."""
-    while True:
-        port = free_port()
-        if port <= 55535 and _bindable(port + 10000):
-            return port
+def _cluster_ports(count: int) -> list[int]:
+    """Free ports whose cluster bus ports (10,000 higher) are free too, all below the range the
+    kernel hands out to outgoing connections: a port found free there can be taken by a client
+    socket before redis-server binds it (seen on CI, the node exited at start)."""
+    lowest_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    chosen: list[int] = []
+    while len(chosen) < count:
+        port = random.randrange(10_000, lowest_ephemeral - 10_000)
+        used = {p + bus for p in chosen for bus in (0, 10_000)}
+        if not {port, port + 10_000} & used and _bindable(port) and _bindable(port + 10_000):
+            chosen.append(port)
+    return chosen
 
 
 def _bindable(port: int) -> bool:

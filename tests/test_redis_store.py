@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import fakeredis
 import pytest
 from redis import exceptions as redis_exceptions
+from redis.asyncio.connection import Connection as AsyncConnection
 
 import redis_store
 from errors import StoreUnavailable, TurnConflict, TurnInProgress
@@ -375,6 +376,24 @@ def test_write_on_a_connection_the_cluster_client_closed_meanwhile_is_store_unav
 
     assert caught.value.details["reason"] == "ConnectionClosed"
     assert caught.value.__cause__ is closed
+
+
+async def test_write_on_a_connection_torn_down_meanwhile_is_store_unavailable() -> None:
+    # What redis-py's cluster client does in a failover: another turn's command disconnects
+    # the connection (its writer is None) after this one took it, before it writes.
+    torn_down = AsyncConnection()
+    torn_down._writer = None
+    with pytest.raises(StoreUnavailable) as caught, redis_store.store_errors():
+        await torn_down._send_packed_command([b"PING"])
+
+    assert caught.value.details["reason"] == "ConnectionClosed"
+    assert isinstance(caught.value.__cause__, AttributeError)
+
+
+def test_attribute_errors_outside_redis_py_are_not_taken_for_a_store_outage() -> None:
+    state = None
+    with pytest.raises(AttributeError), redis_store.store_errors():
+        state.step_count  # type: ignore[attr-defined]  # noqa: B018
 
 
 def test_other_runtime_errors_are_not_taken_for_a_store_outage() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -415,7 +416,7 @@ def start_redis_cluster(
     """Starts primaries * (1 + replicas) nodes and joins them with `redis-cli --cluster create`;
     `options` are more redis-server arguments for each node."""
     binary = redis_server_binary()
-    ports = [_free_cluster_port() for _ in range(primaries * (1 + replicas))]
+    ports = _cluster_ports(primaries * (1 + replicas))
     processes = []
     for port in ports:
         command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
@@ -440,12 +441,18 @@ def start_redis_cluster(
     return nodes
 
 
-def _free_cluster_port() -> int:
-    """A free port whose cluster bus port (10,000 higher, so at most 65,535) is free too."""
-    while True:
-        port = free_port()
-        if port <= 55535 and _bindable(port + 10000):
-            return port
+def _cluster_ports(count: int) -> list[int]:
+    """Free ports whose cluster bus ports (10,000 higher) are free too, all below the range the
+    kernel hands out to outgoing connections: a port found free there can be taken by a client
+    socket before redis-server binds it (seen on CI, the node exited at start)."""
+    lowest_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    chosen: list[int] = []
+    while len(chosen) < count:
+        port = random.randrange(10_000, lowest_ephemeral - 10_000)
+        used = {p + bus for p in chosen for bus in (0, 10_000)}
+        if not {port, port + 10_000} & used and _bindable(port) and _bindable(port + 10_000):
+            chosen.append(port)
+    return chosen
 
 
 def _bindable(port: int) -> bool:
