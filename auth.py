@@ -179,9 +179,13 @@ def require(permission: Permission) -> Callable[..., Awaitable[Caller]]:
     return authorized_caller
 
 
-async def authorize(request: Request, permission: Permission) -> Caller:
-    """`require` as a plain call, for the one endpoint that skips dependency solving."""
-    return await require(permission)(request, await BEARER(request), await API_KEY_HEADER(request))
+def presented_key(authorization: str | None, api_key: str | None) -> str | None:
+    """The key a request presents, read as BEARER and API_KEY_HEADER read it: a Bearer token
+    first, else X-API-Key. For the turn endpoint, which reads its headers itself."""
+    scheme, _, credentials = (authorization or "").partition(" ")
+    if scheme.lower() == "bearer" and credentials.strip():
+        return credentials.strip()
+    return api_key or None
 
 
 def keyring_from(settings: Settings) -> KeyRing:

@@ -7,31 +7,35 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import httpx
 import redis.asyncio as redis
 import structlog
 from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import Depends, FastAPI, Path, Request, Response, Security
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from pydantic import ValidationError
 
 from a2a_client import A2AClient
-from auth import SECURITY, Caller, Permission, authorize, keyring_from, require
-from body_limit import BodyLimit
+from auth import Caller, Permission, keyring_from, require
 from breaker import Breakers
-from errors import BodyTooLarge, CallNotFound, ConfigError, OrchestratorError, StoreUnavailable
+from errors import CallNotFound, ConfigError, StoreUnavailable
 from flows import FlowConfig, Stage, load_flows
+from hot_path import (
+    REQUEST_ID_HEADER,
+    FlowsApp,
+    TurnEndpoint,
+    new_request_id,
+    openapi_extra,
+    valid_request_id,
+)
+from http_errors import add_error_handlers
 from logs import configure_logging
 from masking import MaskingPolicy
 from metrics import Metrics
@@ -39,7 +43,6 @@ from models import (
     ID_PATTERN,
     AgentHealth,
     ErrorResponse,
-    OrchestrateRequest,
     OrchestrateResponse,
     Readiness,
     SessionView,
@@ -50,27 +53,14 @@ from redis_store import RedisStore, ReplicaWait
 from resources import agent_pool, session_store
 from runtime import tune_garbage_collector
 from settings import VERSION, Settings
-from tracing import enable_tracing
+from tracing import enable_tracing, traced_endpoint
 from transitions import iso
 from turns import TurnRules, TurnService
 
-MAX_BODY_BYTES = 64 * 1024
 log = logging.getLogger("orchestrator")
 events = structlog.get_logger("orchestrator.sessions")
-Body = TypeVar("Body", bound=BaseModel)
-Result = TypeVar("Result")
 
 CallIdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]
-IDEMPOTENCY_KEY = "Idempotency-Key"
-IdempotencyKey = TypeAdapter(
-    Annotated[
-        str,
-        StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"),
-        Field(
-            description="Retry-safe key: the same key and body replay the first answer, no new step"
-        ),
-    ]
-)  # printable ASCII without spaces
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -86,7 +76,7 @@ def create_app(
     """Builds the service. Tests pass their own Redis client or agent transport."""
     settings = settings or Settings()
     flows = load_flows(settings.flows_file, settings.agent_urls)
-    app = FastAPI(
+    app = FlowsApp(
         title="Orchestrator Flows",
         version=VERSION,
         summary="Drives a call through five stages, one A2A agent per intent, audited in Redis.",
@@ -95,23 +85,23 @@ def create_app(
         # telemetry, off here, looks up OpenTelemetry's providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    if settings.otel_enabled:
-        enable_tracing(app)
     app.state.metrics = Metrics(set(flows.stage_of_intent), lambda: app.state.breakers.snapshot())
     app.state.keyring = keyring_from(settings)
-    _add_error_handlers(app)
+    add_error_handlers(app)
     _add_routes(app, settings)
-    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES, reject=_reject_big_body)
-    # Outermost, so that every answer (413s and errors included) carries X-Request-ID.
+    # Outermost, so that every answer (errors included) carries X-Request-ID; the turn
+    # endpoint, which the app serves ahead of it, sets its own the same way.
     app.add_middleware(
-        CorrelationIdMiddleware, header_name="X-Request-ID", validator=valid_request_id
+        CorrelationIdMiddleware,
+        header_name=REQUEST_ID_HEADER,
+        validator=valid_request_id,
+        generator=new_request_id,
     )
+    app.turn_endpoint = TurnEndpoint(app, app.state.keyring)
+    if settings.otel_enabled:
+        enable_tracing(app)
+        app.turn_endpoint = traced_endpoint(app.turn_endpoint)
     return app
-
-
-def valid_request_id(value: str) -> bool:
-    """Accept a caller's request id only if it is short and plain (it goes into logs)."""
-    return re.fullmatch(r"[A-Za-z0-9._:-]{1,128}", value) is not None
 
 
 def _unreplicated(metrics: Metrics, call_id: str, acknowledged: int) -> None:
@@ -191,39 +181,23 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    async def orchestrate(request: Request) -> Response:
-        # Checked in the order FastAPI would: key, header, body (read only after the key, so a
-        # caller without one hears 401 whatever it sent).
-        caller = await authorize(request, Permission.ORCHESTRATE)
-        idempotency_key = _idempotency_key(request)
-        turn = _parse(OrchestrateRequest, await request.body())
-        answer = await request.app.state.turns.run_turn(turn, idempotency_key, caller.key_id)
-        headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
-        return Response(answer.body, answer.status_code, headers, "application/json")
+    async def orchestrate() -> None:
+        # Never called: FlowsApp answers POST /orchestrate before routing (hot_path.py).
+        # The route is here so that OpenAPI documents the operation like the others.
+        raise RuntimeError("POST /orchestrate is served by hot_path.TurnEndpoint")
 
     app.router.add_api_route(
         "/orchestrate",
         orchestrate,
         methods=["POST"],
-        route_class_override=PlainRoute,
         response_model=OrchestrateResponse,
         responses=_errors(401, 403, 409, 413, 422, 503),
         summary="Send one caller turn; the call's agent for this stage and intent answers it",
-        openapi_extra=_orchestrate_openapi(),
+        openapi_extra=openapi_extra(),
     )
 
     _add_monitoring_routes(app, settings)
     _add_session_routes(app)
-
-
-class PlainRoute(APIRoute):
-    """A route documented like any other but served like a plain Starlette one: the endpoint
-    takes the Request and returns a Response, with no dependency solving or response model
-    in between. For /orchestrate, where FastAPI's handler cost more CPU per turn than the
-    turn's own work (bench/RESULTS.md); the endpoint does its own checks."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        return self.endpoint
 
 
 def _add_monitoring_routes(app: FastAPI, settings: Settings) -> None:
@@ -341,38 +315,6 @@ def _add_session_routes(app: FastAPI) -> None:
         return Response(status_code=204)
 
 
-def _orchestrate_openapi() -> dict[str, Any]:
-    """OpenAPI for what /orchestrate checks itself (FastAPI documents only its parameters)."""
-    body = {"schema": OrchestrateRequest.model_json_schema()}
-    schema = IdempotencyKey.json_schema()
-    header = {"name": IDEMPOTENCY_KEY, "in": "header", "required": False, "schema": schema}
-    return {
-        "requestBody": {"required": True, "content": {"application/json": body}},
-        "parameters": [header | {"description": schema["description"]}],
-        "security": SECURITY,
-    }
-
-
-def _idempotency_key(request: Request) -> str:
-    """The Idempotency-Key header ("" without one), validated like a declared header."""
-    raw = request.headers.get(IDEMPOTENCY_KEY)
-    return "" if raw is None else _validated(IdempotencyKey.validate_python, raw, "header")
-
-
-def _parse(model: type[Body], raw: bytes) -> Body:
-    return _validated(model.model_validate_json, raw, "body")
-
-
-def _validated(validate: Callable[[Any], Result], value: Any, where: str) -> Result:
-    try:
-        return validate(value)
-    except ValidationError as exc:
-        # Located like FastAPI's own errors, so clients see one shape for every 422.
-        errors = exc.errors(include_url=False, include_input=False, include_context=False)
-        loc_of = (where, IDEMPOTENCY_KEY) if where == "header" else (where,)
-        raise RequestValidationError([{**e, "loc": (*loc_of, *e["loc"])} for e in errors]) from None
-
-
 def _agent_health(app: FastAPI) -> list[AgentHealth]:
     flows, circuits = app.state.flows, app.state.breakers.snapshot()
     return [
@@ -390,56 +332,6 @@ def _not_found(call_id: str) -> CallNotFound:
     return CallNotFound(
         f"no call {call_id!r} (never started, deleted or expired)", call_identify_id=call_id
     )
-
-
-def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None, **details: Any
-) -> JSONResponse:
-    body = {"error": {"code": code, "message": message, **details}}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(OrchestratorError)
-    async def on_our_error(request: Request, exc: OrchestratorError) -> JSONResponse:
-        if isinstance(exc, StoreUnavailable):
-            # The operator's problem, not the client's: say it where operators look.
-            log.warning(
-                "%s %s answered 503: session store unavailable (%s)",
-                request.method,
-                request.url.path,
-                exc.details.get("reason", "unknown"),
-            )
-        return error_response(exc.status_code, exc.code, exc.message, exc.headers, **exc.details)
-
-    @app.exception_handler(RequestValidationError)
-    async def on_invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        # Name the fields and the rule they broke, never echo the values (they may be personal).
-        fields = [
-            {"loc": list(e["loc"]), "type": e["type"], "message": e["msg"]} for e in exc.errors()
-        ]
-        return error_response(422, "validation_error", "the request is invalid", fields=fields)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def on_http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed"}
-        return error_response(
-            exc.status_code,
-            codes.get(exc.status_code, "http_error"),
-            str(exc.detail),
-            exc.headers,
-        )
-
-    @app.exception_handler(Exception)
-    async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error", exc_info=exc)
-        return error_response(500, "internal_error", "internal error; the turn was not recorded")
-
-
-async def _reject_big_body(scope: dict, receive: Any, send: Any) -> None:
-    exc = BodyTooLarge(f"request body is over {MAX_BODY_BYTES} bytes", limit=MAX_BODY_BYTES)
-    response = error_response(exc.status_code, exc.code, exc.message, **exc.details)
-    await response(scope, receive, send)
 
 
 @functools.cache

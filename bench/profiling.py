@@ -32,7 +32,7 @@ LIBRARIES = [
     ("starlette (middleware, requests, responses)", r"(^|/)starlette/"),
     ("uvicorn + httptools (HTTP server)", r"(^|/)uvicorn/"),
     ("service code (turns, router, store, ...)", r"^(main|turns|transitions|router|redis_store|"
-     r"a2a_client|models|breaker|metrics|body_limit|logs|auth|masking|resources|flows|"
+     r"a2a_client|models|breaker|metrics|hot_path|http_errors|logs|auth|masking|resources|flows|"
      r"agent_transport|runtime)\.py$"),
 ]  # fmt: skip
 # A thread parked on a lock or queue is not using CPU, though py-spy may sample it as busy.

@@ -11,6 +11,7 @@ import fakeredis
 import httpx
 import pytest
 from a2a.server.agent_execution import AgentExecutor
+from fastapi import FastAPI
 
 from logs import configure_logging
 from main import create_app
@@ -60,6 +61,7 @@ class Service:
     agents: dict[str, AgentExecutor]
     settings: Settings
     agent_requests: list[httpx.Request]  # every request the service sent to an agent
+    app: FastAPI
 
     async def turn(
         self,
@@ -108,6 +110,7 @@ async def make_service() -> AsyncIterator[ServiceFactory]:
             agents=executors,
             settings=settings,
             agent_requests=transport.requests,
+            app=app,
         )
 
     yield build

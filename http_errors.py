@@ -1,0 +1,56 @@
+"""The one place where errors become HTTP answers: `{"error": {"code", "message", ...details}}`.
+
+FastAPI's exception handlers and the /orchestrate hot path (hot_path.py) both answer through
+`error_answer`, so every error has one shape whichever way the request came in.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from errors import OrchestratorError, StoreUnavailable
+
+log = logging.getLogger("orchestrator")
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **details: Any
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, **details}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def error_answer(exc: Exception, method: str, path: str) -> JSONResponse:
+    """The answer to a request that failed with `exc`."""
+    if isinstance(exc, OrchestratorError):
+        if isinstance(exc, StoreUnavailable):
+            # The operator's problem, not the client's: say it where operators look.
+            reason = exc.details.get("reason", "unknown")
+            log.warning("%s %s answered 503: session store unavailable (%s)", method, path, reason)
+        return error_response(exc.status_code, exc.code, exc.message, exc.headers, **exc.details)
+    if isinstance(exc, RequestValidationError):
+        # Name the fields and the rule they broke, never echo the values (they may be personal).
+        fields = [
+            {"loc": list(e["loc"]), "type": e["type"], "message": e["msg"]} for e in exc.errors()
+        ]
+        return error_response(422, "validation_error", "the request is invalid", fields=fields)
+    if isinstance(exc, StarletteHTTPException):
+        code = HTTP_CODES.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+    log.exception("unexpected error", exc_info=exc)
+    return error_response(500, "internal_error", "internal error; the turn was not recorded")
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        return error_answer(exc, request.method, request.url.path)
+
+    for kind in (OrchestratorError, RequestValidationError, StarletteHTTPException, Exception):
+        app.add_exception_handler(kind, handle)
