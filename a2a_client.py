@@ -330,9 +330,9 @@ def _request(
         method, params_extra = "message/send", {}
     message |= {"messageId": message_id, "metadata": metadata}
     if continues is not None:
-        message["taskId"] = continues.task_id
-        if continues.context_id:
-            message["contextId"] = continues.context_id
+        message["taskId"] = continues["task_id"]
+        if continues["context_id"]:
+            message["contextId"] = continues["context_id"]
     return {
         "jsonrpc": "2.0",
         "id": message_id,

@@ -124,7 +124,7 @@ class TurnEndpoint:
 
 
 async def _send_answer(send: Send, answer: TurnAnswer, request_id: str) -> None:
-    body = answer.body.encode()
+    body = answer.body
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

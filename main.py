@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import httpx
+import orjson
 import redis.asyncio as redis
 import structlog
 from asgi_correlation_id import CorrelationIdMiddleware
@@ -273,12 +274,14 @@ def _add_session_routes(app: FastAPI) -> None:
         if found is None:
             raise _not_found(call_identify_id)
         state, raw_steps = found
-        expires = datetime.fromisoformat(state.updated_at) + timedelta(seconds=store.ttl_sec)
-        return SessionView(
-            **state.model_dump(include=set(SessionView.model_fields)),
-            current_flow_label=Stage(state.current_flow_id).label,
-            steps=[StepRecord.model_validate_json(raw) for raw in raw_steps],
-            expires_at=iso(expires),
+        expires = datetime.fromisoformat(state["updated_at"]) + timedelta(seconds=store.ttl_sec)
+        return SessionView.model_validate(
+            {key: value for key, value in state.items() if key in SessionView.model_fields}
+            | {
+                "current_flow_label": Stage(state["current_flow_id"]).label,
+                "steps": [orjson.loads(raw) for raw in raw_steps],
+                "expires_at": iso(expires),
+            }
         )
 
     @app.get(

@@ -1,10 +1,11 @@
-"""Pydantic models at the boundaries: the API's requests and answers, the call state in Redis."""
+"""The API's requests and answers (pydantic models) and a call's records in Redis (typed dicts)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, with_config
+from typing_extensions import TypedDict  # pydantic needs this one on Python 3.11
 
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
 INTENT_PATTERN = r"^[a-z0-9_]{1,64}$"
@@ -48,27 +49,39 @@ class ErrorResponse(BaseModel):
     error: ErrorDetail
 
 
-class PendingTask(BaseModel):
+# A call's records: plain JSON-shaped dicts, typed. The turn builds them, writes them to Redis
+# and reads them back with orjson, converting nothing: they hold only what this service wrote,
+# from a validated request and its own values, so they are not validated a second time on the
+# hot path (pydantic's models cost more CPU per turn than the turn's Redis and agent I/O,
+# bench/RESULTS.md). pydantic still knows them: OpenAPI documents them, the read endpoints
+# validate what they answer with them, and the tests check every stored record against them.
+Strict = ConfigDict(extra="forbid")
+
+
+@with_config(Strict)
+class PendingTask(TypedDict):
     """An A2A task the agent left waiting for the caller (input-required / auth-required)."""
 
     task_id: str
-    context_id: str | None = None
+    context_id: str | None
 
 
-class StageOutcome(BaseModel):
+@with_config(Strict)
+class StageOutcome(TypedDict):
     flow_id: int
     flow_label: str
-    steps: int = 0
-    errors: int = 0
-    outcome: Literal["pending", "input_required", "error", "success"] = "pending"
-    intent: str | None = None
-    agent_role: str | None = None
+    steps: int
+    errors: int
+    outcome: Literal["pending", "input_required", "error", "success"]
+    intent: str | None
+    agent_role: str | None
 
 
-class SessionSummary(BaseModel):
+@with_config(Strict)
+class SessionSummary(TypedDict):
     call_identify_id: str
     account_id: str
-    outcome: Literal["completed"] = "completed"
+    outcome: Literal["completed"]
     started_at: str
     completed_at: str
     duration_sec: float
@@ -78,73 +91,81 @@ class SessionSummary(BaseModel):
     stages: list[StageOutcome]
 
 
-class CallState(BaseModel):
+@with_config(Strict)
+class CallState(TypedDict):
     """The call as stored in Redis (without its steps, which live in their own list)."""
 
     call_identify_id: str
     account_id: str
     eci: str
-    current_flow_id: int = 1
-    completed_flows: list[int] = Field(default_factory=list)
-    is_complete: bool = False
-    step_count: int = 0
-    error_steps: int = 0
+    current_flow_id: int
+    completed_flows: list[int]
+    is_complete: bool
+    step_count: int
+    error_steps: int
     created_at: str
     updated_at: str
     # role -> task the agent is waiting on, at the current stage only.
-    pending_tasks: dict[str, PendingTask] = Field(default_factory=dict)
-    stages: dict[str, StageOutcome] = Field(default_factory=dict)
-    session_summary: SessionSummary | None = None
+    pending_tasks: dict[str, PendingTask]
+    stages: dict[str, StageOutcome]  # str(flow id) -> how the stage went so far
+    session_summary: SessionSummary | None
 
 
-class StepError(BaseModel):
+@with_config(Strict)
+class StepError(TypedDict):
     code: str
     message: str
 
 
-class StepRecord(BaseModel):
+@with_config(Strict)
+class StepRecord(TypedDict):
     """One line of the audit trail: a turn that reached an agent."""
 
-    seq: int = Field(description="1-based position in the call's trail")
+    seq: Annotated[int, Field(description="1-based position in the call's trail")]
     intent_flow_id: int
     flow_label: str
     intent: str
     input_message: str
     agent_role: str
     a2a_agent_url: str
-    fallback: bool = False
+    fallback: bool
     response_status: ResponseStatus
     response_data: dict[str, Any]
-    error: StepError | None = None
+    error: StepError | None
     a2a_message_id: str
-    attempts: int = Field(1, description="Agent calls made for this step (0: circuit open)")
-    idempotency_key: str | None = None
-    api_key_id: str | None = Field(
-        None, description="Id of the API key that sent the turn (first 12 hex of its SHA-256)"
-    )
-    a2a_task_id: str | None = None
-    a2a_context_id: str | None = None
-    a2a_task_state: str | None = None
+    attempts: Annotated[int, Field(description="Agent calls made for this step (0: circuit open)")]
+    idempotency_key: str | None
+    api_key_id: Annotated[
+        str | None,
+        Field(description="Id of the API key that sent the turn (first 12 hex of its SHA-256)"),
+    ]
+    a2a_task_id: str | None
+    a2a_context_id: str | None
+    a2a_task_state: str | None
     duration_ms: float
-    timestamp: str = Field(description="When the agent's answer (or fault) was recorded, UTC")
+    timestamp: Annotated[
+        str, Field(description="When the agent's answer (or fault) was recorded, UTC")
+    ]
 
 
-class OrchestrateResponse(BaseModel):
+@with_config(Strict)
+class OrchestrateResponse(TypedDict):
     call_identify_id: str
     intent_flow_id: int
     flow_label: str
     intent: str
     status: Literal["success", "error"]
-    response: dict[str, Any] = Field(
-        description="The agent's answer ({text, data, task_id, task_state, ...}) or {error}"
-    )
+    response: Annotated[
+        dict[str, Any],
+        Field(description="The agent's answer ({text, data, task_id, task_state, ...}) or {error}"),
+    ]
     response_status: ResponseStatus
     agent_role: str
     next_flow_id: int | None
     next_flow_label: str | None
     is_complete: bool
     step_seq: int
-    session_summary: SessionSummary | None = None
+    session_summary: SessionSummary | None
 
 
 class SessionView(BaseModel):

@@ -8,7 +8,6 @@ A turn costs two round trips: `begin_turn` (take the lease, read the state) and 
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import orjson
 import redis.asyncio as redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import SSLConnection, parse_url
@@ -121,14 +121,14 @@ class StoredAnswer:
     status_code: int
     body: str
 
-    def to_json(self) -> str:
-        return json.dumps(
+    def to_json(self) -> bytes:
+        return orjson.dumps(
             {"fingerprint": self.fingerprint, "status_code": self.status_code, "body": self.body}
         )
 
     @classmethod
     def from_json(cls, raw: bytes) -> StoredAnswer:
-        return cls(**json.loads(raw))
+        return cls(**orjson.loads(raw))
 
 
 @dataclass(frozen=True)
@@ -338,7 +338,8 @@ class RedisStore:
         if got[0] == 0:
             raise _busy(call_id, idempotency_key, pttl=int(got[1]), holder=got[2])
         raw = got[1] if len(got) > 1 else None
-        state = CallState.model_validate_json(raw) if raw else None
+        # Written by commit_step from validated values: read back as it is (models.py).
+        state = orjson.loads(raw) if raw else None
         return TurnStart(lease=Lease(call_id, token, idempotency_key), state=state)
 
     async def commit_step(
@@ -352,8 +353,8 @@ class RedisStore:
         keys = self.keys(lease.call_id)
         remember = [lease.idempotency_key, answer.to_json()] if answer else ["", ""]
         args = [
-            expected_steps, state.model_dump_json(), step.model_dump_json(), self.ttl_sec,
-            lease.token, *remember,
+            expected_steps, orjson.dumps(state), orjson.dumps(step), self.ttl_sec, lease.token,
+            *remember,
         ]  # fmt: skip
         wanted = self._replica_wait.replicas
         with self._round_trip("commit_step"):
@@ -428,7 +429,7 @@ class RedisStore:
                 raw_state, steps = await pipe.get(keys.state).lrange(keys.steps, 0, -1).execute()
         if raw_state is None:
             return None
-        return CallState.model_validate_json(raw_state), steps
+        return orjson.loads(raw_state), steps
 
     async def read_steps(self, call_id: str) -> list[bytes] | None:
         """The trail as stored JSON documents, in order, or None when the call is unknown."""

@@ -33,11 +33,11 @@ def plan_turn(
     turn: OrchestrateRequest,
     max_steps: int = DEFAULT_MAX_STEPS,
 ) -> TurnPlan:
-    stage = Stage(state.current_flow_id) if state else Stage.GREETING
+    stage = Stage(state["current_flow_id"]) if state else Stage.GREETING
     if state is not None:
         _check_call_accepts_turns(state, turn, max_steps)
     role, is_fallback = _route(flows, stage, turn.intent)
-    continues = state.pending_tasks.get(role) if state else None
+    continues = state["pending_tasks"].get(role) if state else None
     return TurnPlan(
         stage=stage,
         intent=turn.intent,
@@ -50,20 +50,21 @@ def plan_turn(
 
 
 def _check_call_accepts_turns(state: CallState, turn: OrchestrateRequest, max_steps: int) -> None:
-    if state.is_complete:
+    call_id = state["call_identify_id"]
+    if state["is_complete"]:
         raise CallComplete(
-            f"call {state.call_identify_id} is complete; start a new call for a new conversation",
-            call_identify_id=state.call_identify_id,
+            f"call {call_id} is complete; start a new call for a new conversation",
+            call_identify_id=call_id,
         )
-    if state.account_id != turn.account_id:
+    if state["account_id"] != turn.account_id:
         raise AccountMismatch(
-            f"call {state.call_identify_id} belongs to another account",
-            call_identify_id=state.call_identify_id,
+            f"call {call_id} belongs to another account",
+            call_identify_id=call_id,
         )
-    if state.step_count >= max_steps:
+    if state["step_count"] >= max_steps:
         raise CallStepLimit(
-            f"call {state.call_identify_id} has reached its limit of {max_steps} steps",
-            call_identify_id=state.call_identify_id,
+            f"call {call_id} has reached its limit of {max_steps} steps",
+            call_identify_id=call_id,
             max_steps=max_steps,
         )
 

@@ -16,7 +16,6 @@ from models import (
     ResponseStatus,
     SessionSummary,
     StageOutcome,
-    StepError,
     StepRecord,
 )
 from router import TurnPlan
@@ -45,35 +44,42 @@ class Transition:
 
 def new_call(turn: OrchestrateRequest, now: datetime) -> CallState:
     stamp = iso(now)
-    return CallState(
-        call_identify_id=turn.call_identify_id,
-        account_id=turn.account_id,
-        eci=turn.eci,
-        created_at=stamp,
-        updated_at=stamp,
-    )
+    return {
+        "call_identify_id": turn.call_identify_id,
+        "account_id": turn.account_id,
+        "eci": turn.eci,
+        "current_flow_id": Stage.GREETING.value,
+        "completed_flows": [],
+        "is_complete": False,
+        "step_count": 0,
+        "error_steps": 0,
+        "created_at": stamp,
+        "updated_at": stamp,
+        "pending_tasks": {},
+        "stages": {},
+        "session_summary": None,
+    }
 
 
 def apply_outcome(state: CallState, ctx: TurnContext, outcome: Outcome) -> Transition:
     plan = ctx.plan
     status = response_status(outcome)
-    step = _step_record(state.step_count + 1, ctx, outcome, status)
-    # A shallow copy with its own containers (whose records are replaced, never changed):
-    # `state` stays as read, at a fraction of the CPU of a deep copy.
-    new = state.model_copy(
-        update={
-            "step_count": step.seq,
-            "error_steps": state.error_steps + (status == "error"),
-            "updated_at": step.timestamp,
-            "pending_tasks": _pending_after(state.pending_tasks, plan, outcome),
-            "stages": dict(state.stages),
-            "completed_flows": list(state.completed_flows),
-        }
-    )
+    step = _step_record(state["step_count"] + 1, ctx, outcome, status)
+    # A new state with its own containers (whose records are replaced, never changed):
+    # `state` stays as read.
+    new: CallState = {
+        **state,
+        "step_count": step["seq"],
+        "error_steps": state["error_steps"] + (status == "error"),
+        "updated_at": step["timestamp"],
+        "pending_tasks": _pending_after(state["pending_tasks"], plan, outcome),
+        "stages": dict(state["stages"]),
+        "completed_flows": list(state["completed_flows"]),
+    }
     if not plan.is_fallback:
         _count_stage(new, plan, status)
     if status == "success" and not plan.is_fallback:
-        _complete_stage(new, plan.stage, step.timestamp)
+        _complete_stage(new, plan.stage, step["timestamp"])
     return Transition(state=new, step=step)
 
 
@@ -94,29 +100,28 @@ def _step_record(
 ) -> StepRecord:
     plan = ctx.plan
     fault = outcome if isinstance(outcome, AgentFault) else None
-    # Built from a validated request and our own values: constructed, not validated again.
-    return StepRecord.model_construct(
-        seq=seq,
-        intent_flow_id=plan.stage.value,
-        flow_label=plan.stage.label,
-        intent=plan.intent,
-        input_message=ctx.turn.input_message,
-        agent_role=plan.role,
-        a2a_agent_url=plan.agent_url,
-        fallback=plan.is_fallback,
-        response_status=status,
-        response_data=outcome_response(outcome),
-        error=StepError.model_construct(code=fault.code, message=fault.message) if fault else None,
-        a2a_message_id=ctx.message_id,
-        attempts=outcome.attempts,
-        idempotency_key=ctx.idempotency_key,
-        api_key_id=ctx.api_key_id,
-        a2a_task_id=fault.task_id if fault else outcome.task_id,
-        a2a_context_id=None if fault else outcome.context_id,
-        a2a_task_state=fault.task_state if fault else outcome.task_state,
-        duration_ms=round((ctx.finished_at - ctx.started_at).total_seconds() * 1000, 3),
-        timestamp=iso(ctx.finished_at),
-    )
+    return {
+        "seq": seq,
+        "intent_flow_id": plan.stage.value,
+        "flow_label": plan.stage.label,
+        "intent": plan.intent,
+        "input_message": ctx.turn.input_message,
+        "agent_role": plan.role,
+        "a2a_agent_url": plan.agent_url,
+        "fallback": plan.is_fallback,
+        "response_status": status,
+        "response_data": outcome_response(outcome),
+        "error": {"code": fault.code, "message": fault.message} if fault else None,
+        "a2a_message_id": ctx.message_id,
+        "attempts": outcome.attempts,
+        "idempotency_key": ctx.idempotency_key,
+        "api_key_id": ctx.api_key_id,
+        "a2a_task_id": fault.task_id if fault else outcome.task_id,
+        "a2a_context_id": None if fault else outcome.context_id,
+        "a2a_task_state": fault.task_state if fault else outcome.task_state,
+        "duration_ms": round((ctx.finished_at - ctx.started_at).total_seconds() * 1000, 3),
+        "timestamp": iso(ctx.finished_at),
+    }
 
 
 def _pending_after(
@@ -124,7 +129,7 @@ def _pending_after(
 ) -> dict[str, PendingTask]:
     after = dict(pending)
     if isinstance(outcome, AgentReply) and outcome.needs_input and outcome.task_id:
-        after[plan.role] = PendingTask(task_id=outcome.task_id, context_id=outcome.context_id)
+        after[plan.role] = {"task_id": outcome.task_id, "context_id": outcome.context_id}
     elif isinstance(outcome, AgentReply | AgentError | AgentTaskFailed):
         # The agent answered: its task is finished or it refused to continue it, so the next
         # turn starts afresh. After a transport fault the task may still be waiting; keep it.
@@ -134,46 +139,55 @@ def _pending_after(
 
 def _count_stage(state: CallState, plan: TurnPlan, status: ResponseStatus) -> None:
     key = str(plan.stage.value)
-    before = state.stages.get(key)
-    state.stages[key] = StageOutcome.model_construct(
-        flow_id=plan.stage.value,
-        flow_label=plan.stage.label,
-        steps=(before.steps if before else 0) + 1,
-        errors=(before.errors if before else 0) + (status == "error"),
-        outcome="success" if before and before.outcome == "success" else status,
-        intent=plan.intent,
-        agent_role=plan.role,
-    )
+    before = state["stages"].get(key)
+    state["stages"][key] = {
+        "flow_id": plan.stage.value,
+        "flow_label": plan.stage.label,
+        "steps": (before["steps"] if before else 0) + 1,
+        "errors": (before["errors"] if before else 0) + (status == "error"),
+        "outcome": "success" if before and before["outcome"] == "success" else status,
+        "intent": plan.intent,
+        "agent_role": plan.role,
+    }
 
 
 def _complete_stage(state: CallState, stage: Stage, stamp: str) -> None:
-    state.completed_flows.append(stage.value)
-    state.pending_tasks.clear()  # tasks left waiting belong to the stage just finished
+    state["completed_flows"].append(stage.value)
+    state["pending_tasks"].clear()  # tasks left waiting belong to the stage just finished
     if stage.next is not None:
-        state.current_flow_id = stage.next.value
+        state["current_flow_id"] = stage.next.value
         return
-    state.is_complete = True
-    state.session_summary = summarise(state, stamp)
+    state["is_complete"] = True
+    state["session_summary"] = summarise(state, stamp)
 
 
 def summarise(state: CallState, completed_at: str) -> SessionSummary:
-    started = datetime.fromisoformat(state.created_at)
+    started = datetime.fromisoformat(state["created_at"])
     ended = datetime.fromisoformat(completed_at)
-    stages = [
-        state.stages.get(str(s.value)) or StageOutcome(flow_id=s.value, flow_label=s.label)
-        for s in Stage
-    ]
-    return SessionSummary(
-        call_identify_id=state.call_identify_id,
-        account_id=state.account_id,
-        started_at=state.created_at,
-        completed_at=completed_at,
-        duration_sec=round((ended - started).total_seconds(), 3),
-        total_steps=state.step_count,
-        error_steps=state.error_steps,
-        completed_flows=list(state.completed_flows),
-        stages=stages,
-    )
+    return {
+        "call_identify_id": state["call_identify_id"],
+        "account_id": state["account_id"],
+        "outcome": "completed",
+        "started_at": state["created_at"],
+        "completed_at": completed_at,
+        "duration_sec": round((ended - started).total_seconds(), 3),
+        "total_steps": state["step_count"],
+        "error_steps": state["error_steps"],
+        "completed_flows": list(state["completed_flows"]),
+        "stages": [state["stages"].get(str(s.value)) or _pending_stage(s) for s in Stage],
+    }
+
+
+def _pending_stage(stage: Stage) -> StageOutcome:
+    return {
+        "flow_id": stage.value,
+        "flow_label": stage.label,
+        "steps": 0,
+        "errors": 0,
+        "outcome": "pending",
+        "intent": None,
+        "agent_role": None,
+    }
 
 
 def iso(moment: datetime) -> str:

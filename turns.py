@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import structlog
 from asgi_correlation_id import correlation_id
 
@@ -26,7 +27,7 @@ from errors import (
 from flows import FlowConfig, Stage
 from masking import MaskingPolicy, mask_caller_words, mask_json, mask_text
 from metrics import Metrics
-from models import CallState, OrchestrateRequest, OrchestrateResponse, StepError
+from models import CallState, OrchestrateRequest, OrchestrateResponse, StepRecord
 from redis_store import Lease, RedisStore, StoredAnswer
 from router import DEFAULT_MAX_STEPS, TurnPlan, plan_turn
 from transitions import Outcome, Transition, TurnContext, apply_outcome, new_call
@@ -43,7 +44,7 @@ def utc_now() -> datetime:
 @dataclass(frozen=True)
 class TurnAnswer:
     status_code: int
-    body: str  # JSON, exactly as first given, so that a replay is byte for byte the same
+    body: bytes  # JSON, exactly as first given, so that a replay is byte for byte the same
     replayed: bool = False
 
 
@@ -111,27 +112,27 @@ class TurnService:
         self._count(transition, is_new=start.state is None)
         _log_turn(transition)
         # The client hears the agent as it spoke; only the stored copies are masked.
-        return TurnAnswer(200, _answer(transition).model_dump_json())
+        return TurnAnswer(200, orjson.dumps(_answer(transition)))
 
     def _plan(self, stored: CallState | None, turn: OrchestrateRequest) -> TurnPlan:
         try:
             return plan_turn(self._flows, stored, turn, self._rules.max_steps)
         except OrchestratorError as refused:
-            stage = Stage(stored.current_flow_id) if stored else Stage.GREETING
+            stage = Stage(stored["current_flow_id"]) if stored else Stage.GREETING
             intent = self._metrics.intent_label(turn.intent)
             self._metrics.turns.labels(stage.label, intent, "rejected", refused.code).inc()
             raise
 
     def _count(self, transition: Transition, *, is_new: bool) -> None:
-        step, state, m = transition.step, transition.state, self._metrics
-        code = step.error.code if step.error else ""
-        intent = m.intent_label(step.intent)
-        m.turns.labels(step.flow_label, intent, step.response_status, code).inc()
+        step, summary, m = transition.step, transition.state["session_summary"], self._metrics
+        code = step["error"]["code"] if step["error"] else ""
+        intent = m.intent_label(step["intent"])
+        m.turns.labels(step["flow_label"], intent, step["response_status"], code).inc()
         if is_new:
             m.calls_started.inc()
-        if state.is_complete and state.session_summary:
+        if summary:
             m.calls_completed.inc()
-            m.call_seconds.observe(state.session_summary.duration_sec)
+            m.call_seconds.observe(summary["duration_sec"])
 
     async def _commit(
         self,
@@ -145,11 +146,11 @@ class TurnService:
         """Writes the masked step; `read` is what the turn found, `base` what it built on."""
         key = lease.idempotency_key
         # A replay answers from Redis, which never holds personal data: it has the masked copy.
-        replay = _answer(masked).model_dump_json() if key else ""
+        replay = orjson.dumps(_answer(masked)).decode() if key else ""
         remembered = StoredAnswer(fingerprint, 200, replay) if key else None
         try:
             await self._store.commit_step(
-                lease, base.step_count, masked.state, masked.step, remembered
+                lease, base["step_count"], masked.state, masked.step, remembered
             )
         except StoreUnavailable:
             # Redis failed after the agent acted. Keep its answer so that the client's retry
@@ -189,19 +190,20 @@ class TurnService:
         """The transition as Redis may hold it: the caller's and the agent's words masked."""
         step, policy = transition.step, self._rules.masking
         said = mask_caller_words(
-            step.input_message, policy, authentication=stage is Stage.AUTHENTICATION
+            step["input_message"], policy, authentication=stage is Stage.AUTHENTICATION
         )
-        error = step.error
+        error = step["error"]
         if error is not None:
-            message = mask_text(error.message, policy, said.secrets)
-            error = StepError(code=error.code, message=message)
-        masked = step.model_copy(
-            update={
-                "input_message": said.text,
-                "response_data": mask_json(step.response_data, policy, said.secrets),
-                "error": error,
+            error = {
+                "code": error["code"],
+                "message": mask_text(error["message"], policy, said.secrets),
             }
-        )
+        masked: StepRecord = {
+            **step,
+            "input_message": said.text,
+            "response_data": mask_json(step["response_data"], policy, said.secrets),
+            "error": error,
+        }
         return Transition(transition.state, masked)
 
     def _fingerprint(self, turn: OrchestrateRequest) -> str:
@@ -267,7 +269,7 @@ def _replay(stored: StoredAnswer, fingerprint: str, idempotency_key: str) -> Tur
             "this Idempotency-Key was used for a different request; use a new key",
             idempotency_key=idempotency_key,
         )
-    return TurnAnswer(stored.status_code, stored.body, replayed=True)
+    return TurnAnswer(stored.status_code, stored.body.encode(), replayed=True)
 
 
 def _call_context(turn: OrchestrateRequest, plan: TurnPlan) -> dict[str, Any]:
@@ -283,39 +285,38 @@ def _call_context(turn: OrchestrateRequest, plan: TurnPlan) -> dict[str, Any]:
 
 def _answer(transition: Transition) -> OrchestrateResponse:
     state, step = transition.state, transition.step
-    next_stage = None if state.is_complete else Stage(state.current_flow_id)
-    # Our own values, already typed: constructed, not validated again.
-    return OrchestrateResponse.model_construct(
-        call_identify_id=state.call_identify_id,
-        intent_flow_id=step.intent_flow_id,
-        flow_label=step.flow_label,
-        intent=step.intent,
-        status="error" if step.response_status == "error" else "success",
-        response=step.response_data,
-        response_status=step.response_status,
-        agent_role=step.agent_role,
-        next_flow_id=next_stage.value if next_stage else None,
-        next_flow_label=next_stage.label if next_stage else None,
-        is_complete=state.is_complete,
-        step_seq=step.seq,
-        session_summary=state.session_summary,
-    )
+    next_stage = None if state["is_complete"] else Stage(state["current_flow_id"])
+    return {
+        "call_identify_id": state["call_identify_id"],
+        "intent_flow_id": step["intent_flow_id"],
+        "flow_label": step["flow_label"],
+        "intent": step["intent"],
+        "status": "error" if step["response_status"] == "error" else "success",
+        "response": step["response_data"],
+        "response_status": step["response_status"],
+        "agent_role": step["agent_role"],
+        "next_flow_id": next_stage.value if next_stage else None,
+        "next_flow_label": next_stage.label if next_stage else None,
+        "is_complete": state["is_complete"],
+        "step_seq": step["seq"],
+        "session_summary": state["session_summary"],
+    }
 
 
 def _log_turn(transition: Transition) -> None:
     step = transition.step
     log.info(
         "turn",
-        call_identify_id=transition.state.call_identify_id,
-        stage=step.intent_flow_id,
-        flow_label=step.flow_label,
-        intent=step.intent,
-        agent=step.agent_role,
-        outcome=step.response_status,
-        error=step.error.code if step.error else None,
-        seq=step.seq,
-        attempts=step.attempts,
-        api_key_id=step.api_key_id,
-        duration_ms=step.duration_ms,
+        call_identify_id=transition.state["call_identify_id"],
+        stage=step["intent_flow_id"],
+        flow_label=step["flow_label"],
+        intent=step["intent"],
+        agent=step["agent_role"],
+        outcome=step["response_status"],
+        error=step["error"]["code"] if step["error"] else None,
+        seq=step["seq"],
+        attempts=step["attempts"],
+        api_key_id=step["api_key_id"],
+        duration_ms=step["duration_ms"],
         request_id=correlation_id.get(),
     )

@@ -21,14 +21,17 @@ from processes import describe_machine, free_port, start_redis, stop_all
 from models import CallState, StepRecord
 from redis_store import RedisStore, ReplicaWait, connect
 
+STAMP = "2026-11-23T00:00:00Z"
 # A step of the usual size (the service's are about 1 kB).
 STEP = {
     "intent_flow_id": 3, "flow_label": "INTENT_CAPTURE", "intent": "refund_request",
     "input_message": "I want a refund for order 7", "agent_role": "refund",
-    "a2a_agent_url": "http://127.0.0.1:9000/refund/", "response_status": "success",
+    "a2a_agent_url": "http://127.0.0.1:9000/refund/", "fallback": False,
+    "response_status": "success",
     "response_data": {"text": "I can refund order 7 to your card ending 1111.", "data": {}},
-    "a2a_message_id": "5d0c7d2e-2f3b-4a51-9a4e-0d6e1f3b2a10", "timestamp": "2026-11-23T00:00:00Z",
-    "duration_ms": 12.5,
+    "error": None, "a2a_message_id": "5d0c7d2e-2f3b-4a51-9a4e-0d6e1f3b2a10", "attempts": 1,
+    "idempotency_key": None, "api_key_id": None, "a2a_task_id": None, "a2a_context_id": None,
+    "a2a_task_state": None, "duration_ms": 12.5, "timestamp": STAMP,
 }  # fmt: skip
 
 
@@ -44,13 +47,15 @@ async def one_round(store: RedisStore, calls: int, tag: str) -> list[float]:
     timings = []
     for number in range(calls):
         call_id = f"{tag}-{number}"
-        state = CallState(
-            call_identify_id=call_id, account_id="ACC-BENCH", eci="ECI-1",
-            created_at="2026-11-23T00:00:00Z", updated_at="2026-11-23T00:00:00Z",
-        )  # fmt: skip
+        state: CallState = {
+            "call_identify_id": call_id, "account_id": "ACC-BENCH", "eci": "ECI-1",
+            "current_flow_id": 1, "completed_flows": [], "is_complete": False, "step_count": 0,
+            "error_steps": 0, "created_at": STAMP, "updated_at": STAMP, "pending_tasks": {},
+            "stages": {}, "session_summary": None,
+        }  # fmt: skip
         for seq in range(1, 6):
             start = await store.begin_turn(call_id)
-            step = StepRecord(**STEP, seq=seq)
+            step: StepRecord = {"seq": seq, **STEP}  # type: ignore[typeddict-item]
             began = time.perf_counter()
             await store.commit_step(start.lease, seq - 1, state, step)
             timings.append((time.perf_counter() - began) * 1000)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
+from pydantic import TypeAdapter
 
+from models import CallState, OrchestrateResponse, StepRecord
 from tests.agents import RaisingAgent
-from tests.conftest import Service
+from tests.conftest import Service, ServiceFactory
 
 WHOLE_CALL = [
     ("greeting", "hi there"),
@@ -38,6 +41,34 @@ async def test_whole_call_walks_the_five_stages_in_order(service: Service) -> No
     assert summary["completed_flows"] == [1, 2, 3, 4, 5]
     assert [s["outcome"] for s in summary["stages"]] == ["success"] * 5
     assert summary["total_steps"] == 6
+
+
+async def test_what_a_call_stores_and_answers_is_exactly_what_the_models_say(
+    make_service: ServiceFactory,
+) -> None:
+    # A turn builds plain dicts and validates none of them again (models.py): every record in
+    # Redis and every answer must still be whole and typed as documented.
+    service = await make_service(agents={"billing": RaisingAgent()})
+    answers = [await service.turn(intent, words) for intent, words in WHOLE_CALL]
+    other = [*WHOLE_CALL[:3], ("weather_chat", "nice day"), ("billing_inquiry", "my bill")]
+    for intent, words in other:  # a fallback step and an agent's fault
+        answers.append(await service.turn(intent, words, call_identify_id="CALL-002"))
+
+    for answer in answers:
+        assert_exact(OrchestrateResponse, answer.content)
+    for call in ("CALL-001", "CALL-002"):
+        assert_exact(CallState, await service.redis.get(f"orch:{{{call}}}:state"))
+        for step in await service.redis.lrange(f"orch:{{{call}}}:steps", 0, -1):
+            assert_exact(StepRecord, step)
+    statuses = {answer.json()["response_status"] for answer in answers}
+    assert statuses == {"success", "input_required", "error"}
+    assert answers[5].json()["session_summary"]
+    assert answers[-2].json()["agent_role"] == "fallback"
+
+
+def assert_exact(record: type, raw: bytes) -> None:
+    """Every field present, none more, each of its documented type, nothing coerced."""
+    assert TypeAdapter(record).validate_json(raw, strict=True) == orjson.loads(raw)
 
 
 async def test_answer_carries_the_agents_words_and_the_call_context(service: Service) -> None:

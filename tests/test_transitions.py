@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,7 +18,7 @@ from errors import (
     AgentUnreachable,
 )
 from flows import Stage
-from models import CallState, OrchestrateRequest, PendingTask
+from models import CallState, OrchestrateRequest
 from router import TurnPlan
 from transitions import Outcome, Transition, TurnContext, apply_outcome, new_call, summarise
 
@@ -70,7 +71,7 @@ def apply(
     at: datetime = T0 + timedelta(seconds=1),
     took: timedelta = timedelta(milliseconds=250),
 ) -> Transition:
-    plan = plan_for(stage or Stage(state.current_flow_id), fallback=fallback)
+    plan = plan_for(stage or Stage(state["current_flow_id"]), fallback=fallback)
     ctx = TurnContext(request(plan.intent), plan, "msg-1", at - took, at)
     return apply_outcome(state, ctx, outcome)
 
@@ -82,62 +83,61 @@ def fresh() -> CallState:
 
 def at_stage(stage: Stage, **fields) -> CallState:
     state = new_call(request("greeting"), T0)
-    return state.model_copy(
-        update={
-            "current_flow_id": stage.value,
-            "completed_flows": list(range(1, stage.value)),
-            "step_count": stage.value - 1,
-            **fields,
-        }
-    )
+    return {  # type: ignore[typeddict-item]
+        **state,
+        "current_flow_id": stage.value,
+        "completed_flows": list(range(1, stage.value)),
+        "step_count": stage.value - 1,
+        **fields,
+    }
 
 
 def test_new_call_starts_at_greeting_with_no_steps() -> None:
     state = new_call(request("greeting"), T0)
 
-    assert state.current_flow_id == 1
-    assert state.step_count == 0
-    assert state.completed_flows == []
-    assert state.created_at == state.updated_at == "2025-01-01T12:00:00.000000Z"
+    assert state["current_flow_id"] == 1
+    assert state["step_count"] == 0
+    assert state["completed_flows"] == []
+    assert state["created_at"] == state["updated_at"] == "2025-01-01T12:00:00.000000Z"
 
 
 def test_success_moves_the_call_to_the_next_stage(fresh: CallState) -> None:
     result = apply(fresh, DONE)
 
-    assert result.state.current_flow_id == 2
-    assert result.state.completed_flows == [1]
-    assert result.state.is_complete is False
-    assert result.state.stages["1"].outcome == "success"
-    assert result.state.updated_at == "2025-01-01T12:00:01.000000Z"
+    assert result.state["current_flow_id"] == 2
+    assert result.state["completed_flows"] == [1]
+    assert result.state["is_complete"] is False
+    assert result.state["stages"]["1"]["outcome"] == "success"
+    assert result.state["updated_at"] == "2025-01-01T12:00:01.000000Z"
 
 
 def test_success_step_records_the_agents_answer(fresh: CallState) -> None:
     step = apply(fresh, DONE).step
 
-    assert step.seq == 1
-    assert step.intent_flow_id == 1
-    assert step.flow_label == "GREETING"
-    assert step.agent_role == "greeting"
-    assert step.a2a_agent_url == "http://agents.test/greeting/"
-    assert step.response_status == "success"
-    assert step.response_data["text"] == "done"
-    assert step.a2a_message_id == "msg-1"
-    assert step.a2a_context_id == "ctx-9"
-    assert step.error is None
-    assert step.duration_ms == 250.0
-    assert step.timestamp == "2025-01-01T12:00:01.000000Z"
+    assert step["seq"] == 1
+    assert step["intent_flow_id"] == 1
+    assert step["flow_label"] == "GREETING"
+    assert step["agent_role"] == "greeting"
+    assert step["a2a_agent_url"] == "http://agents.test/greeting/"
+    assert step["response_status"] == "success"
+    assert step["response_data"]["text"] == "done"
+    assert step["a2a_message_id"] == "msg-1"
+    assert step["a2a_context_id"] == "ctx-9"
+    assert step["error"] is None
+    assert step["duration_ms"] == 250.0
+    assert step["timestamp"] == "2025-01-01T12:00:01.000000Z"
 
 
 def test_input_required_stays_and_remembers_the_task() -> None:
     result = apply(at_stage(Stage.AUTHENTICATION), ASK_OTP)
 
-    assert result.state.current_flow_id == 2
-    assert result.state.completed_flows == [1]
-    assert result.state.pending_tasks == {"auth": PendingTask(task_id="task-1", context_id="ctx-1")}
-    assert result.state.stages["2"].outcome == "input_required"
-    assert result.step.response_status == "input_required"
-    assert result.step.a2a_task_id == "task-1"
-    assert result.step.a2a_task_state == "input_required"
+    assert result.state["current_flow_id"] == 2
+    assert result.state["completed_flows"] == [1]
+    assert result.state["pending_tasks"] == {"auth": {"task_id": "task-1", "context_id": "ctx-1"}}
+    assert result.state["stages"]["2"]["outcome"] == "input_required"
+    assert result.step["response_status"] == "input_required"
+    assert result.step["a2a_task_id"] == "task-1"
+    assert result.step["a2a_task_state"] == "input_required"
 
 
 def test_answered_question_completes_the_stage_and_forgets_the_task() -> None:
@@ -148,10 +148,10 @@ def test_answered_question_completes_the_stage_and_forgets_the_task() -> None:
 
     result = apply(waiting, verified)
 
-    assert result.state.current_flow_id == 3
-    assert result.state.pending_tasks == {}
-    assert result.state.stages["2"].steps == 2
-    assert result.state.stages["2"].outcome == "success"
+    assert result.state["current_flow_id"] == 3
+    assert result.state["pending_tasks"] == {}
+    assert result.state["stages"]["2"]["steps"] == 2
+    assert result.state["stages"]["2"]["outcome"] == "success"
 
 
 @pytest.mark.parametrize(
@@ -165,20 +165,20 @@ def test_answered_question_completes_the_stage_and_forgets_the_task() -> None:
     ids=lambda f: f.code,
 )
 def test_transport_fault_stays_and_keeps_the_waiting_task(fault: AgentFault) -> None:
-    pending = PendingTask(task_id="task-1", context_id="ctx-1")
+    pending = {"task_id": "task-1", "context_id": "ctx-1"}
     state = at_stage(Stage.AUTHENTICATION, pending_tasks={"auth": pending})
 
     result = apply(state, fault)
 
-    assert result.state.current_flow_id == 2
-    assert result.state.pending_tasks == {"auth": pending}
-    assert result.step.response_status == "error"
-    assert result.step.error is not None
-    assert result.step.error.code == fault.code
-    assert result.step.error.message == fault.message
-    assert result.step.response_data == {"error": {"code": fault.code, "message": fault.message}}
-    assert result.state.stages["2"].errors == 1
-    assert result.state.stages["2"].outcome == "error"
+    assert result.state["current_flow_id"] == 2
+    assert result.state["pending_tasks"] == {"auth": pending}
+    assert result.step["response_status"] == "error"
+    assert result.step["error"] is not None
+    assert result.step["error"]["code"] == fault.code
+    assert result.step["error"]["message"] == fault.message
+    assert result.step["response_data"] == {"error": {"code": fault.code, "message": fault.message}}
+    assert result.state["stages"]["2"]["errors"] == 1
+    assert result.state["stages"]["2"]["outcome"] == "error"
 
 
 @pytest.mark.parametrize(
@@ -190,26 +190,26 @@ def test_transport_fault_stays_and_keeps_the_waiting_task(fault: AgentFault) -> 
     ids=lambda f: f.code,
 )
 def test_agent_refusal_stays_and_drops_the_waiting_task(fault: AgentFault) -> None:
-    pending = PendingTask(task_id="task-1", context_id="ctx-1")
+    pending = {"task_id": "task-1", "context_id": "ctx-1"}
     state = at_stage(Stage.AUTHENTICATION, pending_tasks={"auth": pending})
 
     result = apply(state, fault)
 
-    assert result.state.current_flow_id == 2
-    assert result.state.pending_tasks == {}
-    assert result.step.error is not None
-    assert result.step.error.code == fault.code
-    assert result.step.a2a_task_id == fault.task_id
-    assert result.step.a2a_task_state == fault.task_state
+    assert result.state["current_flow_id"] == 2
+    assert result.state["pending_tasks"] == {}
+    assert result.step["error"] is not None
+    assert result.step["error"]["code"] == fault.code
+    assert result.step["a2a_task_id"] == fault.task_id
+    assert result.step["a2a_task_state"] == fault.task_state
 
 
 def test_fault_for_one_agent_keeps_another_agents_task() -> None:
-    pending = PendingTask(task_id="task-1")
+    pending = {"task_id": "task-1", "context_id": None}
     state = at_stage(Stage.INTENT_CAPTURE, pending_tasks={"billing": pending})
 
     result = apply(state, AgentError("agent JSON-RPC error -32603: boom"))
 
-    assert result.state.pending_tasks == {"billing": pending}
+    assert result.state["pending_tasks"] == {"billing": pending}
 
 
 def test_fallback_success_never_moves_the_call_on() -> None:
@@ -217,33 +217,33 @@ def test_fallback_success_never_moves_the_call_on() -> None:
 
     result = apply(state, DONE, fallback=True)
 
-    assert result.state.current_flow_id == 3
-    assert result.state.completed_flows == [1, 2]
-    assert result.state.stages == {}
-    assert result.step.fallback is True
-    assert result.step.agent_role == "fallback"
-    assert result.step.response_status == "success"
-    assert result.state.step_count == 3
+    assert result.state["current_flow_id"] == 3
+    assert result.state["completed_flows"] == [1, 2]
+    assert result.state["stages"] == {}
+    assert result.step["fallback"] is True
+    assert result.step["agent_role"] == "fallback"
+    assert result.step["response_status"] == "success"
+    assert result.state["step_count"] == 3
 
 
 def test_step_numbers_follow_each_other(fresh: CallState) -> None:
     first = apply(fresh, AgentTimeout("slow"))
     second = apply(first.state, DONE, at=T0 + timedelta(seconds=5))
 
-    assert [first.step.seq, second.step.seq] == [1, 2]
-    assert second.state.step_count == 2
-    assert second.state.stages["1"].steps == 2
-    assert second.state.stages["1"].errors == 1
-    assert second.state.stages["1"].outcome == "success"
+    assert [first.step["seq"], second.step["seq"]] == [1, 2]
+    assert second.state["step_count"] == 2
+    assert second.state["stages"]["1"]["steps"] == 2
+    assert second.state["stages"]["1"]["errors"] == 1
+    assert second.state["stages"]["1"]["outcome"] == "success"
 
 
 def test_input_state_is_not_changed() -> None:
     waiting = apply(at_stage(Stage.AUTHENTICATION), ASK_OTP).state
-    before = waiting.model_dump()
+    before = copy.deepcopy(waiting)
 
     apply(waiting, AgentReply(text="ok", kind="task", task_id="task-1", task_state="completed"))
 
-    assert waiting.model_dump() == before
+    assert waiting == before
 
 
 def test_closing_success_completes_the_call_with_a_summary(fresh: CallState) -> None:
@@ -253,22 +253,22 @@ def test_closing_success_completes_the_call_with_a_summary(fresh: CallState) -> 
         clock += timedelta(seconds=10)
         state = apply(state, outcome, at=clock).state
 
-    assert state.is_complete is True
-    assert state.completed_flows == [1, 2, 3, 4, 5]
-    assert state.current_flow_id == 5
-    summary = state.session_summary
+    assert state["is_complete"] is True
+    assert state["completed_flows"] == [1, 2, 3, 4, 5]
+    assert state["current_flow_id"] == 5
+    summary = state["session_summary"]
     assert summary is not None
-    assert summary.call_identify_id == "CALL-1"
-    assert summary.account_id == "ACC-1"
-    assert summary.started_at == "2025-01-01T12:00:00.000000Z"
-    assert summary.completed_at == "2025-01-01T12:01:10.000000Z"
-    assert summary.duration_sec == 70.0
-    assert summary.total_steps == 7
-    assert summary.error_steps == 1
-    assert summary.completed_flows == [1, 2, 3, 4, 5]
-    assert [s.outcome for s in summary.stages] == ["success"] * 5
-    assert [s.steps for s in summary.stages] == [1, 2, 2, 1, 1]
-    roles = [s.agent_role for s in summary.stages]
+    assert summary["call_identify_id"] == "CALL-1"
+    assert summary["account_id"] == "ACC-1"
+    assert summary["started_at"] == "2025-01-01T12:00:00.000000Z"
+    assert summary["completed_at"] == "2025-01-01T12:01:10.000000Z"
+    assert summary["duration_sec"] == 70.0
+    assert summary["total_steps"] == 7
+    assert summary["error_steps"] == 1
+    assert summary["completed_flows"] == [1, 2, 3, 4, 5]
+    assert [s["outcome"] for s in summary["stages"]] == ["success"] * 5
+    assert [s["steps"] for s in summary["stages"]] == [1, 2, 2, 1, 1]
+    roles = [s["agent_role"] for s in summary["stages"]]
     assert roles == ["greeting", "auth", "refund", "refund", "closing"]
 
 
@@ -286,18 +286,18 @@ def test_summary_error_steps_count_every_step_that_failed(fresh: CallState) -> N
         clock += timedelta(seconds=10)
         state = apply(state, outcome, fallback=fallback, at=clock).state
 
-    summary = state.session_summary
+    summary = state["session_summary"]
     assert summary is not None
-    assert summary.total_steps == 6
-    assert summary.error_steps == 1
+    assert summary["total_steps"] == 6
+    assert summary["error_steps"] == 1
 
 
 def test_failed_closing_turn_does_not_complete_the_call() -> None:
     result = apply(at_stage(Stage.CLOSING), AgentTimeout("slow"))
 
-    assert result.state.is_complete is False
-    assert result.state.session_summary is None
-    assert result.state.completed_flows == [1, 2, 3, 4]
+    assert result.state["is_complete"] is False
+    assert result.state["session_summary"] is None
+    assert result.state["completed_flows"] == [1, 2, 3, 4]
 
 
 def test_summary_lists_untouched_stages_as_pending(fresh: CallState) -> None:
@@ -305,7 +305,7 @@ def test_summary_lists_untouched_stages_as_pending(fresh: CallState) -> None:
 
     summary = summarise(state, "2025-01-01T12:00:30.000000Z")
 
-    assert [s.outcome for s in summary.stages] == ["success"] + ["pending"] * 4
-    assert [s.flow_label for s in summary.stages] == [s.label for s in Stage]
-    assert summary.duration_sec == 30.0
-    assert summary.total_steps == 1
+    assert [s["outcome"] for s in summary["stages"]] == ["success"] + ["pending"] * 4
+    assert [s["flow_label"] for s in summary["stages"]] == [s.label for s in Stage]
+    assert summary["duration_sec"] == 30.0
+    assert summary["total_steps"] == 1

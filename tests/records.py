@@ -1,0 +1,54 @@
+"""A call's records (models.py's typed dicts) whole, for tests that need one of their own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models import CallState, StepRecord
+
+STAMP = "2025-01-01T12:00:00.000000Z"
+
+
+def call_state(**fields: Any) -> CallState:
+    state: CallState = {
+        "call_identify_id": "CALL-1",
+        "account_id": "ACC-1",
+        "eci": "ECI-1",
+        "current_flow_id": 1,
+        "completed_flows": [],
+        "is_complete": False,
+        "step_count": 0,
+        "error_steps": 0,
+        "created_at": STAMP,
+        "updated_at": STAMP,
+        "pending_tasks": {},
+        "stages": {},
+        "session_summary": None,
+    }
+    return state | fields  # type: ignore[return-value]
+
+
+def step_record(seq: int, **fields: Any) -> StepRecord:
+    step: StepRecord = {
+        "seq": seq,
+        "intent_flow_id": 1,
+        "flow_label": "GREETING",
+        "intent": "greeting",
+        "input_message": f"turn {seq}",
+        "agent_role": "greeting",
+        "a2a_agent_url": "http://agents.test/greeting/",
+        "fallback": False,
+        "response_status": "success",
+        "response_data": {"text": f"answer {seq}"},
+        "error": None,
+        "a2a_message_id": f"msg-{seq}",
+        "attempts": 1,
+        "idempotency_key": None,
+        "api_key_id": None,
+        "a2a_task_id": None,
+        "a2a_context_id": None,
+        "a2a_task_state": None,
+        "duration_ms": 12.5,
+        "timestamp": STAMP,
+    }
+    return step | fields  # type: ignore[return-value]
