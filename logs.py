@@ -22,7 +22,6 @@ LogFormat = Literal["json", "console"]
 
 def configure_logging(level: str = "INFO", fmt: LogFormat = "json") -> None:
     shared: list[Any] = [
-        structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_logger_name,  # reads `.name`, which _StderrLogger has too
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -133,7 +133,7 @@ def _lifespan(
                 prefix=settings.key_prefix,
                 ttl_sec=settings.session_ttl_sec,
                 lease_sec=settings.turn_lease_sec,
-                observe=lambda op, sec: metrics.redis_seconds.labels(op).observe(sec),
+                observe=lambda op, sec: metrics.redis_seconds_by(op).observe(sec),
                 replica_wait=ReplicaWait(
                     settings.redis_wait_replicas, settings.redis_wait_timeout_ms
                 ),

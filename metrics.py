@@ -14,12 +14,29 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30)
 CALL_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 3600)
 REDIS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class Children:
+    """A labelled metric's children, each looked up through prometheus-client once: its
+    `labels()` builds a tuple and takes a lock on every call, several times a turn. Label
+    values come from configuration, so there are few."""
+
+    def __init__(self, metric: MetricWrapperBase):
+        self._metric = metric
+        self._known: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._known.get(values)
+        if child is None:
+            child = self._known[values] = self._metric.labels(*values)
+        return child
 
 
 class Metrics:
@@ -55,6 +72,10 @@ class Metrics:
             " confirmed in time",
             registry=r,
         )
+        self.turns_by = Children(self.turns)
+        self.agent_seconds_by = Children(self.agent_seconds)
+        self.agent_faults_by = Children(self.agent_faults)
+        self.redis_seconds_by = Children(self.redis_seconds)
 
     def intent_label(self, intent: str) -> str:
         return intent if intent in self._known_intents else "unknown"

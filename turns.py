@@ -120,14 +120,14 @@ class TurnService:
         except OrchestratorError as refused:
             stage = Stage(stored["current_flow_id"]) if stored else Stage.GREETING
             intent = self._metrics.intent_label(turn.intent)
-            self._metrics.turns.labels(stage.label, intent, "rejected", refused.code).inc()
+            self._metrics.turns_by(stage.label, intent, "rejected", refused.code).inc()
             raise
 
     def _count(self, transition: Transition, *, is_new: bool) -> None:
         step, summary, m = transition.step, transition.state["session_summary"], self._metrics
         code = step["error"]["code"] if step["error"] else ""
         intent = m.intent_label(step["intent"])
-        m.turns.labels(step["flow_label"], intent, step["response_status"], code).inc()
+        m.turns_by(step["flow_label"], intent, step["response_status"], code).inc()
         if is_new:
             m.calls_started.inc()
         if summary:
@@ -187,21 +187,29 @@ class TurnService:
         return apply_outcome(state, ctx, outcome)
 
     def _masked(self, transition: Transition, stage: Stage) -> Transition:
-        """The transition as Redis may hold it: the caller's and the agent's words masked."""
+        """The transition as Redis may hold it: what the caller and the agent said, masked.
+        The answer's ids and states are the protocol's, not words (and are stored as
+        a2a_task_id, a2a_context_id and a2a_task_state beside it)."""
         step, policy = transition.step, self._rules.masking
         said = mask_caller_words(
             step["input_message"], policy, authentication=stage is Stage.AUTHENTICATION
         )
-        error = step["error"]
+        response, error = step["response_data"], step["error"]
         if error is not None:
             error = {
                 "code": error["code"],
                 "message": mask_text(error["message"], policy, said.secrets),
             }
+            response = {"error": error}
+        else:
+            response = response | {
+                "text": mask_text(response["text"], policy, said.secrets),
+                "data": mask_json(response["data"], policy, said.secrets),
+            }
         masked: StepRecord = {
             **step,
             "input_message": said.text,
-            "response_data": mask_json(step["response_data"], policy, said.secrets),
+            "response_data": response,
             "error": error,
         }
         return Transition(transition.state, masked)
@@ -221,7 +229,7 @@ class TurnService:
             self._breakers.admit(plan.role)
         except AgentUnavailable as refused:
             refused.attempts = 0
-            self._metrics.agent_faults.labels(plan.role, refused.code).inc()
+            self._metrics.agent_faults_by(plan.role, refused.code).inc()
             return refused
         started = time.perf_counter()
         try:
@@ -240,9 +248,9 @@ class TurnService:
             raise
         fault = outcome if isinstance(outcome, AgentFault) else None
         self._breakers.record(plan.role, fault)
-        self._metrics.agent_seconds.labels(plan.role).observe(time.perf_counter() - started)
+        self._metrics.agent_seconds_by(plan.role).observe(time.perf_counter() - started)
         if fault:
-            self._metrics.agent_faults.labels(plan.role, fault.code).inc()
+            self._metrics.agent_faults_by(plan.role, fault.code).inc()
         return outcome
 
     async def _release_quietly(self, lease: Lease | None) -> None:

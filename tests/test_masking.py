@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+import random
 
 import pytest
 
+import masking
 from masking import Masked, MaskingPolicy, mask_caller_words, mask_json, mask_text
 
 POLICY = MaskingPolicy()
@@ -250,3 +252,37 @@ def test_masking_at_authentication_is_idempotent(said: str) -> None:
     twice = mask_caller_words(once.text, POLICY, authentication=True)
     assert twice.text == once.text
     assert mask_text(once.text, POLICY, once.secrets) == once.text
+
+
+@pytest.mark.parametrize(("said", "kept"), SECRETS_MASKED)
+def test_mask_json_finds_personal_data_in_any_string_without_secrets(said: str, kept: str) -> None:
+    answer = {"text": "ok", "data": [{"note": said}], "kind": "message"}
+
+    assert mask_json(answer, POLICY) == {"text": "ok", "data": [{"note": kept}], "kind": "message"}
+
+
+@pytest.mark.parametrize(
+    ("said", "kept"),
+    [
+        ("my code is ١٢٣٤٥٦", "my code is ******"),  # Arabic-Indic digits are digits too
+        # a long s, which re.I reads as an s
+        ("my pa\u017fsword is hunter2", "my pa\u017fsword is [password]"),
+    ],
+)
+def test_quick_check_lets_through_whatever_a_detector_would_mask(said: str, kept: str) -> None:
+    assert mask_caller_words(said, POLICY).text == kept
+    assert mask_json({"text": said}, POLICY) == {"text": kept}
+
+
+def test_quick_check_never_skips_text_the_detectors_would_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pieces = ["4111", " ", "-", "1", "23", "@", "a.b", ".com", "pass", "PASS", "word is ", "\u017f",
+              "code is ", "pin ", "ssn ", "cvv ", "+", "(415) ", "٤", "x", "ß", ": "]  # fmt: skip
+    rng = random.Random(7)
+    texts = ["".join(rng.choices(pieces, k=rng.randint(1, 12))) for _ in range(3000)]
+    quick = [mask_caller_words(text, POLICY).text for text in texts]
+
+    monkeypatch.setattr(masking, "_maybe_personal", lambda text: True)
+
+    assert quick == [mask_caller_words(text, POLICY).text for text in texts]
