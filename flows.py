@@ -27,13 +27,25 @@ class Stage(IntEnum):
     FULFILLMENT = 4
     CLOSING = 5
 
+    # From tables made once: a turn asks these several times, and the enum's own `name`,
+    # `value` and `Stage(n)` run Python code each time (`int(stage)` is the value, in C).
     @property
     def label(self) -> str:
-        return self.name
+        return _LABELS[self]
 
     @property
     def next(self) -> Stage | None:
-        return Stage(self + 1) if self < Stage.CLOSING else None
+        return _NEXT[self]
+
+    @classmethod
+    def of(cls, flow_id: int) -> Stage:
+        """The stage numbered `flow_id`, like `Stage(flow_id)`."""
+        return _BY_ID[flow_id]
+
+
+_BY_ID = {stage.value: stage for stage in Stage}
+_LABELS = {stage: stage.name for stage in Stage}
+_NEXT = {stage: _BY_ID.get(stage.value + 1) for stage in Stage}
 
 
 @dataclass(frozen=True)

@@ -69,20 +69,20 @@ _PHONE_SPOKEN = re.compile(
     re.I,
 )
 _TRAILING = ".,!?;:\"'"
+# Possessive: from a digit, on to the next one without backtracking.
 _THREE_DIGITS = re.compile(r"\d\D*+\d\D*+\d")
-_ASCII_DIGITS = "0123456789"
 
 
 def _maybe_personal(text: str) -> bool:
     """Whether any detector above could match: each needs a password keyword, an "@" or three
     digits. Text with none (most of what callers and agents say: ids, states, plain words,
-    "order 7") is left as it is after this one check instead of ten scans. Checked with str
-    methods where they can, since the regex engine costs ten times as much per character."""
-    if "@" in text or "pass" in text.casefold():  # casefold, as re.I reads it: "pa\u017fs" too
-        return True
-    if text.isascii():
-        return sum(map(text.count, _ASCII_DIGITS)) >= 3
-    return _THREE_DIGITS.search(text) is not None  # any script's digits, as \d matches
+    "order 7") is left as it is after this one check instead of ten scans: two str methods
+    and a regex that cannot backtrack, about half the cost of one case-insensitive regex."""
+    return (
+        "@" in text
+        or "pass" in text.casefold()  # casefold, as re.I reads it: "pa\u017fs" too
+        or _THREE_DIGITS.search(text) is not None
+    )
 
 
 def mask_caller_words(text: str, policy: MaskingPolicy, *, authentication: bool = False) -> Masked:

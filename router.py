@@ -33,7 +33,7 @@ def plan_turn(
     turn: OrchestrateRequest,
     max_steps: int = DEFAULT_MAX_STEPS,
 ) -> TurnPlan:
-    stage = Stage(state["current_flow_id"]) if state else Stage.GREETING
+    stage = Stage.of(state["current_flow_id"]) if state else Stage.GREETING
     if state is not None:
         _check_call_accepts_turns(state, turn, max_steps)
     role, is_fallback = _route(flows, stage, turn.intent)

@@ -48,7 +48,7 @@ def new_call(turn: OrchestrateRequest, now: datetime) -> CallState:
         "call_identify_id": turn.call_identify_id,
         "account_id": turn.account_id,
         "eci": turn.eci,
-        "current_flow_id": Stage.GREETING.value,
+        "current_flow_id": int(Stage.GREETING),
         "completed_flows": [],
         "is_complete": False,
         "step_count": 0,
@@ -102,7 +102,7 @@ def _step_record(
     fault = outcome if isinstance(outcome, AgentFault) else None
     return {
         "seq": seq,
-        "intent_flow_id": plan.stage.value,
+        "intent_flow_id": int(plan.stage),
         "flow_label": plan.stage.label,
         "intent": plan.intent,
         "input_message": ctx.turn.input_message,
@@ -138,10 +138,11 @@ def _pending_after(
 
 
 def _count_stage(state: CallState, plan: TurnPlan, status: ResponseStatus) -> None:
-    key = str(plan.stage.value)
+    flow_id = int(plan.stage)
+    key = str(flow_id)
     before = state["stages"].get(key)
     state["stages"][key] = {
-        "flow_id": plan.stage.value,
+        "flow_id": flow_id,
         "flow_label": plan.stage.label,
         "steps": (before["steps"] if before else 0) + 1,
         "errors": (before["errors"] if before else 0) + (status == "error"),
@@ -152,10 +153,10 @@ def _count_stage(state: CallState, plan: TurnPlan, status: ResponseStatus) -> No
 
 
 def _complete_stage(state: CallState, stage: Stage, stamp: str) -> None:
-    state["completed_flows"].append(stage.value)
+    state["completed_flows"].append(int(stage))
     state["pending_tasks"].clear()  # tasks left waiting belong to the stage just finished
-    if stage.next is not None:
-        state["current_flow_id"] = stage.next.value
+    if (following := stage.next) is not None:
+        state["current_flow_id"] = int(following)
         return
     state["is_complete"] = True
     state["session_summary"] = summarise(state, stamp)
@@ -174,13 +175,13 @@ def summarise(state: CallState, completed_at: str) -> SessionSummary:
         "total_steps": state["step_count"],
         "error_steps": state["error_steps"],
         "completed_flows": list(state["completed_flows"]),
-        "stages": [state["stages"].get(str(s.value)) or _pending_stage(s) for s in Stage],
+        "stages": [state["stages"].get(str(int(s))) or _pending_stage(s) for s in Stage],
     }
 
 
 def _pending_stage(stage: Stage) -> StageOutcome:
     return {
-        "flow_id": stage.value,
+        "flow_id": int(stage),
         "flow_label": stage.label,
         "steps": 0,
         "errors": 0,

@@ -118,7 +118,7 @@ class TurnService:
         try:
             return plan_turn(self._flows, stored, turn, self._rules.max_steps)
         except OrchestratorError as refused:
-            stage = Stage(stored["current_flow_id"]) if stored else Stage.GREETING
+            stage = Stage.of(stored["current_flow_id"]) if stored else Stage.GREETING
             intent = self._metrics.intent_label(turn.intent)
             self._metrics.turns_by(stage.label, intent, "rejected", refused.code).inc()
             raise
@@ -285,7 +285,7 @@ def _call_context(turn: OrchestrateRequest, plan: TurnPlan) -> dict[str, Any]:
         "call_identify_id": turn.call_identify_id,
         "account_id": turn.account_id,
         "eci": turn.eci,
-        "flow_id": plan.stage.value,
+        "flow_id": int(plan.stage),
         "flow_label": plan.stage.label,
         "intent": turn.intent,
     }
@@ -293,7 +293,7 @@ def _call_context(turn: OrchestrateRequest, plan: TurnPlan) -> dict[str, Any]:
 
 def _answer(transition: Transition) -> OrchestrateResponse:
     state, step = transition.state, transition.step
-    next_stage = None if state["is_complete"] else Stage(state["current_flow_id"])
+    next_stage = None if state["is_complete"] else Stage.of(state["current_flow_id"])
     return {
         "call_identify_id": state["call_identify_id"],
         "intent_flow_id": step["intent_flow_id"],
@@ -303,7 +303,7 @@ def _answer(transition: Transition) -> OrchestrateResponse:
         "response": step["response_data"],
         "response_status": step["response_status"],
         "agent_role": step["agent_role"],
-        "next_flow_id": next_stage.value if next_stage else None,
+        "next_flow_id": int(next_stage) if next_stage else None,
         "next_flow_label": next_stage.label if next_stage else None,
         "is_complete": state["is_complete"],
         "step_seq": step["seq"],
