@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
 @dataclass(frozen=True)
@@ -20,8 +20,7 @@ class MaskingPolicy:
     auth_digits: bool = True  # at the AUTHENTICATION stage, mask every digit of the caller's words
 
 
-@dataclass(frozen=True)
-class Masked:
+class Masked(NamedTuple):
     text: str  # the masked text
     secrets: frozenset[str]  # the raw values masked, to hide them wherever they recur
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -24,6 +23,7 @@ from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript as Script
 from redis.exceptions import (
     ClusterDownError,
     NoPermissionError,
@@ -84,8 +84,7 @@ return 0
 """
 
 
-@dataclass(frozen=True)
-class CallKeys:
+class CallKeys(NamedTuple):
     state: str
     steps: str
     lease: str
@@ -106,8 +105,7 @@ def call_keys(prefix: str, call_id: str) -> CallKeys:
     )
 
 
-@dataclass(frozen=True)
-class Lease:
+class Lease(NamedTuple):
     call_id: str
     token: str  # random, then "|" and the request's Idempotency-Key (if any)
     idempotency_key: str = ""
@@ -131,8 +129,7 @@ class StoredAnswer:
         return cls(**orjson.loads(raw))
 
 
-@dataclass(frozen=True)
-class TurnStart:
+class TurnStart(NamedTuple):
     """Either a lease on the call with its state (None when new), or an answer to replay."""
 
     lease: Lease | None
@@ -198,39 +195,58 @@ def _host_port(address: str) -> tuple[str, int]:
     return (host, int(port)) if host else (address, 26379)
 
 
-@contextmanager
-def store_errors() -> Iterator[None]:
-    """Turns redis-py's connection faults into StoreUnavailable, once, at the boundary."""
-    try:
-        yield
-    # NoPermissionError: an ACL user without rights to our keys, an operator's fix like the others.
-    # The cluster's: no primary for the slot yet (failover under way), the cluster is down, or
-    # no node answers (RedisClusterException; our keys share a slot by construction, so its
-    # other meaning, a request across slots, cannot arise).
-    except (
-        RedisConnectionError,
-        RedisTimeoutError,
-        ReadOnlyError,
-        NoPermissionError,
-        ClusterDownError,
-        TryAgainError,
-        RedisClusterException,
-    ) as exc:
-        raise _unavailable(type(exc).__name__) from exc
-    except RuntimeError as exc:
+class StoreErrors:
+    """Turns redis-py's connection faults into StoreUnavailable, once, at the boundary.
+    A class, not a generator: it wraps every Redis round trip of every turn, and it keeps no
+    state, so one instance serves all (`with store_errors():`)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
+        if exc is not None:
+            unavailable = _unavailable_for(exc)
+            if unavailable is not None:
+                raise unavailable from exc
+
+
+_STORE_ERRORS = StoreErrors()
+
+
+def store_errors() -> StoreErrors:
+    return _STORE_ERRORS
+
+
+# NoPermissionError: an ACL user without rights to our keys, an operator's fix like the others.
+# The cluster's: no primary for the slot yet (failover under way), the cluster is down, or
+# no node answers (RedisClusterException; our keys share a slot by construction, so its
+# other meaning, a request across slots, cannot arise).
+_CONNECTION_FAULTS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ReadOnlyError,
+    NoPermissionError,
+    ClusterDownError,
+    TryAgainError,
+    RedisClusterException,
+)
+
+
+def _unavailable_for(exc: BaseException) -> StoreUnavailable | None:
+    """What a Redis fault means for the caller, or None for an error that is not one."""
+    if isinstance(exc, _CONNECTION_FAULTS):
+        return _unavailable(type(exc).__name__)
+    if isinstance(exc, RuntimeError) and "closed" in str(exc):
         # redis-py's cluster client closes every node's connections when it meets a failover
         # (ClusterDownError or an uncovered slot: aclose() and start again), under commands
         # other turns are about to send on them; uvloop then refuses the write ("the handler
         # is closed"). Nothing was sent: a lost connection like any other.
-        if "closed" not in str(exc):
-            raise
-        raise _unavailable("ConnectionClosed") from exc
-    except AttributeError as exc:
+        return _unavailable("ConnectionClosed")
+    if isinstance(exc, AttributeError) and exc.obj is None and _raised_in_redis_py(exc):
         # The same race a moment later: the connection was torn down (its stream set to None)
         # between redis-py taking it and writing to it. Only there: ours still surface.
-        if exc.obj is not None or not _raised_in_redis_py(exc):
-            raise
-        raise _unavailable("ConnectionClosed") from exc
+        return _unavailable("ConnectionClosed")
+    return None
 
 
 REDIS_PY = Path(redis.__file__).parent.parent
@@ -278,6 +294,22 @@ class ReplicaWait:
     timeout_ms: int = 0
 
 
+class _RoundTrip:
+    """Times one Redis operation for the metrics and maps its faults (StoreErrors)."""
+
+    __slots__ = ("_observe", "_operation", "_started")
+
+    def __init__(self, operation: str, observe: Observer) -> None:
+        self._operation, self._observe = operation, observe
+
+    def __enter__(self) -> None:
+        self._started = time.perf_counter()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
+        self._observe(self._operation, time.perf_counter() - self._started)
+        _STORE_ERRORS.__exit__(kind, exc, _)
+
+
 class RedisStore:
     def __init__(
         self,
@@ -302,14 +334,18 @@ class RedisStore:
         self._commit = client.register_script(COMMIT_STEP)
         self._release = client.register_script(RELEASE_LEASE)
 
-    @contextmanager
-    def _round_trip(self, operation: str) -> Iterator[None]:
-        started = time.perf_counter()
+    def _round_trip(self, operation: str) -> _RoundTrip:
+        return _RoundTrip(operation, self._observe)
+
+    async def _eval(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        """EVALSHA, loading the script first if this Redis does not have it (a restarted or
+        newly promoted one). redis-py's Script does the same, with an import and a Protocol
+        check on every call."""
         try:
-            with store_errors():
-                yield
-        finally:
-            self._observe(operation, time.perf_counter() - started)
+            return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self._redis.script_load(script.script)
+            return await self._redis.evalsha(script.sha, len(keys), *keys, *args)
 
     def keys(self, call_id: str) -> CallKeys:
         return call_keys(self._prefix, call_id)
@@ -323,9 +359,10 @@ class RedisStore:
         token = f"{secrets.token_hex(16)}|{idempotency_key}"
         try:
             with self._round_trip("begin_turn"):
-                got = await self._begin(
-                    keys=[keys.state, keys.lease, keys.idempotency],
-                    args=[token, self._lease_ms, idempotency_key],
+                got = await self._eval(
+                    self._begin,
+                    [keys.state, keys.lease, keys.idempotency],
+                    [token, self._lease_ms, idempotency_key],
                 )
         except StoreUnavailable as exc:
             # A frozen Redis still runs a timed-out script when it wakes, taking a lease for a
@@ -361,7 +398,7 @@ class RedisStore:
             if wanted:
                 done, acknowledged = await self._commit_and_wait(keys, args)
             else:
-                done, acknowledged = await self._commit(keys=keys.all, args=args), 0
+                done, acknowledged = await self._eval(self._commit, keys.all, args), 0
         if not done:
             raise TurnConflict(
                 f"call {lease.call_id} changed while this turn was running; nothing was recorded",
@@ -401,7 +438,7 @@ class RedisStore:
 
     async def release(self, lease: Lease) -> None:
         with self._round_trip("release"):
-            await self._release(keys=[self.keys(lease.call_id).lease], args=[lease.token])
+            await self._eval(self._release, [self.keys(lease.call_id).lease], [lease.token])
 
     def release_later(self, lease: Lease) -> None:
         """Releases the lease in the background once Redis answers (for at most its lifetime)."""

@@ -6,15 +6,14 @@ names the agent to call or raises the error that says why the turn is refused.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from errors import AccountMismatch, CallComplete, CallStepLimit, IntentNotAllowed, UnknownIntent
 from flows import FlowConfig, Stage
 from models import CallState, OrchestrateRequest, PendingTask
 
 
-@dataclass(frozen=True)
-class TurnPlan:
+class TurnPlan(NamedTuple):
     stage: Stage
     intent: str
     role: str

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from a2a_client import AgentReply
 from errors import AgentError, AgentFault, AgentTaskFailed
@@ -23,8 +22,7 @@ from router import TurnPlan
 Outcome = AgentReply | AgentFault
 
 
-@dataclass(frozen=True)
-class TurnContext:
+class TurnContext(NamedTuple):
     """Facts about the turn that the pure code needs but must not fetch itself."""
 
     turn: OrchestrateRequest
@@ -36,8 +34,7 @@ class TurnContext:
     api_key_id: str | None = None  # who sent the turn (auth.Caller.key_id)
 
 
-@dataclass(frozen=True)
-class Transition:
+class Transition(NamedTuple):
     state: CallState
     step: StepRecord
 

@@ -9,7 +9,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import structlog
@@ -41,8 +41,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True)
-class TurnAnswer:
+class TurnAnswer(NamedTuple):
     status_code: int
     body: bytes  # JSON, exactly as first given, so that a replay is byte for byte the same
     replayed: bool = False

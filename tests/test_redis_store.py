@@ -217,6 +217,22 @@ async def test_begin_sent_again_after_its_answer_was_lost_keeps_the_lease(
     assert await redis.get(keys.lease) == b"token-1|"
 
 
+async def test_turns_go_on_after_redis_lost_its_scripts(
+    store: RedisStore, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    # A restarted Redis, or a replica promoted in a failover, starts with no scripts cached.
+    await run_turn(store)
+    await redis.script_flush()
+    await run_turn(store)
+    await redis.script_flush()
+    lease, _ = await begin(store, "CALL-2")
+    await redis.script_flush()
+    await store.release(lease)
+
+    assert len(await redis.lrange(call_keys("orch", CALL).steps, 0, -1)) == 2
+    assert not await redis.exists(call_keys("orch", "CALL-2").lease)
+
+
 async def test_release_lets_the_next_turn_in(store: RedisStore) -> None:
     lease, _ = await begin(store, CALL)
 
