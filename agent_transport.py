@@ -11,6 +11,7 @@ call's CPU. Bodies are passed through as they came: httpx decodes any Content-En
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -38,6 +39,14 @@ def _meaning(exc: BaseException) -> BaseException:
         if isinstance(exc, aiohttp_error):
             return httpx_error(f"{type(exc).__name__}: {exc}")
     return exc
+
+
+@functools.lru_cache(maxsize=32)
+def _client_timeout(
+    pool: float | None, connect: float | None, read: float | None
+) -> aiohttp.ClientTimeout:
+    # Made once per distinct timeout (a client has one): building it is attrs-validated work.
+    return aiohttp.ClientTimeout(connect=pool, sock_connect=connect, sock_read=read)
 
 
 class _Body(httpx.AsyncByteStream):
@@ -83,10 +92,8 @@ class AgentTransport(httpx.AsyncBaseTransport):
                 headers=headers,
                 data=request.content or None,
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(
-                    connect=timeout.get("pool"),
-                    sock_connect=timeout.get("connect"),
-                    sock_read=timeout.get("read"),
+                timeout=_client_timeout(
+                    timeout.get("pool"), timeout.get("connect"), timeout.get("read")
                 ),
             )
         except _FAULTS as exc:
