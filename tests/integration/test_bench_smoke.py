@@ -3,6 +3,7 @@ a benchmark never runs as a timed test; this only proves the harness works."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -76,3 +77,23 @@ def test_replica_wait_benchmark_runs_and_every_step_was_confirmed() -> None:
     assert "steps no replica confirmed in time: 0" in run.stdout
     for row in ("no wait", "WAIT 1 replica", "WAIT adds"):
         assert any(line.startswith(row) for line in run.stdout.splitlines()), run.stdout
+
+
+@pytest.mark.parametrize("which", ["service", "floor"])
+def test_in_process_driver_runs_whole_calls_without_errors(which: str) -> None:
+    run = subprocess.run(
+        [sys.executable, "bench/inprocess.py", "--turns", "25", "--warm", "5"]
+        + (["--floor"] if which == "floor" else []),
+        cwd=SERVICE_DIR,
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    name, _, figures = run.stdout.strip().partition(" ")
+    printed = json.loads(figures)
+    assert name == which
+    assert printed["turns"] >= 25 and printed["errors"] == 0
+    assert printed["cpu_us_per_turn"] > 0
