@@ -28,16 +28,21 @@ TABLE_ROWS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def smoke_run() -> subprocess.CompletedProcess[str]:
+def run_script(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """One of bench/'s scripts, as a user runs it from the repository."""
     return subprocess.run(
-        [sys.executable, "bench/run.py", "--smoke"],
+        [sys.executable, f"bench/{script}", *args],
         cwd=SERVICE_DIR,
         env=clean_environment(),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
+
+
+@pytest.fixture(scope="module")
+def smoke_run() -> subprocess.CompletedProcess[str]:
+    return run_script("run.py", "--smoke", timeout=120)
 
 
 def test_smoke_run_exits_cleanly(smoke_run: subprocess.CompletedProcess[str]) -> None:
@@ -64,14 +69,7 @@ def test_smoke_run_has_no_errors_and_every_trail_checks_out(
 
 
 def test_replica_wait_benchmark_runs_and_every_step_was_confirmed() -> None:
-    run = subprocess.run(
-        [sys.executable, "bench/replica_wait.py", "--calls", "5", "--rounds", "1"],
-        cwd=SERVICE_DIR,
-        env=clean_environment(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    run = run_script("replica_wait.py", "--calls", "5", "--rounds", "1")
 
     assert run.returncode == 0, run.stdout + run.stderr
     assert "steps no replica confirmed in time: 0" in run.stdout
@@ -81,15 +79,8 @@ def test_replica_wait_benchmark_runs_and_every_step_was_confirmed() -> None:
 
 @pytest.mark.parametrize("which", ["service", "floor"])
 def test_in_process_driver_runs_whole_calls_without_errors(which: str) -> None:
-    run = subprocess.run(
-        [sys.executable, "bench/inprocess.py", "--turns", "25", "--warm", "5"]
-        + (["--floor"] if which == "floor" else []),
-        cwd=SERVICE_DIR,
-        env=clean_environment(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    floor = ["--floor"] if which == "floor" else []
+    run = run_script("inprocess.py", "--turns", "25", "--warm", "5", *floor)
 
     assert run.returncode == 0, run.stdout + run.stderr
     name, _, figures = run.stdout.strip().partition(" ")
