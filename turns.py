@@ -199,7 +199,7 @@ class TurnService:
                 "code": error["code"],
                 "message": mask_text(error["message"], policy, said.secrets),
             }
-            response = {"error": error}
+            response = response | {"error": error}  # the fault as outcome_response shaped it
         else:
             response = response | {
                 "text": mask_text(response["text"], policy, said.secrets),
