@@ -79,7 +79,9 @@ class A2AClient:
     ):
         self._transport = transport
         self._timeout = timeout
-        self._extensions = {"timeout": httpx.Timeout(timeout).as_dict()}
+        # One deadline for the whole call, card and retries included (send_message). Per-phase
+        # timeouts of the same length could never fire first; they would only add timers.
+        self._extensions = {"timeout": httpx.Timeout(None).as_dict()}
         self._max_bytes = max_response_bytes
         self._max_attempts = max_attempts
         self._protocols: dict[str, Protocol] = {}
@@ -206,22 +208,21 @@ class A2AClient:
     def _request(self, method: str, url: str, headers: RawHeaders, content: bytes) -> httpx.Request:
         # The headers given whole, Host and Content-Length included, and the body as a stream:
         # from `content=` httpx rescans and rebuilds the headers on every request (about 12 µs
-        # of an agent call's CPU, bench/RESULTS.md). The request on the wire is the same.
+        # of an agent call's CPU, bench/RESULTS.md). The request on the wire is the same. It is
+        # left unread: a transport reads it (httpx's own do; ours takes a ByteStream's bytes).
         target, host = self._target(url)
         raw = [host, *headers]
         if content:
             raw.append((b"Content-Length", str(len(content)).encode()))
         if request_id := correlation_id.get():
             raw.append((b"X-Request-ID", request_id.encode()))  # the agent's logs can name it
-        request = httpx.Request(
+        return httpx.Request(
             method,
             target,
             headers=raw,
             stream=httpx.ByteStream(content),
             extensions=self._extensions,
         )
-        request.read()  # a ByteStream is read at once: `request.content` for the transport
-        return request
 
     def _target(self, url: str) -> tuple[httpx.URL, tuple[bytes, bytes]]:
         if (known := self._targets.get(url)) is None:
@@ -230,13 +231,11 @@ class A2AClient:
         return known
 
     async def _read_limited(self, answer: httpx.Response) -> bytes:
-        declared = answer.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self._max_bytes:
-            raise AgentBadResponse(f"agent answer is over {self._max_bytes} bytes")
-        # A body without a Content-Encoding has nothing to decode: read raw, it costs less.
+        # A body without a Content-Encoding has nothing to decode: its stream is read as it
+        # is, without httpx's chunker and decoders around it (they cost more than the read).
         plain = not answer.is_stream_consumed and "content-encoding" not in answer.headers
         chunks, size = [], 0
-        async for chunk in answer.aiter_raw() if plain else answer.aiter_bytes():
+        async for chunk in answer.stream if plain else answer.aiter_bytes():
             size += len(chunk)
             if size > self._max_bytes:
                 raise AgentBadResponse(f"agent answer is over {self._max_bytes} bytes")

@@ -18,6 +18,7 @@ import aiohttp
 import httpx
 
 CHUNK_BYTES = 64 * 1024
+_HTTP_1_1 = {"http_version": b"HTTP/1.1"}
 
 # First match wins: the more specific aiohttp errors come before their base classes.
 _MEANINGS: list[tuple[type[BaseException], type[httpx.TransportError]]] = [
@@ -66,6 +67,26 @@ class _Body(httpx.AsyncByteStream):
         self._answer.release()  # back to the pool, or closed if the body was not read whole
 
 
+async def _outgoing(request: httpx.Request) -> tuple[list[tuple[str, str]], bytes | None]:
+    """The headers and body aiohttp sends. A ByteStream's bytes go as they are (the A2A
+    client's requests are left unread); any other stream is read whole first, and aiohttp
+    frames it with a Content-Length instead of the chunks httpx announced."""
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+    if isinstance(request.stream, httpx.ByteStream):
+        return headers, b"".join(request.stream) or None
+    body = await request.aread()
+    return [(k, v) for k, v in headers if k.lower() != "transfer-encoding"], body or None
+
+
+async def _body_of(answer: aiohttp.ClientResponse) -> httpx.AsyncByteStream:
+    # A body that declares it fits in one chunk (an A2A answer nearly always does) is read
+    # here, at once: handed over as a stream it costs two async generators per chunk.
+    declared = answer.content_length
+    if declared is not None and declared <= CHUNK_BYTES:
+        return httpx.ByteStream(await answer.read())  # read() gives the connection back
+    return _Body(answer)
+
+
 class AgentTransport(httpx.AsyncBaseTransport):
     def __init__(self, limits: httpx.Limits) -> None:
         self._limits = limits
@@ -84,26 +105,27 @@ class AgentTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", {})
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+        headers, body = await _outgoing(request)
         try:
             answer = await self._pool().request(
                 request.method,
                 str(request.url),
                 headers=headers,
-                data=request.content or None,
+                data=body,
                 allow_redirects=False,
                 timeout=_client_timeout(
                     timeout.get("pool"), timeout.get("connect"), timeout.get("read")
                 ),
             )
+            stream = await _body_of(answer)
         except _FAULTS as exc:
             raise _meaning(exc) from exc
         return httpx.Response(
             answer.status,
             headers=answer.raw_headers,
-            stream=_Body(answer),
+            stream=stream,
             request=request,
-            extensions={"http_version": b"HTTP/1.1"},
+            extensions=_HTTP_1_1,
         )
 
     async def aclose(self) -> None:

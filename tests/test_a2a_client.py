@@ -63,7 +63,7 @@ class Wire:
         )
 
     def posts(self) -> list[dict[str, Any]]:
-        return [json.loads(r.content) for r in self.sent if r.method == "POST"]
+        return [json.loads(r.read()) for r in self.sent if r.method == "POST"]
 
     def card_reads(self) -> list[str]:
         return [str(r.url) for r in self.sent if r.method == "GET"]
@@ -218,7 +218,7 @@ async def test_agent_speaking_only_0_3_is_sent_message_send(connect) -> None:
     assert reply.kind == "message"
     assert reply.text == "legacy: heard 'hello there' at AUTHENTICATION"
     post = next(r for r in wire.sent if r.method == "POST")
-    body = json.loads(post.content)
+    body = json.loads(post.read())
     assert body["method"] == "message/send"
     assert "A2A-Version" not in post.headers
     assert body["params"]["message"]["role"] == "user"
@@ -246,7 +246,7 @@ async def test_request_for_1_0_is_a_send_message_call(connect) -> None:
     await wire.client.send_message(AGENT, "hello", METADATA, message_id="msg-42")
 
     post = wire.sent[-1]
-    body = json.loads(post.content)
+    body = json.loads(post.read())
     assert post.method == "POST"
     assert str(post.url) == AGENT
     assert post.headers["A2A-Version"] == "1.0"

@@ -60,12 +60,13 @@ async def test_answer_cut_short_is_a_read_error() -> None:
             await client.post(f"http://127.0.0.1:{port}/", content=b"{}")
 
 
-async def serve_once(answer: bytes) -> tuple[asyncio.Server, list[bytes]]:
-    """A raw HTTP server that answers every request with `answer` and keeps what it heard."""
+async def serve_once(answer: bytes, body_bytes: int = 0) -> tuple[asyncio.Server, list[bytes]]:
+    """A raw HTTP server that answers every request with `answer` and keeps what it heard
+    (the head, and `body_bytes` of the body)."""
     heard: list[bytes] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        heard.append(await reader.readuntil(b"\r\n\r\n"))
+        heard.append(await reader.readuntil(b"\r\n\r\n") + await reader.readexactly(body_bytes))
         writer.write(answer)
         await writer.drain()
         writer.close()
@@ -105,3 +106,45 @@ async def test_request_headers_and_body_go_out_as_given() -> None:
     assert head.startswith("post /rpc http/1.1")
     assert "x-request-id: req-1" in head and "user-agent: orchestrator-flows/test" in head
     assert f"host: 127.0.0.1:{port}" in head and "content-length: 8" in head
+
+
+def chunked(*parts: bytes) -> bytes:
+    return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("framing", ["one chunk", "over one chunk", "chunked"])
+async def test_answer_arrives_whole_however_it_is_framed(framing: str) -> None:
+    # A small declared body is read at once, anything else streamed: the caller sees the same.
+    body = b'{"jsonrpc": "2.0", "pad": "' + b"x" * (0 if framing == "one chunk" else 70_000) + b'"}'
+    if framing == "chunked":
+        answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(
+            body[:9], body[9:]
+        )
+    else:
+        answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    server, _ = await serve_once(answer)
+    port = server.sockets[0].getsockname()[1]
+    transport = AgentTransport(limits=httpx.Limits(max_connections=1))
+    async with server, httpx.AsyncClient(transport=transport) as client:
+        received = await client.post(f"http://127.0.0.1:{port}/", content=b"{}")
+
+    assert received.content == body
+
+
+async def test_streamed_request_body_goes_out_whole() -> None:
+    async def parts():
+        yield b'{"a": '
+        yield b"1}"
+
+    server, heard = await serve_once(b"HTTP/1.1 204 No Content\r\n\r\n", body_bytes=8)
+    port = server.sockets[0].getsockname()[1]
+    transport = AgentTransport(limits=httpx.Limits(max_connections=1))
+    request = httpx.Request("POST", f"http://127.0.0.1:{port}/", content=parts())
+    async with server:
+        answer = await transport.handle_async_request(request)
+        await answer.aclose()
+        await transport.aclose()
+
+    head, _, sent = heard[0].partition(b"\r\n\r\n")
+    assert b"content-length: 8" in head.lower() and b"transfer-encoding" not in head.lower()
+    assert sent == b'{"a": 1}'
