@@ -24,7 +24,9 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "json") -> None:
     shared: list[Any] = [
         structlog.stdlib.add_logger_name,  # reads `.name`, which _StderrLogger has too
         structlog.stdlib.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # An event may bring its own moment (the turn line: its step's timestamp, so that the
+        # line and the audit step carry the same one); every other event is stamped now.
+        structlog.processors.MaybeTimeStamper(fmt="iso", utc=True),
     ]
     if fmt == "json":
         shared.append(structlog.processors.format_exc_info)  # the traceback as one string

@@ -326,4 +326,5 @@ def _log_turn(transition: Transition) -> None:
         api_key_id=step["api_key_id"],
         duration_ms=step["duration_ms"],
         request_id=correlation_id.get(),
+        timestamp=step["timestamp"],
     )

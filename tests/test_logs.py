@@ -37,6 +37,17 @@ def test_events_and_library_records_render_as_one_json_shape(capsys) -> None:
         assert line["timestamp"].endswith("Z")
 
 
+def test_an_event_that_brings_its_moment_keeps_it_and_others_are_stamped_now(capsys) -> None:
+    configure_logging("INFO", "json")
+
+    structlog.get_logger("orchestrator.turns").info("turn", timestamp="2026-12-02T01:02:03Z")
+    structlog.get_logger("orchestrator.turns").info("turn")
+
+    brought, stamped = lines_of(capsys)
+    assert brought["timestamp"] == "2026-12-02T01:02:03Z"
+    assert stamped["timestamp"] > brought["timestamp"] and stamped["timestamp"].endswith("Z")
+
+
 def test_level_filters_our_events_and_library_records_alike(capsys) -> None:
     configure_logging("WARNING", "json")
 

@@ -138,3 +138,5 @@ async def test_turn_log_line_carries_the_turn_facts_and_not_the_words(
     assert event["duration_ms"] >= 0
     assert event["logger"] == "orchestrator.turns" and event["level"] == "info"
     assert "my secret words" not in logged
+    steps = (await service.http.get("/session/C-1/steps")).json()
+    assert event["timestamp"] == steps[0]["timestamp"]  # the line and its audit step agree
