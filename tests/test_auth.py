@@ -145,6 +145,23 @@ def test_each_role_may_do_only_what_it_is_granted(
             ring.authorize(CLIENT_KEY, permission)
 
 
+def test_a_key_let_in_once_is_let_in_again_and_only_for_what_it_may_do() -> None:
+    auditor_key = "an-auditor-key-of-enough-length"
+    ring = KeyRing(parse_api_keys(f"client:{CLIENT_KEY},auditor:{auditor_key}"))
+
+    first = ring.authorize(CLIENT_KEY, Permission.ORCHESTRATE)
+    assert ring.authorize(CLIENT_KEY, Permission.ORCHESTRATE) == first
+    assert first.roles == {Role.CLIENT}
+    for _ in range(2):  # a refusal is never remembered as a pass
+        with pytest.raises(Forbidden):
+            ring.authorize(CLIENT_KEY, Permission.READ)
+        with pytest.raises(Forbidden):
+            ring.authorize(auditor_key, Permission.ORCHESTRATE)
+        with pytest.raises(Unauthenticated):
+            ring.authorize(CLIENT_KEY + "x", Permission.ORCHESTRATE)
+    assert ring.authorize(auditor_key, Permission.READ).roles == {Role.AUDITOR}
+
+
 # Over the API
 
 
