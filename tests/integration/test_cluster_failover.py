@@ -36,7 +36,7 @@ pytestmark = pytest.mark.integration
 
 # Longer than the default 100 ms wait: a turn on two busy cores must tell "waited for the
 # replica" from "was slow" by a wide margin.
-WAIT_SEC = 0.3
+WAIT_SEC = 1.0  # long enough for a loaded machine's replica to confirm a step
 LOAD_WAIT_SEC = 1.0
 WORKERS = 12
 RETRIED = {"store_unavailable", "turn_in_progress", "idempotency_key_in_progress"}
@@ -136,13 +136,29 @@ async def serve(cluster: RedisClusterNodes, agents: Agents) -> AsyncIterator[Ser
         stop()
 
 
+def confirms_writes(primary_url: str, call_id: str, within_sec: float = 15.0) -> None:
+    """Waits until the primary's replica confirms a write in the call's slot: a node that came
+    back from an earlier test may still be catching up, and its first WAIT would time out."""
+    deadline = time.monotonic() + within_sec
+    with redis.Redis.from_url(primary_url) as node:
+        while True:
+            node.set(call_key(call_id, "warm-up"), 1)
+            if node.execute_command("WAIT", 1, 500) >= 1:
+                node.delete(call_key(call_id, "warm-up"))
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the replica of {primary_url} never confirmed a write")
+
+
 async def test_each_step_waits_for_the_replica_of_its_calls_node(
     serve: ServiceOn, cluster: RedisClusterNodes
 ) -> None:
     service = serve(WAIT_SEC)
     call_id = "WAITED-1"
     topology = Topology(cluster)
-    replica = topology.replica_of(topology.primary_of(call_id))
+    primary = topology.primary_of(call_id)
+    replica = topology.replica_of(primary)
+    confirms_writes(cluster.url_of(primary), call_id)
 
     unreplicated = "orch_redis_unreplicated_commits_total"
     first = await service.turn(*HAPPY_PATH[0], call_id=call_id)
