@@ -67,11 +67,17 @@ class _Body(httpx.AsyncByteStream):
         self._answer.release()  # back to the pool, or closed if the body was not read whole
 
 
+@functools.lru_cache(maxsize=256)
+def _text(name: bytes, value: bytes) -> tuple[str, str]:
+    # Every header of an agent call but its request id repeats from call to call.
+    return name.decode("latin-1"), value.decode("latin-1")
+
+
 async def _outgoing(request: httpx.Request) -> tuple[list[tuple[str, str]], bytes | None]:
     """The headers and body aiohttp sends. A ByteStream's bytes go as they are (the A2A
     client's requests are left unread); any other stream is read whole first, and aiohttp
     frames it with a Content-Length instead of the chunks httpx announced."""
-    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+    headers = [_text(name, value) for name, value in request.headers.raw]
     if isinstance(request.stream, httpx.ByteStream):
         return headers, b"".join(request.stream) or None
     body = await request.aread()

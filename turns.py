@@ -84,6 +84,9 @@ class TurnService:
         self._rules = rules or TurnRules()
         self._clock = clock
         self._unsaved: OrderedDict[tuple[str, str], Unsaved] = OrderedDict()
+        # The logger as configured now, bound once: through the module's lazy proxy each
+        # turn's line first looked the bound logger up again (about 6 k instructions).
+        self._log = log.bind()
 
     async def run_turn(
         self, turn: OrchestrateRequest, idempotency_key: str = "", api_key_id: str | None = None
@@ -109,7 +112,7 @@ class TurnService:
             await self._release_quietly(lease)
             raise
         self._count(transition, is_new=start.state is None)
-        _log_turn(transition)
+        _log_turn(self._log, transition)
         # The client hears the agent as it spoke; only the stored copies are masked.
         return TurnAnswer(200, orjson.dumps(_answer(transition)))
 
@@ -310,9 +313,9 @@ def _answer(transition: Transition) -> OrchestrateResponse:
     }
 
 
-def _log_turn(transition: Transition) -> None:
+def _log_turn(logger: structlog.typing.FilteringBoundLogger, transition: Transition) -> None:
     step = transition.step
-    log.info(
+    logger.info(
         "turn",
         call_identify_id=transition.state["call_identify_id"],
         stage=step["intent_flow_id"],

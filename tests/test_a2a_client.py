@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -492,6 +493,63 @@ async def test_auth_required_task_asks_the_caller(connect) -> None:
 
     assert reply.task_state == "auth_required"
     assert reply.needs_input is True
+
+
+async def gzip_agent(document: dict[str, Any]) -> asyncio.Server:
+    """An agent that answers every request, card reads included, with `document` gzipped."""
+    body = gzip.compress(json.dumps(document).encode())
+    head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nConnection: close\r\n"
+    answer = head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def ask(server: asyncio.Server, max_response_bytes: int) -> AgentReply:
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    async with server, agent_transport(httpx.Limits()) as transport:
+        client = A2AClient(transport, timeout=5.0, max_response_bytes=max_response_bytes)
+        return await client.send_message(url, "hello", METADATA, message_id="msg-1")
+
+
+async def test_compressed_answer_is_read_decoded() -> None:
+    agent = await gzip_agent({"jsonrpc": "2.0", "id": "msg-1", "result": AGENT_MESSAGE})
+
+    reply = await ask(agent, max_response_bytes=1024)
+
+    assert reply.text == "hi"
+
+
+async def test_compressed_answer_is_held_to_the_size_limit_once_decoded() -> None:
+    text = "x" * 50_000  # gzipped, well under the limit
+    rpc = {"jsonrpc": "2.0", "id": "msg-1", "result": {"message": {"parts": [{"text": text}]}}}
+    agent = await gzip_agent(rpc)
+
+    with pytest.raises(AgentBadResponse, match="over 1024 bytes"):
+        await ask(agent, max_response_bytes=1024)
+
+
+async def test_unread_error_answer_gives_its_connection_back() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.readuntil(b"\r\n\r\n"):  # each answer begun, never finished
+            writer.write(b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    async with server, agent_transport(httpx.Limits(max_connections=1)) as transport:
+        client = A2AClient(transport, timeout=2.0, max_response_bytes=1024)
+        faults = []
+        for n in range(3):  # with one connection: each call waits for the one before to free it
+            with pytest.raises(AgentHttpError) as caught:
+                await client.send_message(url, "hello", METADATA, message_id=f"msg-{n}")
+            faults.append(caught.value.status)
+
+    assert faults == [500, 500, 500]
 
 
 async def test_closed_port_is_agent_unreachable() -> None:
