@@ -185,6 +185,7 @@ def run_benchmark(stack: Stack, args: argparse.Namespace) -> Results:
             trail_lengths=(5, args.long_trail),
             turn_seconds=1.0 if args.smoke else 5.0,
             reads=30 if args.smoke else 300,
+            rounds=2 if args.smoke else 3,
         )
         keys = (stack.client_key, stack.auditor_key)
         results.scaling = measure_scaling(stack.redis, stack.service_url, template, plan, keys)

@@ -64,6 +64,8 @@ def test_smoke_run_has_no_errors_and_every_trail_checks_out(
     errors = re.search(r"^errors\s+(\d+)\s+(\d+)$", smoke_run.stdout, re.MULTILINE)
     assert errors is not None, smoke_run.stdout
     assert errors.groups() == ("0", "0")
+    growth = re.findall(r"^  (?:turn latency|GET /session).* errors (\d+)", smoke_run.stdout, re.M)
+    assert growth == ["0"] * 4, smoke_run.stdout  # every round of the cost-growth checks too
     assert re.search(r"^trail check: PASS: [\d,]+ of [\d,]+", smoke_run.stdout, re.MULTILINE)
     assert "error:" not in smoke_run.stdout
 
