@@ -248,7 +248,7 @@ class A2AClient:
 
 def _has_content_encoding(headers: httpx.Headers) -> bool:
     # Over the raw names: a lookup by name (`in`, `get`) first works out the headers' text
-    # encoding and raises KeyError when absent, twice the cost of this loop (bench/RESULTS.md).
+    # encoding and raises KeyError when absent, 1.7 times the cost of this (bench/RESULTS.md).
     return any(name.lower() == b"content-encoding" for name, _ in headers.raw)
 
 
