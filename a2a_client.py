@@ -201,7 +201,7 @@ class A2AClient:
                 body = await self._read_limited(answer) if answer.status_code == 200 else None
             finally:
                 # A body in memory holds no connection: closing its Response frees nothing and
-                # costs about 14 k instructions (httpx's request context), a turn's 1 %.
+                # costs about 14 k instructions (httpx's request context), near 1 % of a turn.
                 if not isinstance(answer.stream, httpx.ByteStream):
                     await answer.aclose()
         except httpx.HTTPError as exc:

@@ -502,10 +502,12 @@ async def gzip_agent(document: dict[str, Any]) -> asyncio.Server:
     answer = head + b"Content-Length: %d\r\n\r\n" % len(body) + body
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(answer)
-        await writer.drain()
-        writer.close()
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(answer)
+            await writer.drain()
+        finally:
+            writer.close()
 
     return await asyncio.start_server(handle, "127.0.0.1", 0)
 
@@ -536,8 +538,13 @@ async def test_compressed_answer_is_held_to_the_size_limit_once_decoded() -> Non
 
 async def test_unread_error_answer_gives_its_connection_back() -> None:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while await reader.readuntil(b"\r\n\r\n"):  # each answer begun, never finished
-            writer.write(b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):  # each answer begun, never finished
+                writer.write(b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhi\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client hung up
+        finally:
+            writer.close()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
