@@ -252,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
+        # Ctrl-C stops every command, as uvicorn's handler stops `serve`, even when this was
+        # started with SIGINT ignored (a non-interactive shell's background job), where Python
+        # would leave it ignored.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return args.run(args)
     except (CliError, ConfigError, EmbeddedRedisError) as exc:

@@ -154,9 +154,17 @@ def test_demo_refuses_a_port_in_use_clearly(tmp_path: Path) -> None:
     assert f"port {port}" in done.stderr and "already in use" in done.stderr
 
 
-def test_agents_command_serves_every_demo_agent_and_prints_its_url() -> None:
+@pytest.mark.parametrize("sigint", [signal.SIG_DFL, signal.SIG_IGN], ids=["default", "ignored"])
+def test_agents_command_serves_every_demo_agent_and_ctrl_c_stops_it(
+    sigint: signal.Handlers,
+) -> None:
     process = subprocess.Popen(
-        [CLI, "agents"], env=clean_environment(), stdout=subprocess.PIPE, text=True
+        [CLI, "agents"],
+        env=clean_environment(),
+        stdout=subprocess.PIPE,
+        text=True,
+        # As it was inherited: ignored where a non-interactive shell started it in the background
+        preexec_fn=lambda: signal.signal(signal.SIGINT, sigint),
     )
     try:
         lines = [process.stdout.readline() for _ in cli.demo_agents.ROLES]
@@ -167,7 +175,11 @@ def test_agents_command_serves_every_demo_agent_and_prints_its_url() -> None:
         }
     finally:
         process.send_signal(signal.SIGINT)
-        process.wait(20)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()  # not left holding the demo agents' ports for the tests after
+            raise
 
     assert set(urls) == set(cli.demo_agents.ROLES)
     assert all(card["skills"][0]["id"] == role for role, card in cards.items())
