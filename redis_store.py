@@ -12,7 +12,6 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
@@ -242,21 +241,7 @@ def _unavailable_for(exc: BaseException) -> StoreUnavailable | None:
         # other turns are about to send on them; uvloop then refuses the write ("the handler
         # is closed"). Nothing was sent: a lost connection like any other.
         return _unavailable("ConnectionClosed")
-    if isinstance(exc, AttributeError) and exc.obj is None and _raised_in_redis_py(exc):
-        # The same race a moment later: the connection was torn down (its stream set to None)
-        # between redis-py taking it and writing to it. Only there: ours still surface.
-        return _unavailable("ConnectionClosed")
     return None
-
-
-REDIS_PY = Path(redis.__file__).parent.parent
-
-
-def _raised_in_redis_py(exc: BaseException) -> bool:
-    frame = exc.__traceback__
-    while frame is not None and frame.tb_next is not None:
-        frame = frame.tb_next
-    return frame is not None and Path(frame.tb_frame.f_code.co_filename).is_relative_to(REDIS_PY)
 
 
 def _unavailable(reason: str) -> StoreUnavailable:

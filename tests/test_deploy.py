@@ -26,6 +26,7 @@ import fakeredis
 import httpx
 import pytest
 import yaml
+from packaging.requirements import Requirement
 from prometheus_client.parser import text_string_to_metric_families
 
 import cli
@@ -212,22 +213,61 @@ def test_image_is_python_311_slim_running_uvicorn_as_a_non_root_user() -> None:
     assert "/healthz" in image_healthcheck()[-1]
 
 
-def test_dependencies_are_installed_before_the_source_is_copied(tmp_path: Path) -> None:
+def test_dependencies_are_installed_from_the_lock_before_the_source_is_copied() -> None:
     steps = dockerfile()
     copies = [i for i, (instruction, _) in enumerate(steps) if instruction == "COPY"]
     install = next(i for i, (ins, args) in enumerate(steps) if ins == "RUN" and "pip" in args)
-    [program] = re.findall(r'python -c "([^"]+)"', steps[install][1])
-    (tmp_path / "pyproject.toml").write_bytes((ROOT / "pyproject.toml").read_bytes())
+    lock = steps[copies[0]][1].split()[0]
 
-    printed = subprocess.run(
-        [sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True, check=True
-    ).stdout
-
-    assert steps[copies[0]][1] == "pyproject.toml ./"
+    assert lock == "requirements/service.txt"
+    assert "--require-hashes -r /tmp/requirements.txt" in steps[install][1]
     assert copies[0] < install < copies[1]
     assert steps[copies[1]][1] == ". ."
     assert instructions("WORKDIR") == ["/app"]
-    assert printed.splitlines() == pyproject()["project"]["dependencies"]
+
+
+def locked(name: str) -> dict[str, tuple[str, int]]:
+    """A lock file's pins: package name -> (version, number of hashes)."""
+    text = (ROOT / "requirements" / name).read_text(encoding="utf-8")
+    pins = {}
+    for block in re.split(r"\n(?=[a-z0-9])", text):
+        head = re.match(r"([a-z0-9][a-z0-9._-]*)==([^ ;\\]+)", block)
+        if head:
+            pins[canonical(head[1])] = (head[2], block.count("--hash=sha256:"))
+    return pins
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@pytest.mark.parametrize(
+    ("lock", "extras"), [("service.txt", []), ("test.txt", ["test", "otel", "bench"])]
+)
+def test_each_lock_pins_every_dependency_within_pyprojects_ranges_with_hashes(
+    lock: str, extras: list[str]
+) -> None:
+    project = pyproject()["project"]
+    wanted = list(project["dependencies"])
+    for extra in extras:
+        wanted += project["optional-dependencies"][extra]
+    pins = locked(lock)
+
+    for requirement in map(Requirement, wanted):
+        if requirement.name == project["name"]:
+            continue  # the project's own extras, listed among the others
+        version, hashes = pins[canonical(requirement.name)]
+        assert requirement.specifier.contains(version, prereleases=True), (requirement, version)
+        assert hashes >= 1, requirement.name
+    assert all(hashes >= 1 for _, hashes in pins.values())
+
+
+def test_ci_installs_the_test_lock_as_the_readme_says() -> None:
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+
+    assert "pip install -q -r requirements/test.txt" in ci
+    assert "pip install -r requirements/test.txt" in readme
 
 
 def test_console_script_is_installed_from_the_source_in_place() -> None:
