@@ -120,8 +120,8 @@ def _scan(
         detect.mask_codes(scan, found)  # ... "security code is 123456" a code
         if policy.phones:
             detect.mask_phones(scan, found, policy.phone_region)
-    if found:  # the caller saying a value twice, the second time without its label
-        _Known.of(frozenset(found)).mask_in(scan)
+    if found - scan.judged_alone:  # a value said twice, the second time without its label
+        _Known.of(frozenset(found - scan.judged_alone)).mask_in(scan)
     if every_digit:
         detect.mask_every_digit(scan, found)
     return scan

@@ -48,6 +48,10 @@ class Scan:
         self.text = self.normalised.text
         self.lowered = lower(self.text)
         self.spans: list[tuple[int, int, str]] = []
+        # Values masked for what they look like where they stand, with no label: masked where
+        # they recur in the caller's next words or the agent's answer, but in this text each
+        # occurrence is judged in its own context ("order 2125550123" stays).
+        self.judged_alone: set[str] = set()
         self._numbers: dict[re.Pattern[str], list[Number]] = {}
         self._after: dict[re.Pattern[str], dict[int, Number]] = {}  # until the next blank
         for marker in _MARKER.finditer(self.text):  # masked before: never read again
@@ -264,6 +268,8 @@ def mask_passwords(scan: Scan, found: set[str]) -> None:
         else:
             start += len(token) - len(token.lstrip("\"'"))
             end -= len(token) - len(token.rstrip(_TRAILING))
+        if scan.text[start:end].isdigit():  # a numeric passcode, however grouped: "482 913"
+            end = scan.from_group(JOIN).get(start, [(start, end)])[-1][1]
         value = scan.text[start:end]
         if not value or _BLANK in value or value.lower() in _STATUS_WORDS:
             continue
@@ -600,7 +606,9 @@ def _mask_valid_phones(scan: Scan, found: set[str], region: str, first: int, las
             continue  # "order 2125550123"
         said = scan.digits(start, end)
         if scan.mask(start, end, "[phone]"):
-            found.update(digits for digits in (said, *national) if len(digits) >= _SHORTEST_PHONE)
+            digits = {d for d in (said, *national) if len(d) >= _SHORTEST_PHONE}
+            found.update(digits)
+            scan.judged_alone.update(digits)
 
 
 def _valid_phones(
