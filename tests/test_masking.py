@@ -108,6 +108,7 @@ LABELLED = [
     ("pwd=hunter2", "pwd=[password]"),
     ('the password was "correct horse battery staple" ok', 'the password was "[password]" ok'),
     ("my pa\u017fsword is hunter2", "my pa\u017fsword is [password]"),  # a long s: an s
+    ("one-time passcode: 482 913", "one-time passcode: [password]"),  # a number, whole
 ]
 CONTACTS = [
     ("write to bob.smith+tag@example.co.uk today", "write to [email] today"),
@@ -359,6 +360,16 @@ def test_caller_repeating_a_value_without_its_label_is_masked_too() -> None:
     assert mask_caller_words("code is 482913, I repeat: 48 29 13", POLICY).text == (
         "code is ******, I repeat: ** ** **"
     )
+
+
+def test_a_phone_number_judged_alone_is_judged_again_where_it_recurs() -> None:
+    answer = "order number 4155550100, that is four one five five five five oh one oh oh"
+    assert mask_text(answer, POLICY) == "order number 4155550100, that is [phone]"
+
+
+def test_a_labelled_value_is_masked_where_it_recurs_in_the_same_text() -> None:
+    answer = "order 4155550100? no: call me at 4155550100"
+    assert mask_caller_words(answer, POLICY).text == "order **********? no: call me at [phone]"
 
 
 def test_longest_secret_is_hidden_first() -> None:
