@@ -282,9 +282,10 @@ def mask_passwords(scan: Scan, found: set[str]) -> None:
 # Word characters with the combining marks of Latin and Indic scripts, which \w leaves out.
 _LOCAL_CHAR = r"[\w\u0300-\u036f\u0900-\u0dff.%+-]"
 _DOMAIN_CHAR = r"[\w\u0300-\u036f\u0900-\u0dff-]"
+_LETTER = r"(?:[^\W\d_]|[\u0300-\u036f\u0900-\u0dff])"  # a top-level domain's: "com", "भारत"
 # An address is found from its "@": the domain after it, then the local part before it.
 _EMAIL_DOMAIN = re.compile(
-    rf"@{_DOMAIN_CHAR}+(?:\.{_DOMAIN_CHAR}+)*\.(?:[^\W\d_]{{2,}}|xn--[\w-]+)(?![\w-])"
+    rf"@{_DOMAIN_CHAR}+(?:\.{_DOMAIN_CHAR}+)*\.(?:{_LETTER}{{2,}}|xn--[\w-]+)(?![\w-])"
 )
 _EMAIL_LOCAL = re.compile(rf"{_LOCAL_CHAR}+\Z")
 _LONGEST_LOCAL = 64  # characters, as RFC 5321 allows

@@ -116,6 +116,11 @@ CONTACTS = [
     ("jose\u0301@example.com", "[email]"),  # a combining accent
     ("jane\uff20example.com", "[email]"),  # a fullwidth at sign
     ("mail jane.doe@b\u00fccher.de", "mail [email]"),
+    ("mail \u674e@\u4f8b\u5b50.\u4e2d\u56fd ok", "mail [email] ok"),  # CJK, IDN top-level domain
+    (
+        "\u0909\u0926\u093e\u0939\u0930\u0923@\u0909\u0926\u093e.\u092d\u093e\u0930\u0924",
+        "[email]",
+    ),  # Devanagari
     ("john dot doe at example dot com", "[email]"),
     ("mine is jane.doe at example.com", "mine is [email]"),
     ("+1 415 555 0100", "[phone]"),
