@@ -58,7 +58,8 @@ from typing import Any, NamedTuple
 
 import personal_data as detect
 from normalise import lower, normalise
-from personal_data import MIN_SECRET, Scan
+from phones import mask_phones
+from scan import MIN_SECRET, Scan
 
 __all__ = ["MIN_SECRET", "Masked", "MaskingPolicy", "mask_caller_words", "mask_json", "mask_text"]
 
@@ -119,7 +120,7 @@ def _scan(
         detect.mask_cvvs(scan, found)  # first: "security code is 321" is a CVV ...
         detect.mask_codes(scan, found)  # ... "security code is 123456" a code
         if policy.phones:
-            detect.mask_phones(scan, found, policy.phone_region)
+            mask_phones(scan, found, policy.phone_region)
     if found - scan.judged_alone:  # a value said twice, the second time without its label
         _Known.of(frozenset(found - scan.judged_alone)).mask_in(scan)
     if every_digit:
