@@ -1,6 +1,7 @@
 """Masks personal data in what a caller and an agent say, before it reaches the audit trail.
 
-Pure: every pattern is compiled once here.
+Pure. The detectors live in personal_data.py and phones.py, reading a `Scan` (scan.py); this
+module runs them in order and hides what the caller said wherever it recurs.
 
 **Reading.** Detectors read the text as `normalise` (normalise.py) spells it: Unicode digits as
 ASCII, digits said as words as digits ("four one one one" -> "4 1 1 1"), format characters
@@ -14,6 +15,9 @@ spelling with every digit as "*" ("four one two three" -> "* * * *", fullwidth "
 tab, newline, NBSP) around at most one "-", "." or "/", or a comma followed by whitespace.
 
 **What is masked**, in this order (a stretch masked once is not read again):
+- what the caller said that was masked (in the agent's answer): a number wherever its digits
+  recur as consecutive groups, whatever separates them ("48, 29, 13" for 482913), each digit as
+  "*"; an e-mail address or a password in any case, as "[secret]";
 - passwords: the token after password/passcode/passphrase/passwd/pwd/pw followed by "is",
   "was", "'s", ":" or "=", also after "for the app"-like words ("password for the app is X"),
   or right after the keyword when it holds a digit, a symbol or an inner capital
@@ -32,28 +36,32 @@ tab, newline, NBSP) around at most one "-", "." or "/", or a comma followed by w
 - phone numbers: 7-15 digits after a phone label ("phone", "call me at", ...), and whatever
   libphonenumber finds valid for `MaskingPolicy.phone_region` or in international form ("+",
   "00"), unless a bare digit string stands next to a reference word (order, ref, invoice, ...);
+- what the detectors above found, where it recurs later in the same text without its label
+  ("code is 482913, I repeat: 48 29 13"); not a phone number found by libphonenumber alone,
+  which each occurrence is judged for in its own context;
 - every digit the caller says at AUTHENTICATION (`auth_digits`).
-The raw values found are returned as secrets (digits only for numbers); `mask_text` and
-`mask_json` hide them wherever they recur in the same turn, in any grouping or separators
-("48, 29, 13" for 482913).
+The raw values found are returned as secrets (digits only for numbers) for the agent's answer.
+In JSON, the value under a key such as "password", "pin", "otp" or "cvv" is masked whatever
+it is, and a number equal to a secret becomes its stars.
 
-**What stays readable**: order and reference numbers (no label, and never Luhn-valid with an
-issuer's prefix, an SSN's shape or a valid phone number next to a reference word); amounts (a
-currency sign stops the card rule, and "1,250" does not join: a comma joins only with a space
-after it); dates and times (no detector takes 2-2-4, 4-2-2 or hh:mm; the code rules need a label
-right before the digits). At AUTHENTICATION all of the caller's digits are masked regardless.
+**What stays readable**: order and reference numbers (they carry no label; they are masked only
+when Luhn-valid with an issuer's prefix, in an SSN's 3-2-4 shape, or a valid phone number with
+no reference word next to it); amounts (a currency sign stops the card rule, and "1,250" does
+not join: a comma joins only with a space after it); dates and times (no detector takes 2-2-4,
+4-2-2 or hh:mm, libphonenumber refuses them, and the code rules need a label right before the
+digits). At AUTHENTICATION all of the caller's digits are masked regardless.
 
 Masking is idempotent: markers hold no digits but a card's or an SSN's last four, which are never
-read again; codes become "*". Every pattern starts on a keyword or a character class and repeats
-only disjoint pieces or a bounded number of times, and groups are joined in one pass, so a
-text is masked in linear time.
+read again; codes become "*". Every pattern is tried only where its first word or character
+stands and repeats only disjoint pieces or a bounded number of times, groups are joined in one
+pass, and libphonenumber reads a bounded number of candidates per number, so a text is masked in
+linear time.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, NamedTuple
 
 import personal_data as detect
@@ -107,7 +115,7 @@ def _scan(
 ) -> Scan | None:
     """The text with every detector run over it, in order; None if none could match."""
     normalised = normalise(text)
-    if not _could_hold(normalised.text, every_digit) and known.words is None:
+    if not _could_hold(normalised.text, every_digit) and not known.words:
         return None
     scan = Scan(text, normalised)
     known.mask_in(scan)
@@ -140,37 +148,33 @@ def _could_hold(text: str, every_digit: bool) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class _Known:
-    """What the caller said that was masked, ready to be looked for in the rest of the turn."""
+    """What the caller said that was masked, ready to be looked for in the rest of the turn.
+    Built for each turn and dropped with it: no cache (re's included) keeps a secret longer."""
 
     numbers: frozenset[str]
     longest: int
-    words: re.Pattern[str] | None  # over the lowered text
+    words: tuple[str, ...]  # lowered, the longest first
 
     @staticmethod
-    @lru_cache(maxsize=1024)
     def of(secrets: frozenset[str]) -> _Known:
+        if not secrets:
+            return _NOTHING_KNOWN
         numbers = frozenset(s for s in secrets if s.isdigit() and len(s) >= MIN_SECRET)
-        words = sorted(
-            {lower(s) for s in secrets if not s.isdigit() and len(s) >= MIN_SECRET},
-            key=lambda word: (-len(word), word),  # the longest first
-        )
+        words = {lower(s) for s in secrets if not s.isdigit() and len(s) >= MIN_SECRET}
         return _Known(
             numbers,
             max(map(len, numbers), default=0),
-            re.compile("|".join(map(_word_regex, words))) if words else None,
+            tuple(sorted(words, key=lambda word: (-len(word), word))),
         )
 
     def mask_in(self, scan: Scan) -> None:
-        if self.words is not None:
+        if self.words:
             detect.mask_words(scan, self.words)
         if self.numbers:
             detect.mask_repeats(scan, self.numbers, self.longest)
 
 
-def _word_regex(secret: str) -> str:
-    before = r"(?<!\w)" if re.match(r"\w", secret) else ""
-    after = r"(?!\w)" if re.search(r"\w$", secret) else ""
-    return before + re.escape(secret) + after
+_NOTHING_KNOWN = _Known(frozenset(), 0, ())
 
 
 def _walk(value: Any, policy: MaskingPolicy, known: _Known) -> Any:

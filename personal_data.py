@@ -56,10 +56,22 @@ def _longest_known(
     return found
 
 
-def mask_words(scan: Scan, words: re.Pattern[str]) -> None:
-    """Masks the caller's e-mail addresses and passwords where they recur (lower case)."""
-    for match in words.finditer(scan.lowered):
-        scan.mask(*match.span(), "[secret]")
+def mask_words(scan: Scan, words: tuple[str, ...]) -> None:
+    """Masks the caller's e-mail addresses and passwords (lowered, the longest first) where
+    they recur in any case, as whole words: "hunter2" is not in "hunter22"."""
+    for word in words:
+        edges = _is_word_char(word[0]), _is_word_char(word[-1])
+        for start in find_all(scan.lowered, (word,)):
+            end = start + len(word)
+            if edges[0] and start and _is_word_char(scan.lowered[start - 1]):
+                continue
+            if edges[1] and end < len(scan.lowered) and _is_word_char(scan.lowered[end]):
+                continue
+            scan.mask(start, end, "[secret]")
+
+
+def _is_word_char(char: str) -> bool:
+    return char.isalnum() or char == "_"
 
 
 # --- passwords and e-mail addresses ------------------------------------------------------------
