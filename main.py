@@ -168,6 +168,7 @@ def _turn_rules(settings: Settings) -> TurnRules:
         emails=settings.mask_emails,
         phones=settings.mask_phones,
         auth_digits=settings.mask_auth_digits,
+        phone_region=settings.mask_phone_region,
     )
     return TurnRules(max_steps=settings.max_steps_per_call, masking=masking)
 

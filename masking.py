@@ -1,9 +1,61 @@
 """Masks personal data in what a caller and an agent say, before it reaches the audit trail.
 
-Pure: every pattern is compiled once here. Markers hold no digits except a card's or an SSN's
-last four, and those are never enough to trigger a detector, so masking is idempotent.
-Patterns start on a keyword, a `+` or a token boundary, and repeat only disjoint pieces, so
-they stay linear on long input.
+Pure. The detectors live in personal_data.py and phones.py, reading a `Scan` (scan.py); this
+module runs them in order and hides what the caller said wherever it recurs.
+
+**Reading.** Detectors read the text as `normalise` (normalise.py) spells it: Unicode digits as
+ASCII, digits said as words as digits ("four one one one" -> "4 1 1 1"), format characters
+(zero-width spaces, soft hyphens) gone, every dash as "-". What they find is replaced in the
+text as it was said: outside a masked stretch the text is kept exactly as written; a masked
+stretch becomes its marker, or, for codes, PINs and digits at AUTHENTICATION, its normalised
+spelling with every digit as "*" ("four one two three" -> "* * * *", fullwidth "4829" -> "****").
+
+**Digit groups.** A group is a run of digits, whatever letters it is glued to ("card_4111...",
+"exp1226"). A number is groups joined by separators: up to three whitespace characters (space,
+tab, newline, NBSP) around at most one "-", "." or "/", or a comma followed by whitespace.
+
+**What is masked**, in this order (a stretch masked once is not read again):
+- what the caller said that was masked (in the agent's answer): a number wherever its digits
+  recur as consecutive groups, whatever separates them ("48, 29, 13" for 482913), each digit as
+  "*"; an e-mail address or a password in any case, as "[secret]";
+- passwords: the token after password/passcode/passphrase/passwd/pwd/pw followed by "is",
+  "was", "'s", ":" or "=", also after "for the app"-like words ("password for the app is X"),
+  or right after the keyword when it holds a digit, a symbol or an inner capital
+  ("password Hunter2"), unless it is a status word ("password reset");
+- e-mail addresses (Unicode local parts and domains, a fullwidth at sign), and spoken ones
+  with "dot" or a dotted local part: "john dot doe at example dot com", "jane.doe at
+  example.com";
+- payment cards: 13-19 digits in any grouping, Luhn-valid, starting as issuers do (2221-2720,
+  3, 4, 5, 6); comma-joined groups only in card groupings (4-4-4-4, 4-6-5); not after a
+  currency sign;
+- SSNs: 3-2-4 digits with any separators, standing alone, with SSA-valid parts; any other
+  grouping of nine digits (3-6, spaced, spelled) after "SSN", "S.S.N." or "social";
+- CVVs (3-4 digits), then one-time codes, OTPs, PINs and codes (3-8 digits), each after its
+  label and a few filler words ("cvv 1 2 3", "the three digits on the back are 123",
+  "my pin's 4321", "the code was 482913");
+- phone numbers: 7-15 digits after a phone label ("phone", "call me at", ...), and whatever
+  libphonenumber finds valid for `MaskingPolicy.phone_region` or in international form ("+",
+  "00"), unless a bare digit string stands next to a reference word (order, ref, invoice, ...);
+- what the detectors above found, where it recurs later in the same text without its label
+  ("code is 482913, I repeat: 48 29 13"); not a phone number found by libphonenumber alone,
+  which each occurrence is judged for in its own context;
+- every digit the caller says at AUTHENTICATION (`auth_digits`).
+The raw values found are returned as secrets (digits only for numbers) for the agent's answer.
+In JSON, the value under a key such as "password", "pin", "otp" or "cvv" is masked whatever
+it is, and a number equal to a secret becomes its stars.
+
+**What stays readable**: order and reference numbers (they carry no label; they are masked only
+when Luhn-valid with an issuer's prefix, in an SSN's 3-2-4 shape, or a valid phone number with
+no reference word next to it); amounts (a currency sign stops the card rule, and "1,250" does
+not join: a comma joins only with a space after it); dates and times (no detector takes 2-2-4,
+4-2-2 or hh:mm, libphonenumber refuses them, and the code rules need a label right before the
+digits). At AUTHENTICATION all of the caller's digits are masked regardless.
+
+Masking is idempotent: markers hold no digits but a card's or an SSN's last four, which are never
+read again; codes become "*". Every pattern is tried only where its first word or character
+stands and repeats only disjoint pieces or a bounded number of times, groups are joined in one
+pass, and libphonenumber reads a bounded number of candidates per number, so a text is masked in
+linear time.
 """
 
 from __future__ import annotations
@@ -12,200 +64,147 @@ import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import personal_data as detect
+from normalise import lower, normalise
+from phones import mask_phones
+from scan import MIN_SECRET, Scan
+
+__all__ = ["MIN_SECRET", "Masked", "MaskingPolicy", "mask_caller_words", "mask_json", "mask_text"]
+
 
 @dataclass(frozen=True)
 class MaskingPolicy:
     emails: bool = True  # mask e-mail addresses
     phones: bool = True  # mask phone numbers
     auth_digits: bool = True  # at the AUTHENTICATION stage, mask every digit of the caller's words
+    phone_region: str = "US"  # the country whose national numbers ("(415) 555-0100") are phones
 
 
 class Masked(NamedTuple):
     text: str  # the masked text
-    secrets: frozenset[str]  # the raw values masked, to hide them wherever they recur
-
-
-MIN_SECRET = 3  # shorter values would mask unrelated text everywhere
-
-_MARKER = r"\[(?:card [*\d]{8}|ssn \*{3}-\*{2}-[*\d]{4}|cvv|password|email|phone|secret)\]"
-_IS_MARKER = re.compile(_MARKER)
-_DIGIT = re.compile(r"\d")
-_DIGIT_RUN = re.compile(r"\d(?:[ -]?\d)*")  # "123456", "1 2 3 4 5 6", "1990-01-15"
-_PASSWORD = re.compile(
-    r"(\b(?:password|passcode|passwd|pass ?phrase)(?:\s+is\b\s*:?|\s*:|['\u2019]s\b)\s*)(\S+)", re.I
-)
-_EMAIL = re.compile(
-    r"(?<![\w.%+-])[\w.%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])"
-)
-# Any grouping with single spaces or dashes; Luhn decides (see _mask_card).
-_CARD = re.compile(r"(?<!\w)\d(?:[ -]?\d){12,18}(?!\w)")
-_CARD_GROUP_END = re.compile(r"[ -]")
-_SSN = re.compile(r"(?<![\w-])\d{3}([- ])\d{2}\1\d{4}(?![\w-])")
-# Nine bare digits are an SSN only a few words after "ssn" / "social"; the words hold no
-# digits, so the context cannot jump over another number.
-_SSN_SPOKEN = re.compile(r"(\b(?:ssn|social)\b(?:\W+[a-z]+){0,4}?\W+)(\d{9})(?!\w)", re.I)
-_CVV = re.compile(
-    r"(\b(?:cvv2?|cvc2?|cid|security\s+code|card\s+code"
-    r"|card\s+verification(?:\s+(?:code|value|number))?)\b"
-    r"(?:\s*(?:is\b|number\b|[:#-])){0,3}\s*)(\d{3,4})(?!\d)",
-    re.I,
-)
-# A bare "code" needs "is" or ":" ("area code 415" is no secret); PIN and OTP do not.
-_CODE = re.compile(
-    r"(\b(?:(?:(?:one[- ]time|verification|access)\s+(?:pass)?code|otp|pin)"
-    r"(?:\s+(?:code|number))?\b(?:\s+is\b)?(?:\s*[:#-])?|code(?:\s+is\b|\s*:))\s*)"
-    r"(\d(?:[ -]?\d){2,7})(?!\d|[ -]\d)",
-    re.I,
-)
-_PHONE_INTERNATIONAL = re.compile(r"(?<![\w+])\+\d(?:[ .-]?\(?\d\)?){6,14}(?!\d)")
-# Separators are required: ten bare digits look like an order number, 2024-01-15 like a date.
-_PHONE_NORTH_AMERICAN = re.compile(
-    r"(?<![\w+.-])(?:1[ .-]?)?(?:\(\d{3}\)\s?|\d{3}[ .-])\d{3}[ .-]\d{4}(?![\w-]|\.\d)"
-)
-_PHONE_SPOKEN = re.compile(
-    r"(\b(?:(?:phone|mobile|cell)(?:\s+(?:phone|number)){0,2}\b(?:\s+is\b)?(?:\s*:)?"
-    r"|number\s+is\b|call\s+me\s+at\b)\s*)(1?\d{10})(?!\d)",
-    re.I,
-)
-_TRAILING = ".,!?;:\"'"
-# Possessive: from a digit, on to the next one without backtracking.
-_THREE_DIGITS = re.compile(r"\d\D*+\d\D*+\d")
-
-
-def _maybe_personal(text: str) -> bool:
-    """Whether any detector above could match: each needs a password keyword, an "@" or three
-    digits. Text with none (most of what callers and agents say: ids, states, plain words,
-    "order 7") is left as it is after this one check instead of ten scans: two str methods
-    and a regex that cannot backtrack, about half the cost of one case-insensitive regex."""
-    return (
-        "@" in text
-        or "pass" in text.casefold()  # casefold, as re.I reads it: "pa\u017fs" too
-        or _THREE_DIGITS.search(text) is not None
-    )
+    # The values masked, to hide them wherever they recur: a number as its digits, else the text.
+    secrets: frozenset[str]
 
 
 def mask_caller_words(text: str, policy: MaskingPolicy, *, authentication: bool = False) -> Masked:
     found: set[str] = set()
-    masked = _detect(text, policy, found)
-    if authentication and policy.auth_digits:
-        masked = _DIGIT_RUN.sub(lambda m: _record(m[0], found, _stars(m[0])), masked)
-    return Masked(masked, frozenset(filter(_worth_hiding, found)))
+    every_digit = authentication and policy.auth_digits
+    scan = _scan(text, policy, _Known.of(frozenset()), found, every_digit=every_digit)
+    return Masked(text if scan is None else scan.result(), frozenset(found))
 
 
 def mask_text(text: str, policy: MaskingPolicy, secrets: frozenset[str] = frozenset()) -> str:
-    return _mask(text, policy, _secret_pattern(secrets))
+    return _mask(text, policy, _Known.of(secrets))
 
 
 def mask_json(value: Any, policy: MaskingPolicy, secrets: frozenset[str] = frozenset()) -> Any:
-    return _walk(value, policy, _secret_pattern(secrets))
+    return _walk(value, policy, _Known.of(secrets))
 
 
-def _walk(value: Any, policy: MaskingPolicy, secrets: re.Pattern[str] | None) -> Any:
+def _mask(text: str, policy: MaskingPolicy, known: _Known) -> str:
+    scan = _scan(text, policy, known, set(), every_digit=False)
+    return text if scan is None else scan.result()
+
+
+_THREE_DIGITS = re.compile(r"[0-9][^0-9]*+[0-9][^0-9]*+[0-9]")  # possessive: cannot backtrack
+_ANY_DIGIT = re.compile(r"[0-9]")
+
+
+def _scan(
+    text: str, policy: MaskingPolicy, known: _Known, found: set[str], *, every_digit: bool
+) -> Scan | None:
+    """The text with every detector run over it, in order; None if none could match."""
+    normalised = normalise(text)
+    if not _could_hold(normalised.text, every_digit) and not known.words:
+        return None
+    scan = Scan(text, normalised)
+    known.mask_in(scan)
+    detect.mask_passwords(scan, found)
+    if policy.emails:
+        detect.mask_emails(scan, found)
+    if _THREE_DIGITS.search(scan.text):
+        detect.mask_cards(scan, found, last_four=not every_digit)
+        detect.mask_ssns(scan, found, last_four=not every_digit)
+        detect.mask_cvvs(scan, found)  # first: "security code is 321" is a CVV ...
+        detect.mask_codes(scan, found)  # ... "security code is 123456" a code
+        if policy.phones:
+            mask_phones(scan, found, policy.phone_region)
+    if found - scan.judged_alone:  # a value said twice, the second time without its label
+        _Known.of(frozenset(found - scan.judged_alone)).mask_in(scan)
+    if every_digit:
+        detect.mask_every_digit(scan, found)
+    return scan
+
+
+def _could_hold(text: str, every_digit: bool) -> bool:
+    """Whether any detector could match: each needs an "@", a password keyword, a spoken
+    e-mail's "at", or three digits (spelled-out and Unicode digits are ASCII digits by now).
+    Most of what callers and agents say has none and is left as it is after this check."""
+    if "@" in text or (_ANY_DIGIT if every_digit else _THREE_DIGITS).search(text):
+        return True
+    lowered = text.lower()
+    return "pass" in lowered or "pw" in lowered or " at " in lowered or "(at)" in lowered
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """What the caller said that was masked, ready to be looked for in the rest of the turn.
+    Built for each turn and dropped with it: no cache (re's included) keeps a secret longer."""
+
+    numbers: frozenset[str]
+    longest: int
+    words: tuple[str, ...]  # lowered, the longest first
+
+    @staticmethod
+    def of(secrets: frozenset[str]) -> _Known:
+        if not secrets:
+            return _NOTHING_KNOWN
+        numbers = frozenset(s for s in secrets if s.isdigit() and len(s) >= MIN_SECRET)
+        words = {lower(s) for s in secrets if not s.isdigit() and len(s) >= MIN_SECRET}
+        return _Known(
+            numbers,
+            max(map(len, numbers), default=0),
+            tuple(sorted(words, key=lambda word: (-len(word), word))),
+        )
+
+    def mask_in(self, scan: Scan) -> None:
+        if self.words:
+            detect.mask_words(scan, self.words)
+        if self.numbers:
+            detect.mask_repeats(scan, self.numbers, self.longest)
+
+
+_NOTHING_KNOWN = _Known(frozenset(), 0, ())
+
+
+def _walk(value: Any, policy: MaskingPolicy, known: _Known) -> Any:
     if isinstance(value, str):
-        return _mask(value, policy, secrets)
+        return _mask(value, policy, known)
     if isinstance(value, dict):
-        return {key: _walk(item, policy, secrets) for key, item in value.items()}
+        return {key: _walk_item(key, item, policy, known) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return type(value)(_walk(item, policy, secrets) for item in value)
+        return type(value)(_walk(item, policy, known) for item in value)
+    if isinstance(value, int) and not isinstance(value, bool) and str(value) in known.numbers:
+        return "*" * len(str(value))  # the caller's code sent back as a JSON number
     return value
 
 
-def _mask(text: str, policy: MaskingPolicy, secrets: re.Pattern[str] | None) -> str:
-    masked = _detect(text, policy, set())
-    return secrets.sub(_hide_secret, masked) if secrets else masked
+# Keys whose value is a secret whatever it looks like: {"pin": 1234}, {"password": "x"}.
+_CODE_KEYS = ("pin", "pincode", "otp", "onetimecode", "onetimepasscode", "verificationcode")
+_CODE_KEYS += ("accesscode", "authcode", "smscode")
+_SECRET_KEYS = {
+    **dict.fromkeys(("password", "passwd", "pwd", "passcode", "passphrase"), "[password]"),
+    **dict.fromkeys(("cvv", "cvv2", "cvc", "cvc2", "csc", "cid", "securitycode"), "[cvv]"),
+    **dict.fromkeys(_CODE_KEYS, "*"),
+}
+_KEY_PUNCTUATION = re.compile(r"[\W_]+")
 
 
-def _detect(text: str, policy: MaskingPolicy, found: set[str]) -> str:
-    if not _maybe_personal(text):
-        return text
-    # Passwords first: the token is opaque and may hold digits or an "@".
-    text = _PASSWORD.sub(lambda m: _mask_password(m, found), text)
-    if policy.emails:
-        text = _EMAIL.sub(lambda m: _record(m[0], found, "[email]"), text)
-    text = _CARD.sub(lambda m: _mask_card(m[0], found), text)
-    text = _SSN.sub(lambda m: _mask_ssn(m[0], found), text)
-    text = _SSN_SPOKEN.sub(lambda m: m[1] + _mask_ssn(m[2], found), text)
-    # CVV before codes: "security code is 321" is a CVV, "security code is 123456" a code.
-    text = _CVV.sub(lambda m: m[1] + _record(m[2], found, "[cvv]"), text)
-    text = _CODE.sub(lambda m: m[1] + _record(m[2], found, _stars(m[2])), text)
-    if policy.phones:
-        text = _PHONE_INTERNATIONAL.sub(lambda m: _record(m[0], found, "[phone]"), text)
-        text = _PHONE_NORTH_AMERICAN.sub(lambda m: _record(m[0], found, "[phone]"), text)
-        text = _PHONE_SPOKEN.sub(lambda m: m[1] + _record(m[2], found, "[phone]"), text)
-    return text
-
-
-def _record(raw: str, found: set[str], replacement: str) -> str:
-    found.add(raw)
-    return replacement
-
-
-def _worth_hiding(secret: str) -> bool:
-    if _DIGIT_RUN.fullmatch(secret):  # "1 2" is two digits, not a code
-        return len(_DIGIT.findall(secret)) >= MIN_SECRET
-    return len(secret) >= MIN_SECRET
-
-
-def _stars(raw: str) -> str:
-    return _DIGIT.sub("*", raw)
-
-
-def _mask_password(m: re.Match[str], found: set[str]) -> str:
-    # Quotes and sentence punctuation around the token stay in the text, out of the secret.
-    lead, token = m[1], m[2]
-    start = len(token) - len(token.lstrip("\"'"))
-    end = len(token.rstrip(_TRAILING))
-    if end <= start or _IS_MARKER.fullmatch(token[start:end]):  # nothing left, or masked
-        return m[0]
-    return lead + token[:start] + _record(token[start:end], found, "[password]") + token[end:]
-
-
-def _mask_card(raw: str, found: set[str]) -> str:
-    # The greedy match may swallow a trailing group ("4111 1111 1111 1111 123"): try each
-    # group boundary, longest first, and keep what follows the card.
-    ends = [len(raw), *(m.start() for m in _CARD_GROUP_END.finditer(raw))]
-    for end in sorted(ends, reverse=True):
-        digits = "".join(_DIGIT.findall(raw[:end]))
-        if 13 <= len(digits) <= 19 and _luhn_valid(digits):
-            return _record(raw[:end], found, f"[card ****{digits[-4:]}]") + raw[end:]
-    return raw
-
-
-def _luhn_valid(digits: str) -> bool:
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = int(char) * (2 if position % 2 else 1)
-        total += value - 9 if value > 9 else value
-    return total % 10 == 0
-
-
-def _mask_ssn(raw: str, found: set[str]) -> str:
-    digits = "".join(_DIGIT.findall(raw))
-    area, group, serial = digits[:3], digits[3:5], digits[5:]
-    # SSA rules: no area 000, 666 or 900-999, no group 00, no serial 0000.
-    if area in ("000", "666") or area[0] == "9" or group == "00" or serial == "0000":
-        return raw
-    return _record(raw, found, f"[ssn ***-**-{serial}]")
-
-
-def _secret_pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
-    if not secrets:
-        return None
-    usable = sorted(filter(_worth_hiding, secrets), key=lambda s: (-len(s), s))
-    if not usable:
-        return None
-    # Markers come first so that a secret never matches inside one: masking stays idempotent.
-    return re.compile("|".join([f"(?P<marker>{_MARKER})", *map(_secret_regex, usable)]))
-
-
-def _secret_regex(secret: str) -> str:
-    if _DIGIT_RUN.fullmatch(secret):
-        # The same digits as a whole number, however spaced: "123456", "123 456", "1-2-3-4-5-6".
-        return r"(?<!\d)" + "[ -]?".join(_DIGIT.findall(secret)) + r"(?!\d)"
-    return r"(?<!\w)" + re.escape(secret) + r"(?!\w)"
-
-
-def _hide_secret(m: re.Match[str]) -> str:
-    if m["marker"]:
-        return m[0]
-    return _stars(m[0]) if _DIGIT_RUN.fullmatch(m[0]) else "[secret]"
+def _walk_item(key: Any, item: Any, policy: MaskingPolicy, known: _Known) -> Any:
+    name = _KEY_PUNCTUATION.sub("", key).lower() if isinstance(key, str) else None
+    marker = _SECRET_KEYS.get(name) if name else None
+    if marker is None or isinstance(item, bool) or not isinstance(item, str | int):
+        return _walk(item, policy, known)
+    if marker == "*":  # each digit a star, like a code said in words
+        return _ANY_DIGIT.sub("*", normalise(str(item)).text)
+    return marker

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import phonenumbers
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -77,6 +78,9 @@ class Settings(BaseSettings):
     mask_emails: bool = True
     mask_phones: bool = True
     mask_auth_digits: bool = True  # every digit the caller says at the AUTHENTICATION stage
+    # The country whose national phone numbers ("(415) 555-0100") are masked; international
+    # ones ("+44 ...", "0044 ...") are masked whatever it is. An ISO 3166 code libphonenumber knows.
+    mask_phone_region: str = "US"
     # A call's trail is bounded: a runaway client cannot grow one without end.
     max_steps_per_call: int = Field(200, ge=1)
 
@@ -84,6 +88,14 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("mask_phone_region", mode="after")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        region = value.upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"{value!r} is no region libphonenumber knows (ISO 3166: US, GB, ...)")
+        return region
 
     @model_validator(mode="after")
     def _cluster_needs_a_url(self) -> Settings:

@@ -90,6 +90,7 @@ def test_explicit_arguments_win_over_the_environment(monkeypatch: pytest.MonkeyP
         ("SESSION_TTL_SEC", "an hour"),
         ("A2A_TIMEOUT_SEC", "-1"),
         ("KEY_PREFIX", "orch:{bad}"),
+        ("MASK_PHONE_REGION", "Atlantis"),
     ],
 )
 def test_invalid_environment_value_fails_validation(
@@ -101,6 +102,12 @@ def test_invalid_environment_value_fails_validation(
         Settings()
 
     assert name.lower() in str(caught.value)
+
+
+def test_phone_region_is_read_in_any_case(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MASK_PHONE_REGION", "gb")
+
+    assert Settings().mask_phone_region == "GB"
 
 
 def test_settings_cannot_change_after_start_up() -> None:

@@ -5,26 +5,13 @@ values. The agents must still hear them, and the client must still get the agent
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
-import redis
 
-from tests.agents import MessageAgent, free_port
+from tests.agents import MessageAgent
 from tests.conftest import bearer
-from tests.integration.conftest import (
-    SERVICE_DIR,
-    Agents,
-    AgentServer,
-    RedisTarget,
-    RedisView,
-    clean_environment,
-    uvicorn_command,
-    wait_until_serving,
-)
+from tests.integration.conftest import Agents, AgentServer, LoggedService, RedisView
 
 CALL_ID = "PRIV-1"
 CARD, CARD_2 = "4111 1111 1111 1111", "5555-5555-5555-4444"
@@ -47,51 +34,14 @@ RAW = [
 ]  # fmt: skip
 
 
-@pytest.fixture
-def service_log(
-    tmp_path: Path, redis_target: RedisTarget, agents: Agents, serve_agent: AgentServer
-) -> Iterator[tuple[str, Path]]:
-    """The service as a subprocess at DEBUG, its log in a file: (url, log path)."""
-    echoing = {"refund": serve_agent(MessageAgent("refund"))}
-    urls = agents.urls | echoing
-    env = clean_environment() | redis_target.env | {"LOG_LEVEL": "DEBUG"}
-    env |= {f"AGENT_URL_{role.upper()}": url for role, url in urls.items()}
-    log_path = tmp_path / "service.log"
-    port = free_port()
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            uvicorn_command(port), cwd=SERVICE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_until_serving(url, process)
-            yield url, log_path
-        finally:
-            process.terminate()
-            process.wait(10)
-
-
-def everything_stored(client: redis.Redis) -> str:
-    """Every value of every key in Redis, as text."""
-    values = []
-    for key in client.scan_iter("*"):
-        kind = client.type(key).decode()
-        if kind == "string":
-            values.append(client.get(key))
-        elif kind == "list":
-            values.extend(client.lrange(key, 0, -1))
-        elif kind == "hash":
-            values.extend(v for pair in client.hgetall(key).items() for v in pair)
-        else:
-            pytest.fail(f"unexpected key type {kind} at {key!r}")
-        values.append(key)
-    return "\n".join(v.decode() for v in values)
-
-
 def test_a_call_full_of_personal_data_leaves_none_in_redis_or_the_logs(
-    service_log: tuple[str, Path], store: RedisView, agents: Agents
+    logged_service: tuple[LoggedService, Path],
+    serve_agent: AgentServer,
+    store: RedisView,
+    agents: Agents,
 ) -> None:
-    url, log_path = service_log
+    start, log_path = logged_service
+    url = start({"refund": serve_agent(MessageAgent("refund"))})  # it echoes the caller
     answers = []
     with httpx.Client(base_url=url, timeout=30) as http:
         for n, (intent, words) in enumerate(CALL):
@@ -108,7 +58,8 @@ def test_a_call_full_of_personal_data_leaves_none_in_redis_or_the_logs(
 
     assert [a.status_code for a in answers] == [200] * len(CALL), answers[-1].text
     assert answers[-1].json()["is_complete"] is True
-    stored, logged = everything_stored(store.client), log_path.read_text()
+    stored = "\n".join(f"{key}\n" + "\n".join(v) for key, v in store.stored().items())
+    logged = log_path.read_text()
     assert CALL_ID in stored and CALL_ID in logged  # the scans did look at the call
     for raw in RAW:
         assert raw not in stored, f"{raw!r} is in Redis"
