@@ -22,10 +22,11 @@ import demo_agents
 from auth import Role, keyring_from, new_key
 from embedded_redis import EmbeddedRedisError, start_embedded_redis
 from errors import ConfigError
+from fingerprints import fingerprint_secret
 from flows import load_flows
 from logs import configure_logging
 from resources import redacted
-from settings import Settings
+from settings import Settings, settings_from_environment
 
 
 class CliError(Exception):
@@ -133,7 +134,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from demo_call import walk_call  # the scripted call, kept apart from the plumbing
     from main import create_app
 
-    settings = Settings()
+    settings = settings_from_environment()
     configure_logging("WARNING", "console")  # the demo prints each turn itself
     ensure_port_free(args.host, args.port, "the service")
     # Fresh keys for this demo only: authentication stays on, and nothing needs configuring.
@@ -141,8 +142,14 @@ def run_demo(args: argparse.Namespace) -> int:
     api_keys = SecretStr(",".join(f"{role}:{key}" for role, key in keys.items()))
     with session_store(settings) as redis_url:
         agents, urls = start_agents(settings, "127.0.0.1", "127.0.0.1")
+        secret = SecretStr(fingerprint_secret(settings))  # the embedded Redis's, or the set one
         service_settings = settings.model_copy(
-            update={"redis_url": redis_url, "agent_urls": urls, "api_keys": api_keys}
+            update={
+                "redis_url": redis_url,
+                "agent_urls": urls,
+                "api_keys": api_keys,
+                "idempotency_secret": secret,
+            }
         )
         service = ServerThread({(args.host, args.port): create_app(service_settings)})
         try:
@@ -163,7 +170,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_agents(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = settings_from_environment()
     configure_logging(settings.log_level, settings.log_format)
     agents, urls = start_agents(settings, args.host, args.advertise_host or args.host)
     for role, url in urls.items():
@@ -177,7 +184,7 @@ def run_agents(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = settings_from_environment()
     configure_logging(settings.log_level, settings.log_format)
     load_flows(settings.flows_file, settings.agent_urls)  # fail here, clearly, not in a worker
     keyring_from(settings)
@@ -185,6 +192,7 @@ def run_serve(args: argparse.Namespace) -> int:
     with session_store(settings) as redis_url:
         # The workers read their settings from the environment they inherit.
         os.environ["REDIS_URL"] = redis_url
+        os.environ["IDEMPOTENCY_SECRET"] = fingerprint_secret(settings)
         if args.workers > 1:
             os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", fresh_metrics_dir(settings))
         uvicorn.run(

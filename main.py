@@ -21,12 +21,12 @@ from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import Depends, FastAPI, Path, Request, Response, Security
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import ValidationError
 
 from a2a_client import A2AClient
 from auth import Caller, Permission, keyring_from, require
 from breaker import Breakers
 from errors import CallNotFound, ConfigError, StoreUnavailable
+from fingerprints import fingerprint_key
 from flows import FlowConfig, Stage, load_flows
 from hot_path import (
     REQUEST_ID_HEADER,
@@ -53,7 +53,7 @@ from models import (
 from redis_store import RedisStore, ReplicaWait
 from resources import agent_pool, session_store
 from runtime import tune_garbage_collector
-from settings import VERSION, Settings
+from settings import VERSION, Settings, settings_from_environment
 from tracing import enable_tracing, traced_endpoint
 from transitions import iso
 from turns import TurnRules, TurnService
@@ -151,8 +151,9 @@ def _lifespan(
                 reset_sec=settings.agent_circuit_reset_sec,
             )
             app.state.flows = flows
+            rules = _turn_rules(settings, fingerprint_key(settings))
             app.state.turns = TurnService(
-                app.state.store, agents, flows, app.state.breakers, metrics, _turn_rules(settings)
+                app.state.store, agents, flows, app.state.breakers, metrics, rules
             )
             tune_garbage_collector()
             try:
@@ -163,13 +164,15 @@ def _lifespan(
     return lifespan
 
 
-def _turn_rules(settings: Settings) -> TurnRules:
+def _turn_rules(settings: Settings, fingerprint_key: bytes) -> TurnRules:
     masking = MaskingPolicy(
         emails=settings.mask_emails,
         phones=settings.mask_phones,
         auth_digits=settings.mask_auth_digits,
     )
-    return TurnRules(max_steps=settings.max_steps_per_call, masking=masking)
+    return TurnRules(
+        max_steps=settings.max_steps_per_call, masking=masking, fingerprint_key=fingerprint_key
+    )
 
 
 # Async on purpose: FastAPI runs a plain `def` dependency in a worker thread, on every request.
@@ -340,10 +343,10 @@ def _not_found(call_id: str) -> CallNotFound:
 @functools.cache
 def _app_from_environment() -> FastAPI:
     try:
-        settings = Settings()
+        settings = settings_from_environment()
         configure_logging(settings.log_level, settings.log_format)
         return create_app(settings)
-    except (ConfigError, ValidationError) as exc:
+    except ConfigError as exc:
         sys.exit(f"orchestrator-flows: configuration error: {exc}")
 
 
