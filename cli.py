@@ -138,7 +138,7 @@ def run_demo(args: argparse.Namespace) -> int:
     configure_logging("WARNING", "console")  # the demo prints each turn itself
     ensure_port_free(args.host, args.port, "the service")
     # Fresh keys for this demo only: authentication stays on, and nothing needs configuring.
-    keys = {role: new_key(role)[0] for role in (Role.CLIENT, Role.AUDITOR)}
+    keys = {role: new_key(role)[0] for role in (Role.CLIENT, Role.AUDITOR, Role.ADMIN)}
     api_keys = SecretStr(",".join(f"{role}:{key}" for role, key in keys.items()))
     with session_store(settings) as redis_url:
         agents, urls = start_agents(settings, "127.0.0.1", "127.0.0.1")
@@ -155,18 +155,27 @@ def run_demo(args: argparse.Namespace) -> int:
         try:
             service.start()
             base = f"http://{args.host}:{args.port}"
-            ok = walk_call(base, keys[Role.CLIENT], keys[Role.AUDITOR])
+            failure = walk_call(base, keys[Role.CLIENT], keys[Role.AUDITOR])
+            if failure:
+                print(f"\nThe demo call FAILED at {failure}.")
             if args.once:
-                return 0 if ok else 1
-            print(f"\nServing at {base} (API docs: {base}/docs). Ctrl-C stops.")
-            print(f"API keys for this run: client {keys[Role.CLIENT]}")
-            print(f"                       auditor {keys[Role.AUDITOR]}")
-            print(f"e.g. curl -H 'Authorization: Bearer {keys[Role.AUDITOR]}' {base}/session/<id>")
+                return 1 if failure else 0
+            print_serving(base, keys, after_failure=failure is not None)
             _wait_for_ctrl_c()
             return 0
         finally:
             service.stop()
             agents.stop()
+
+
+def print_serving(base: str, keys: dict[Role, str], *, after_failure: bool) -> None:
+    anyway = " anyway, to look into it" if after_failure else ""
+    print(f"\nServing{anyway} at {base} (API docs: {base}/docs). Ctrl-C stops.")
+    print(f"API keys for this run: client  {keys[Role.CLIENT]}")
+    print(f"                       auditor {keys[Role.AUDITOR]}")
+    print(f"                       admin   {keys[Role.ADMIN]}")
+    print(f"e.g. curl -H 'Authorization: Bearer {keys[Role.AUDITOR]}' {base}/session/<id>")
+    print(f"     curl -X DELETE -H 'Authorization: Bearer {keys[Role.ADMIN]}' {base}/session/<id>")
 
 
 def run_agents(args: argparse.Namespace) -> int:
@@ -228,26 +237,60 @@ def _wait_for_ctrl_c() -> None:
             time.sleep(3600)
 
 
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's meaning, then its default; none for a flag or an option without one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.required or action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="orchestrator-flows", description=__doc__)
+    top = argparse.ArgumentParser(
+        prog="orchestrator-flows", description=__doc__, formatter_class=_HelpWithDefaults
+    )
     commands = top.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="demo agents + service, then one whole call")
-    demo.add_argument("--once", action="store_true", help="exit after the call (0 if it passed)")
-    demo.add_argument("--port", type=int, default=8000)
-    demo.add_argument("--host", default="127.0.0.1")
+
+    def command(name: str, about: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name, help=about, description=about, formatter_class=_HelpWithDefaults
+        )
+
+    demo = command("demo", "demo agents + service, then one whole call")
+    demo.add_argument(
+        "--once", action="store_true", help="exit after the call: status 0 if it passed, else 1"
+    )
+    demo.add_argument("--port", type=int, default=8000, help="the service's port")
+    demo.add_argument("--host", default="127.0.0.1", help="the address the service listens on")
     demo.set_defaults(run=run_demo)
-    serve = commands.add_parser("serve", help="the service alone (uvicorn)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve = command("serve", "the service alone (uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="the port to listen on")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes (they share the embedded Redis)"
+    )
     serve.set_defaults(run=run_serve)
-    agents = commands.add_parser("agents", help="the demo A2A agents alone")
-    agents.add_argument("--host", default="127.0.0.1")
-    agents.add_argument("--advertise-host", help="host name written in the agent cards")
+    agents = command("agents", "the demo A2A agents alone")
+    agents.add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (ports from flows.toml)"
+    )
+    agents.add_argument(
+        "--advertise-host",
+        help="host name written in the agent cards (default: the --host)",
+    )
     agents.set_defaults(run=run_agents)
-    keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="keys", required=True)
-    new = keys.add_parser("new", help="make a random API key and print its hash line")
-    new.add_argument("--role", choices=[role.value for role in Role], required=True)
+    keys = command("keys", "API keys").add_subparsers(dest="keys", required=True)
+    about_new = "make a random API key and print its hash line"
+    new = keys.add_parser(
+        "new", help=about_new, description=about_new, formatter_class=_HelpWithDefaults
+    )
+    new.add_argument(
+        "--role",
+        choices=[role.value for role in Role],
+        required=True,
+        help="what the key may do (see README, Security)",
+    )
     new.set_defaults(run=run_new_key)
     return top
 
