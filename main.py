@@ -11,7 +11,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 import httpx
 import orjson
@@ -23,9 +23,27 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from a2a_client import A2AClient
+from api_docs import add_offline_docs, error_responses, turn_answer
 from auth import Caller, Permission, keyring_from, require
 from breaker import Breakers
-from errors import CallNotFound, ConfigError, StoreUnavailable
+from errors import (
+    AccountMismatch,
+    BodyTooLarge,
+    CallComplete,
+    CallNotFound,
+    CallStepLimit,
+    ConfigError,
+    Forbidden,
+    IdempotencyKeyInProgress,
+    IdempotencyKeyReused,
+    IntentNotAllowed,
+    InvalidRequest,
+    StoreUnavailable,
+    TurnConflict,
+    TurnInProgress,
+    Unauthenticated,
+    UnknownIntent,
+)
 from fingerprints import fingerprint_key
 from flows import FlowConfig, Stage, load_flows
 from hot_path import (
@@ -43,7 +61,6 @@ from metrics import Metrics
 from models import (
     ID_PATTERN,
     AgentHealth,
-    ErrorResponse,
     OrchestrateResponse,
     Readiness,
     SessionView,
@@ -62,10 +79,24 @@ log = logging.getLogger("orchestrator")
 events = structlog.get_logger("orchestrator.sessions")
 
 CallIdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]
-
-
-def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": ErrorResponse} for status in statuses}
+# What each operation may answer besides its success; OpenAPI documents them (api_docs.py).
+DENIED = (Unauthenticated, Forbidden)
+TURN_ERRORS = (
+    *DENIED,
+    IntentNotAllowed,
+    CallComplete,
+    AccountMismatch,
+    CallStepLimit,
+    TurnInProgress,
+    IdempotencyKeyInProgress,
+    TurnConflict,
+    BodyTooLarge,
+    InvalidRequest,
+    UnknownIntent,
+    IdempotencyKeyReused,
+    StoreUnavailable,
+)
+SESSION_ERRORS = (*DENIED, CallNotFound, InvalidRequest, StoreUnavailable)
 
 
 def create_app(
@@ -82,6 +113,8 @@ def create_app(
         version=VERSION,
         summary="Drives a call through five stages, one A2A agent per intent, audited in Redis.",
         lifespan=_lifespan(settings, flows, redis_client, agent_transport),
+        docs_url=None,  # served from local files instead: api_docs.add_offline_docs
+        redoc_url=None,
         # Tracing is ours (OTEL_ENABLED, opentelemetry-instrumentation-fastapi); FastAPI's own
         # telemetry, off here, looks up OpenTelemetry's providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -90,6 +123,7 @@ def create_app(
     app.state.keyring = keyring_from(settings)
     add_error_handlers(app)
     _add_routes(app, settings)
+    add_offline_docs(app)
     # Outermost, so that every answer (errors included) carries X-Request-ID; the turn
     # endpoint, which the app serves ahead of it, sets its own the same way.
     app.add_middleware(
@@ -195,7 +229,7 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         orchestrate,
         methods=["POST"],
         response_model=OrchestrateResponse,
-        responses=_errors(401, 403, 409, 413, 422, 503),
+        responses=turn_answer() | error_responses(*TURN_ERRORS),
         summary="Send one caller turn; the call's agent for this stage and intent answers it",
         openapi_extra=openapi_extra(),
     )
@@ -206,7 +240,7 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
 
 def _add_monitoring_routes(app: FastAPI, settings: Settings) -> None:
     guard = [Security(require(Permission.MONITOR))] if settings.protect_monitoring else []
-    denied = _errors(401, 403) if settings.protect_monitoring else None
+    denied = error_responses(*DENIED) if settings.protect_monitoring else None
 
     @app.get(
         "/metrics",
@@ -266,7 +300,7 @@ def _add_session_routes(app: FastAPI) -> None:
     @app.get(
         "/session/{call_identify_id}",
         response_model=SessionView,
-        responses=_errors(401, 403, 404, 422, 503),
+        responses=error_responses(*SESSION_ERRORS),
         summary="The call's state and its steps",
         dependencies=reader,
     )
@@ -290,7 +324,7 @@ def _add_session_routes(app: FastAPI) -> None:
     @app.get(
         "/session/{call_identify_id}/steps",
         response_model=list[StepRecord],
-        responses=_errors(401, 403, 404, 422, 503),
+        responses=error_responses(*SESSION_ERRORS),
         summary="The call's audit trail, oldest step first",
         dependencies=reader,
     )
@@ -306,7 +340,7 @@ def _add_session_routes(app: FastAPI) -> None:
     @app.delete(
         "/session/{call_identify_id}",
         status_code=204,
-        responses=_errors(401, 403, 404, 422, 503),
+        responses=error_responses(*SESSION_ERRORS),
         summary="Forget the call and its trail",
     )
     async def delete_session(
