@@ -24,6 +24,7 @@ _USUAL_BLANKS = re.compile(
     "[\\s\u00ad\u034f\u115f\u1160\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f"
     "\u2800\u3164\ue000-\uf8ff\ufe00-\ufe0f\ufeff\uffa0\U00040000-\U0010ffff]+"
 )
+_PRINTABLE_ASCII = re.compile("[!-~]")
 
 
 def _shows(char: str) -> bool:
@@ -36,8 +37,12 @@ def _shows(char: str) -> bool:
 
 def _not_blank(text: str) -> str:
     # A message shows something in its first characters. Else the usual invisible characters
-    # go at the regex engine's speed, and whatever is left is looked at one by one.
-    if not any(map(_shows, text[:32])) and not any(map(_shows, _USUAL_BLANKS.sub("", text))):
+    # go, and a printable ASCII character is sought, at the regex engine's speed; only what
+    # is left then is looked at one by one.
+    if any(map(_shows, text[:32])):
+        return text
+    rest = _USUAL_BLANKS.sub("", text)
+    if _PRINTABLE_ASCII.search(rest) is None and not any(map(_shows, rest)):
         raise PydanticCustomError(
             "string_blank", "the message is blank: only spaces or invisible characters"
         )
