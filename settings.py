@@ -99,7 +99,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _cluster_needs_a_url(self) -> Settings:
+    def _redis_settings_agree(self) -> Settings:
         if self.redis_cluster and not self.redis_url:
             raise ValueError(
                 "REDIS_CLUSTER=true needs REDIS_URL naming a node of the cluster "
