@@ -103,9 +103,10 @@ class KeyRing:
             return known
         caller = self._caller_of(digest)
         if not caller.roles & GRANTS[permission]:
-            allowed = sorted(GRANTS[permission])
+            allowed = sorted(role.value for role in GRANTS[permission])
             raise Forbidden(
-                f"this key's role may not {permission.value}; it needs one of {allowed}",
+                f"this key's role may not {permission.value}; it needs one of: "
+                + ", ".join(allowed),
                 required_roles=allowed,
             )
         self._allowed[(digest, permission)] = caller

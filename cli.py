@@ -22,10 +22,11 @@ import demo_agents
 from auth import Role, keyring_from, new_key
 from embedded_redis import EmbeddedRedisError, start_embedded_redis
 from errors import ConfigError
+from fingerprints import fingerprint_secret
 from flows import load_flows
 from logs import configure_logging
 from resources import redacted
-from settings import Settings
+from settings import Settings, settings_from_environment
 
 
 class CliError(Exception):
@@ -133,28 +134,33 @@ def run_demo(args: argparse.Namespace) -> int:
     from demo_call import walk_call  # the scripted call, kept apart from the plumbing
     from main import create_app
 
-    settings = Settings()
+    settings = settings_from_environment()
     configure_logging("WARNING", "console")  # the demo prints each turn itself
     ensure_port_free(args.host, args.port, "the service")
     # Fresh keys for this demo only: authentication stays on, and nothing needs configuring.
-    keys = {role: new_key(role)[0] for role in (Role.CLIENT, Role.AUDITOR)}
+    keys = {role: new_key(role)[0] for role in (Role.CLIENT, Role.AUDITOR, Role.ADMIN)}
     api_keys = SecretStr(",".join(f"{role}:{key}" for role, key in keys.items()))
     with session_store(settings) as redis_url:
         agents, urls = start_agents(settings, "127.0.0.1", "127.0.0.1")
+        secret = SecretStr(fingerprint_secret(settings))  # the embedded Redis's, or the set one
         service_settings = settings.model_copy(
-            update={"redis_url": redis_url, "agent_urls": urls, "api_keys": api_keys}
+            update={
+                "redis_url": redis_url,
+                "agent_urls": urls,
+                "api_keys": api_keys,
+                "idempotency_secret": secret,
+            }
         )
         service = ServerThread({(args.host, args.port): create_app(service_settings)})
         try:
             service.start()
             base = f"http://{args.host}:{args.port}"
-            ok = walk_call(base, keys[Role.CLIENT], keys[Role.AUDITOR])
+            failure = walk_call(base, keys[Role.CLIENT], keys[Role.AUDITOR])
+            if failure:
+                print(f"\nThe demo call FAILED at {failure}.")
             if args.once:
-                return 0 if ok else 1
-            print(f"\nServing at {base} (API docs: {base}/docs). Ctrl-C stops.")
-            print(f"API keys for this run: client {keys[Role.CLIENT]}")
-            print(f"                       auditor {keys[Role.AUDITOR]}")
-            print(f"e.g. curl -H 'Authorization: Bearer {keys[Role.AUDITOR]}' {base}/session/<id>")
+                return 1 if failure else 0
+            print_serving(base, keys, after_failure=failure is not None)
             _wait_for_ctrl_c()
             return 0
         finally:
@@ -162,8 +168,18 @@ def run_demo(args: argparse.Namespace) -> int:
             agents.stop()
 
 
+def print_serving(base: str, keys: dict[Role, str], *, after_failure: bool) -> None:
+    anyway = " anyway, to look into it" if after_failure else ""
+    print(f"\nServing{anyway} at {base} (API docs: {base}/docs). Ctrl-C stops.")
+    print(f"API keys for this run: client  {keys[Role.CLIENT]}")
+    print(f"                       auditor {keys[Role.AUDITOR]}")
+    print(f"                       admin   {keys[Role.ADMIN]}")
+    print(f"e.g. curl -H 'Authorization: Bearer {keys[Role.AUDITOR]}' {base}/session/<id>")
+    print(f"     curl -X DELETE -H 'Authorization: Bearer {keys[Role.ADMIN]}' {base}/session/<id>")
+
+
 def run_agents(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = settings_from_environment()
     configure_logging(settings.log_level, settings.log_format)
     agents, urls = start_agents(settings, args.host, args.advertise_host or args.host)
     for role, url in urls.items():
@@ -177,7 +193,7 @@ def run_agents(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    settings = Settings()
+    settings = settings_from_environment()
     configure_logging(settings.log_level, settings.log_format)
     load_flows(settings.flows_file, settings.agent_urls)  # fail here, clearly, not in a worker
     keyring_from(settings)
@@ -185,6 +201,7 @@ def run_serve(args: argparse.Namespace) -> int:
     with session_store(settings) as redis_url:
         # The workers read their settings from the environment they inherit.
         os.environ["REDIS_URL"] = redis_url
+        os.environ["IDEMPOTENCY_SECRET"] = fingerprint_secret(settings)
         if args.workers > 1:
             os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", fresh_metrics_dir(settings))
         uvicorn.run(
@@ -220,26 +237,60 @@ def _wait_for_ctrl_c() -> None:
             time.sleep(3600)
 
 
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's meaning, then its default; none for a flag or an option without one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.required or action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="orchestrator-flows", description=__doc__)
+    top = argparse.ArgumentParser(
+        prog="orchestrator-flows", description=__doc__, formatter_class=_HelpWithDefaults
+    )
     commands = top.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="demo agents + service, then one whole call")
-    demo.add_argument("--once", action="store_true", help="exit after the call (0 if it passed)")
-    demo.add_argument("--port", type=int, default=8000)
-    demo.add_argument("--host", default="127.0.0.1")
+
+    def command(name: str, about: str) -> argparse.ArgumentParser:
+        return commands.add_parser(
+            name, help=about, description=about, formatter_class=_HelpWithDefaults
+        )
+
+    demo = command("demo", "demo agents + service, then one whole call")
+    demo.add_argument(
+        "--once", action="store_true", help="exit after the call: status 0 if it passed, else 1"
+    )
+    demo.add_argument("--port", type=int, default=8000, help="the service's port")
+    demo.add_argument("--host", default="127.0.0.1", help="the address the service listens on")
     demo.set_defaults(run=run_demo)
-    serve = commands.add_parser("serve", help="the service alone (uvicorn)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=1)
+    serve = command("serve", "the service alone (uvicorn)")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="the port to listen on")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes (they share the embedded Redis)"
+    )
     serve.set_defaults(run=run_serve)
-    agents = commands.add_parser("agents", help="the demo A2A agents alone")
-    agents.add_argument("--host", default="127.0.0.1")
-    agents.add_argument("--advertise-host", help="host name written in the agent cards")
+    agents = command("agents", "the demo A2A agents alone")
+    agents.add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (ports from flows.toml)"
+    )
+    agents.add_argument(
+        "--advertise-host",
+        help="host name written in the agent cards (default: the --host)",
+    )
     agents.set_defaults(run=run_agents)
-    keys = commands.add_parser("keys", help="API keys").add_subparsers(dest="keys", required=True)
-    new = keys.add_parser("new", help="make a random API key and print its hash line")
-    new.add_argument("--role", choices=[role.value for role in Role], required=True)
+    keys = command("keys", "API keys").add_subparsers(dest="keys", required=True)
+    about_new = "make a random API key and print its hash line"
+    new = keys.add_parser(
+        "new", help=about_new, description=about_new, formatter_class=_HelpWithDefaults
+    )
+    new.add_argument(
+        "--role",
+        choices=[role.value for role in Role],
+        required=True,
+        help="what the key may do (see README, Security)",
+    )
     new.set_defaults(run=run_new_key)
     return top
 

@@ -1,13 +1,23 @@
-"""Our error tree: each error knows its HTTP status and stable code; main.py renders them."""
+"""Our error tree: each error knows its HTTP status and stable code; http_errors.py renders
+them. Each class's docstring says when it happens: OpenAPI documents every code from here
+(api_docs.py), with an example answer built from the docstring and `example_details`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
+
+RETRY_AFTER = {"Retry-After": "seconds to wait before sending the same request again"}
 
 
 class OrchestratorError(Exception):
+    """Internal error; the turn was not recorded."""
+
     status_code = 500
     code = "internal_error"
+    # For OpenAPI: the details an answer carries besides code and message, as an example, and
+    # the response headers it sets ({name: meaning}).
+    example_details: ClassVar[dict[str, Any]] = {}
+    answer_headers: ClassVar[dict[str, str]] = {}
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None, **details: Any):
         super().__init__(message)
@@ -17,79 +27,140 @@ class OrchestratorError(Exception):
 
 
 class Unauthenticated(OrchestratorError):
+    """No API key, or one that is not known."""
+
     status_code = 401
     code = "unauthenticated"
+    answer_headers: ClassVar[dict[str, str]] = {
+        "WWW-Authenticate": 'Bearer realm="orchestrator-flows" (error="invalid_token": unknown key)'
+    }
 
 
 class Forbidden(OrchestratorError):
+    """The key's role may not do this; `required_roles` names the roles that may."""
+
     status_code = 403
     code = "forbidden"
+    example_details: ClassVar[dict[str, Any]] = {"required_roles": ["admin"]}
 
 
 class CallStepLimit(OrchestratorError):
-    """The call reached its step limit: a runaway client cannot grow a trail without bound."""
+    """The call reached its step limit (MAX_STEPS_PER_CALL): start a new call.
+
+    A runaway client cannot grow a trail without bound."""
 
     status_code = 409
     code = "call_step_limit"
+    example_details: ClassVar[dict[str, Any]] = {"call_identify_id": "CALL-001", "max_steps": 200}
 
 
 class CallNotFound(OrchestratorError):
+    """No such call: never started, deleted, or expired."""
+
     status_code = 404
     code = "call_not_found"
+    example_details: ClassVar[dict[str, Any]] = {"call_identify_id": "CALL-001"}
 
 
 class IntentNotAllowed(OrchestratorError):
+    """The intent belongs to another stage than the call's; `allowed_intents` are this stage's."""
+
     status_code = 409
     code = "intent_not_allowed"
+    example_details: ClassVar[dict[str, Any]] = {
+        "current_flow_id": 1,
+        "current_flow_label": "GREETING",
+        "intent_flow_id": 3,
+        "allowed_intents": ["greeting", "welcome"],
+    }
 
 
 class UnknownIntent(OrchestratorError):
+    """No stage knows the intent, and no fallback agent is configured."""
+
     status_code = 422
     code = "unknown_intent"
+    example_details: ClassVar[dict[str, Any]] = {
+        "current_flow_id": 1,
+        "current_flow_label": "GREETING",
+        "allowed_intents": ["greeting", "welcome"],
+    }
 
 
 class CallComplete(OrchestratorError):
+    """The call is complete (it finished stage 5): start a new call for a new conversation."""
+
     status_code = 409
     code = "call_complete"
+    example_details: ClassVar[dict[str, Any]] = {"call_identify_id": "CALL-001"}
 
 
 class AccountMismatch(OrchestratorError):
+    """The call belongs to another account than the turn's `account_id`."""
+
     status_code = 409
     code = "account_mismatch"
+    example_details: ClassVar[dict[str, Any]] = {"call_identify_id": "CALL-001"}
 
 
 class TurnInProgress(OrchestratorError):
+    """Another turn of this call is running: retry after Retry-After seconds."""
+
     status_code = 409
     code = "turn_in_progress"
+    answer_headers: ClassVar[dict[str, str]] = RETRY_AFTER
 
 
 class TurnConflict(OrchestratorError):
-    """The call changed between reading it and committing the turn (e.g. it was deleted)."""
+    """The call changed while the turn ran (e.g. it was deleted); nothing was recorded."""
 
     status_code = 409
     code = "turn_conflict"
 
 
 class IdempotencyKeyReused(OrchestratorError):
-    """The Idempotency-Key was used before with a different request body."""
+    """This Idempotency-Key was used before for a different request: use a new key."""
 
     status_code = 422
     code = "idempotency_key_reused"
+    example_details: ClassVar[dict[str, Any]] = {"idempotency_key": "turn-7f3a"}
 
 
 class IdempotencyKeyInProgress(OrchestratorError):
+    """The request with this Idempotency-Key is still running: retry after Retry-After."""
+
     status_code = 409
     code = "idempotency_key_in_progress"
+    answer_headers: ClassVar[dict[str, str]] = RETRY_AFTER
 
 
 class StoreUnavailable(OrchestratorError):
+    """The session store (Redis) is unavailable: nothing was half-written; retry after
+    Retry-After, with the same Idempotency-Key."""
+
     status_code = 503
     code = "store_unavailable"
+    example_details: ClassVar[dict[str, Any]] = {"reason": "ConnectionError"}
+    answer_headers: ClassVar[dict[str, str]] = RETRY_AFTER
 
 
 class BodyTooLarge(OrchestratorError):
+    """The request body is over the limit (64 KiB); it was not read."""
+
     status_code = 413
     code = "body_too_large"
+    example_details: ClassVar[dict[str, Any]] = {"limit": 65536}
+
+
+class InvalidRequest(OrchestratorError):
+    """The body, a header or the path is malformed: `fields` names each problem (never the
+    value sent)."""
+
+    status_code = 422
+    code = "validation_error"
+    example_details: ClassVar[dict[str, Any]] = {
+        "fields": [{"loc": ["body", "intent"], "type": "missing", "message": "Field required"}]
+    }
 
 
 class ConfigError(Exception):
@@ -97,7 +168,8 @@ class ConfigError(Exception):
 
 
 class AgentFault(Exception):
-    """An agent call went wrong. Not an HTTP error: the turn answers 200 with status "error"."""
+    """An agent call went wrong. Not an HTTP error: the turn answers 200 with status "error"
+    and the fault's code in `response.error.code`; each subclass's docstring says when."""
 
     code = "agent_error"
 
@@ -113,10 +185,14 @@ class AgentFault(Exception):
 
 
 class AgentTimeout(AgentFault):
+    """The agent did not answer within A2A_TIMEOUT_SEC."""
+
     code = "agent_timeout"
 
 
 class AgentUnreachable(AgentFault):
+    """No connection could be made to the agent (refused, or no such host)."""
+
     code = "agent_unreachable"
     may_have_acted = False  # the connection was never made
 
@@ -128,6 +204,8 @@ class AgentDisconnected(AgentFault):
 
 
 class AgentHttpError(AgentFault):
+    """The agent answered an HTTP error status."""
+
     code = "agent_http_error"
     # The agent (or its proxy) said it did not take the request on: safe to send again.
     NOT_ACTED = frozenset({429, 502, 503, 504})
@@ -140,13 +218,16 @@ class AgentHttpError(AgentFault):
 
 
 class AgentUnavailable(AgentFault):
-    """The agent's circuit is open: it failed repeatedly, so it is not called for a while."""
+    """The agent's circuit is open: it failed repeatedly, so it is not called for a while.
+    No attempt was made."""
 
     code = "agent_unavailable"
     may_have_acted = False
 
 
 class AgentBadResponse(AgentFault):
+    """The agent's answer is not a JSON-RPC answer we understand, or is over 1 MiB."""
+
     code = "agent_bad_response"
 
 

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from errors import OrchestratorError, StoreUnavailable
+from errors import InvalidRequest, OrchestratorError, StoreUnavailable
 
 log = logging.getLogger("orchestrator")
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
@@ -40,7 +40,8 @@ def error_answer(exc: Exception, method: str, path: str) -> JSONResponse:
         fields = [
             {"loc": list(e["loc"]), "type": e["type"], "message": e["msg"]} for e in exc.errors()
         ]
-        return error_response(422, "validation_error", "the request is invalid", fields=fields)
+        invalid = InvalidRequest.status_code, InvalidRequest.code
+        return error_response(*invalid, "the request is invalid", fields=fields)
     if isinstance(exc, StarletteHTTPException):
         code = HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), exc.headers)

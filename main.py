@@ -11,7 +11,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
 import httpx
 import orjson
@@ -21,12 +21,30 @@ from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import Depends, FastAPI, Path, Request, Response, Security
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import ValidationError
 
 from a2a_client import A2AClient
+from api_docs import add_offline_docs, error_responses, turn_answer
 from auth import Caller, Permission, keyring_from, require
 from breaker import Breakers
-from errors import CallNotFound, ConfigError, StoreUnavailable
+from errors import (
+    AccountMismatch,
+    BodyTooLarge,
+    CallComplete,
+    CallNotFound,
+    CallStepLimit,
+    ConfigError,
+    Forbidden,
+    IdempotencyKeyInProgress,
+    IdempotencyKeyReused,
+    IntentNotAllowed,
+    InvalidRequest,
+    StoreUnavailable,
+    TurnConflict,
+    TurnInProgress,
+    Unauthenticated,
+    UnknownIntent,
+)
+from fingerprints import fingerprint_key
 from flows import FlowConfig, Stage, load_flows
 from hot_path import (
     REQUEST_ID_HEADER,
@@ -43,7 +61,6 @@ from metrics import Metrics
 from models import (
     ID_PATTERN,
     AgentHealth,
-    ErrorResponse,
     OrchestrateResponse,
     Readiness,
     SessionView,
@@ -53,7 +70,7 @@ from models import (
 from redis_store import RedisStore, ReplicaWait
 from resources import agent_pool, session_store
 from runtime import tune_garbage_collector
-from settings import VERSION, Settings
+from settings import VERSION, Settings, settings_from_environment
 from tracing import enable_tracing, traced_endpoint
 from transitions import iso
 from turns import TurnRules, TurnService
@@ -62,10 +79,24 @@ log = logging.getLogger("orchestrator")
 events = structlog.get_logger("orchestrator.sessions")
 
 CallIdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]
-
-
-def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": ErrorResponse} for status in statuses}
+# What each operation may answer besides its success; OpenAPI documents them (api_docs.py).
+DENIED = (Unauthenticated, Forbidden)
+TURN_ERRORS = (
+    *DENIED,
+    IntentNotAllowed,
+    CallComplete,
+    AccountMismatch,
+    CallStepLimit,
+    TurnInProgress,
+    IdempotencyKeyInProgress,
+    TurnConflict,
+    BodyTooLarge,
+    InvalidRequest,
+    UnknownIntent,
+    IdempotencyKeyReused,
+    StoreUnavailable,
+)
+SESSION_ERRORS = (*DENIED, CallNotFound, InvalidRequest, StoreUnavailable)
 
 
 def create_app(
@@ -82,6 +113,8 @@ def create_app(
         version=VERSION,
         summary="Drives a call through five stages, one A2A agent per intent, audited in Redis.",
         lifespan=_lifespan(settings, flows, redis_client, agent_transport),
+        docs_url=None,  # served from local files instead: api_docs.add_offline_docs
+        redoc_url=None,
         # Tracing is ours (OTEL_ENABLED, opentelemetry-instrumentation-fastapi); FastAPI's own
         # telemetry, off here, looks up OpenTelemetry's providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -90,6 +123,7 @@ def create_app(
     app.state.keyring = keyring_from(settings)
     add_error_handlers(app)
     _add_routes(app, settings)
+    add_offline_docs(app)
     # Outermost, so that every answer (errors included) carries X-Request-ID; the turn
     # endpoint, which the app serves ahead of it, sets its own the same way.
     app.add_middleware(
@@ -151,8 +185,9 @@ def _lifespan(
                 reset_sec=settings.agent_circuit_reset_sec,
             )
             app.state.flows = flows
+            rules = _turn_rules(settings, fingerprint_key(settings))
             app.state.turns = TurnService(
-                app.state.store, agents, flows, app.state.breakers, metrics, _turn_rules(settings)
+                app.state.store, agents, flows, app.state.breakers, metrics, rules
             )
             tune_garbage_collector()
             try:
@@ -163,14 +198,16 @@ def _lifespan(
     return lifespan
 
 
-def _turn_rules(settings: Settings) -> TurnRules:
+def _turn_rules(settings: Settings, fingerprint_key: bytes) -> TurnRules:
     masking = MaskingPolicy(
         emails=settings.mask_emails,
         phones=settings.mask_phones,
         auth_digits=settings.mask_auth_digits,
         phone_region=settings.mask_phone_region,
     )
-    return TurnRules(max_steps=settings.max_steps_per_call, masking=masking)
+    return TurnRules(
+        max_steps=settings.max_steps_per_call, masking=masking, fingerprint_key=fingerprint_key
+    )
 
 
 # Async on purpose: FastAPI runs a plain `def` dependency in a worker thread, on every request.
@@ -193,7 +230,7 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
         orchestrate,
         methods=["POST"],
         response_model=OrchestrateResponse,
-        responses=_errors(401, 403, 409, 413, 422, 503),
+        responses=turn_answer() | error_responses(*TURN_ERRORS),
         summary="Send one caller turn; the call's agent for this stage and intent answers it",
         openapi_extra=openapi_extra(),
     )
@@ -204,7 +241,7 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
 
 def _add_monitoring_routes(app: FastAPI, settings: Settings) -> None:
     guard = [Security(require(Permission.MONITOR))] if settings.protect_monitoring else []
-    denied = _errors(401, 403) if settings.protect_monitoring else None
+    denied = error_responses(*DENIED) if settings.protect_monitoring else None
 
     @app.get(
         "/metrics",
@@ -264,7 +301,7 @@ def _add_session_routes(app: FastAPI) -> None:
     @app.get(
         "/session/{call_identify_id}",
         response_model=SessionView,
-        responses=_errors(401, 403, 404, 422, 503),
+        responses=error_responses(*SESSION_ERRORS),
         summary="The call's state and its steps",
         dependencies=reader,
     )
@@ -288,7 +325,7 @@ def _add_session_routes(app: FastAPI) -> None:
     @app.get(
         "/session/{call_identify_id}/steps",
         response_model=list[StepRecord],
-        responses=_errors(401, 403, 404, 422, 503),
+        responses=error_responses(*SESSION_ERRORS),
         summary="The call's audit trail, oldest step first",
         dependencies=reader,
     )
@@ -304,7 +341,7 @@ def _add_session_routes(app: FastAPI) -> None:
     @app.delete(
         "/session/{call_identify_id}",
         status_code=204,
-        responses=_errors(401, 403, 404, 422, 503),
+        responses=error_responses(*SESSION_ERRORS),
         summary="Forget the call and its trail",
     )
     async def delete_session(
@@ -341,10 +378,10 @@ def _not_found(call_id: str) -> CallNotFound:
 @functools.cache
 def _app_from_environment() -> FastAPI:
     try:
-        settings = Settings()
+        settings = settings_from_environment()
         configure_logging(settings.log_level, settings.log_format)
         return create_app(settings)
-    except (ConfigError, ValidationError) as exc:
+    except ConfigError as exc:
         sys.exit(f"orchestrator-flows: configuration error: {exc}")
 
 

@@ -2,16 +2,63 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, with_config
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, with_config
+from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict  # pydantic needs this one on Python 3.11
 
-ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+# Not only dots: clients and proxies rewrite "." and ".." in a path (/session/..).
+ID_PATTERN = r"^[A-Za-z0-9._:-]*[A-Za-z0-9_:-][A-Za-z0-9._:-]*$"
 INTENT_PATTERN = r"^[a-z0-9_]{1,64}$"
 MAX_INPUT_CHARS = 4000
+# What shows nothing: controls, format characters (zero-width space and joiners, bidi marks),
+# unassigned and private code points, separators, and marks with nothing to sit on; besides
+# letters drawn blank (Hangul fillers, the braille blank).
+INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cn", "Co", "Cs", "Zs", "Zl", "Zp", "Mn", "Me"})
+BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+# The usual ones, and the private-use and unassigned planes (4 to 16), at once.
+_USUAL_BLANKS = re.compile(
+    "[\\s\u00ad\u034f\u115f\u1160\u180e\u200b-\u200f\u202a-\u202e\u2060-\u206f"
+    "\u2800\u3164\ue000-\uf8ff\ufe00-\ufe0f\ufeff\uffa0\U00040000-\U0010ffff]+"
+)
+_PRINTABLE_ASCII = re.compile("[!-~]")
+
+
+def _shows(char: str) -> bool:
+    return not (
+        char.isspace()
+        or char in BLANK_LETTERS
+        or unicodedata.category(char) in INVISIBLE_CATEGORIES
+    )
+
+
+def _not_blank(text: str) -> str:
+    # A message shows something in its first characters. Else the usual invisible characters
+    # go, and a printable ASCII character is sought, at the regex engine's speed; only what
+    # is left then is looked at one by one.
+    if any(map(_shows, text[:32])):
+        return text
+    rest = _USUAL_BLANKS.sub("", text)
+    if _PRINTABLE_ASCII.search(rest) is None and not any(map(_shows, rest)):
+        raise PydanticCustomError(
+            "string_blank", "the message is blank: only spaces or invisible characters"
+        )
+    return text
+
 
 CallId = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN)]
+CallerWords = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_INPUT_CHARS,
+        description="What the caller said; blank (only spaces or invisible characters) is 422",
+    ),
+    AfterValidator(_not_blank),
+]
 ResponseStatus = Literal["success", "input_required", "error"]
 
 
@@ -34,7 +81,7 @@ class OrchestrateRequest(BaseModel):
     call_identify_id: CallId
     account_id: CallId
     eci: CallId
-    input_message: str = Field(min_length=1, max_length=MAX_INPUT_CHARS, pattern=r"\S")
+    input_message: CallerWords
     intent: str = Field(min_length=1, max_length=64, pattern=INTENT_PATTERN)
 
 

@@ -49,8 +49,8 @@ async def session_store(
         sentinel_master=settings.redis_sentinel_master,
     )
     try:
-        if settings.redis_cluster:
-            await _learn_slot_map(client)
+        if embedded is None:
+            await _first_contact(client, url, cluster=settings.redis_cluster)
         yield client
     finally:
         await disconnect(client)
@@ -58,15 +58,26 @@ async def session_store(
             await asyncio.to_thread(embedded.stop)
 
 
-async def _learn_slot_map(client: redis.Redis) -> None:
-    """Now, once, rather than in the first turns to arrive together (redis-py's cluster client
-    set itself up concurrently then, and closed connections other turns were using)."""
+async def _first_contact(client: redis.Redis, url: str, *, cluster: bool) -> None:
+    """Reaches REDIS_URL's Redis once at start, so that one that does not answer is said at
+    once, in one line, rather than only by the first turns' 503s. The service starts anyway:
+    /readyz says not ready, turns answer 503, and the client tries again on each command.
+    A cluster's slot map is learnt now too, rather than by the first turns to arrive together
+    (redis-py's cluster client set itself up concurrently then, and closed connections other
+    turns were using)."""
     try:
-        await client.initialize()  # type: ignore[attr-defined]
+        if cluster:
+            await client.initialize()  # type: ignore[attr-defined]
+        else:
+            await client.ping()
     except (RedisError, RedisClusterException, OSError) as exc:
-        # Like a single Redis that is down at start: /readyz says so, turns answer 503, and the
-        # client tries again on the next command.
-        log.warning("Redis Cluster not reachable at start (%s); turns answer 503 until it is", exc)
+        log.warning(
+            "session store: Redis at %s not reachable at start (%s: %s); /readyz says not ready "
+            "and turns answer 503 until it is",
+            redacted(url),
+            type(exc).__name__,
+            exc,
+        )
 
 
 def agent_pool(

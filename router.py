@@ -50,14 +50,15 @@ def plan_turn(
 
 def _check_call_accepts_turns(state: CallState, turn: OrchestrateRequest, max_steps: int) -> None:
     call_id = state["call_identify_id"]
-    if state["is_complete"]:
-        raise CallComplete(
-            f"call {call_id} is complete; start a new call for a new conversation",
-            call_identify_id=call_id,
-        )
+    # The account first: another account's client learns nothing more about the call.
     if state["account_id"] != turn.account_id:
         raise AccountMismatch(
             f"call {call_id} belongs to another account",
+            call_identify_id=call_id,
+        )
+    if state["is_complete"]:
+        raise CallComplete(
+            f"call {call_id} is complete; start a new call for a new conversation",
             call_identify_id=call_id,
         )
     if state["step_count"] >= max_steps:

@@ -7,13 +7,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import phonenumbers
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from errors import ConfigError
 
 VERSION = "0.1.0"  # pyproject's; in OpenAPI and in the User-Agent the agents see
 DEFAULT_FLOWS_FILE = Path(__file__).with_name("flows.toml")
 AGENT_URL_PREFIX = "AGENT_URL_"
+MIN_SECRET_CHARS = 32
 
 
 class AgentUrlOverrides(PydanticBaseSettingsSource):
@@ -83,6 +86,9 @@ class Settings(BaseSettings):
     mask_phone_region: str = "US"
     # A call's trail is bounded: a runaway client cannot grow one without end.
     max_steps_per_call: int = Field(200, ge=1)
+    # The key of the Idempotency-Key fingerprint (fingerprints.py), the same on every replica.
+    # Unset: the embedded Redis makes one in orch_state_dir; REDIS_URL without it is refused.
+    idempotency_secret: SecretStr | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -96,9 +102,15 @@ class Settings(BaseSettings):
         if region not in phonenumbers.SUPPORTED_REGIONS:
             raise ValueError(f"{value!r} is no region libphonenumber knows (ISO 3166: US, GB, ...)")
         return region
+    @field_validator("idempotency_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ValueError(f"IDEMPOTENCY_SECRET needs {MIN_SECRET_CHARS}+ characters")
+        return value
 
     @model_validator(mode="after")
-    def _cluster_needs_a_url(self) -> Settings:
+    def _redis_settings_agree(self) -> Settings:
         if self.redis_cluster and not self.redis_url:
             raise ValueError(
                 "REDIS_CLUSTER=true needs REDIS_URL naming a node of the cluster "
@@ -106,6 +118,12 @@ class Settings(BaseSettings):
             )
         if self.redis_sentinel_master and not self.redis_url:
             raise ValueError("REDIS_SENTINEL_MASTER needs REDIS_URL listing the sentinels")
+        if self.redis_url and self.idempotency_secret is None:
+            raise ValueError(
+                "REDIS_URL is set, so IDEMPOTENCY_SECRET must be too: the key of the "
+                "Idempotency-Key fingerprint, the same on every replica (32+ characters, e.g. "
+                "`openssl rand -hex 32`); only the embedded Redis makes one itself"
+            )
         if self.redis_cluster and self.redis_sentinel_master:
             raise ValueError("REDIS_CLUSTER and REDIS_SENTINEL_MASTER exclude each other")
         if self.redis_wait_replicas and not self.redis_url:
@@ -131,3 +149,20 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings, AgentUrlOverrides(settings_cls), file_secret_settings)
+
+
+def settings_from_environment() -> Settings:
+    """Settings(), or a ConfigError naming each variable at fault and never its value."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(what_is_wrong(exc)) from None
+
+
+def what_is_wrong(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        message = error["msg"].removeprefix("Value error, ")
+        name = "_".join(str(part) for part in error["loc"]).upper()
+        problems.append(f"{name}: {message}" if name and name not in message else message)
+    return "; ".join(problems)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import secrets
 import time
 import uuid
 from collections import OrderedDict
@@ -24,6 +24,7 @@ from errors import (
     OrchestratorError,
     StoreUnavailable,
 )
+from fingerprints import fingerprint
 from flows import FlowConfig, Stage
 from masking import MaskingPolicy, mask_caller_words, mask_json, mask_text
 from metrics import Metrics
@@ -63,6 +64,8 @@ MAX_UNSAVED = 10_000  # per process; the oldest are dropped first
 class TurnRules:
     max_steps: int = DEFAULT_MAX_STEPS
     masking: MaskingPolicy = field(default_factory=MaskingPolicy)
+    # The key of the Idempotency-Key fingerprint (fingerprints.py); replicas must share it.
+    fingerprint_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
 
 
 class TurnService:
@@ -217,11 +220,9 @@ class TurnService:
         return Transition(transition.state, masked)
 
     def _fingerprint(self, turn: OrchestrateRequest) -> str:
-        """What a reused Idempotency-Key is compared by. Redis keeps it, so it is taken over the
-        request with every digit masked: a hash of the clear words would give away a short code."""
-        words = mask_caller_words(turn.input_message, self._rules.masking, authentication=True)
-        masked = turn.model_copy(update={"input_message": words.text})
-        return hashlib.sha256(masked.model_dump_json().encode()).hexdigest()
+        """What a reused Idempotency-Key is compared by: the whole request, digits included,
+        under a key Redis never sees, so that what Redis keeps gives away no short code."""
+        return fingerprint(self._rules.fingerprint_key, turn)
 
     async def _guarded_send(
         self, plan: TurnPlan, turn: OrchestrateRequest, message_id: str

@@ -123,6 +123,7 @@ def build_app(floor: bool, redis_url: str, stub_url: str) -> tuple[App, list]:
         return floor_app.app, headers
     key = secrets.token_urlsafe(32)
     os.environ |= {"REDIS_URL": redis_url, "API_KEYS": f"client:{key}"}
+    os.environ["IDEMPOTENCY_SECRET"] = secrets.token_hex(32)
     os.environ |= {f"AGENT_URL_{role.upper()}": stub_url for role in ROLES}
     from logs import configure_logging
     from main import create_app

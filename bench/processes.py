@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import random
+import secrets
 import shlex
 import shutil
 import signal
@@ -263,15 +264,19 @@ def describe_machine() -> str:
     )
 
 
+RUN_SECRET = secrets.token_hex(32)  # every service process of a run shares it, as replicas must
+
+
 def clean_environment() -> dict[str, str]:
     """This environment without the service's own variables (a developer's REDIS_URL...)."""
-    ours = ("REDIS_", "API_KEYS", "AGENT_URL_", "ORCH_", "LOG_", "OTEL_")
+    ours = ("REDIS_", "API_KEYS", "AGENT_URL_", "ORCH_", "LOG_", "OTEL_", "IDEMPOTENCY_")
     return {k: v for k, v in os.environ.items() if not k.upper().startswith(ours)}
 
 
 def service_environment(redis_url: str, stub_url: str, api_keys: str) -> dict[str, str]:
     """The service's settings: its Redis, the stub as every agent role, the API keys."""
     env = clean_environment() | {"REDIS_URL": redis_url, "API_KEYS": api_keys}
+    env["IDEMPOTENCY_SECRET"] = RUN_SECRET
     return env | {f"AGENT_URL_{role.upper()}": stub_url for role in ROLES}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -30,6 +31,8 @@ ROLES = [
 # One key per role. The default test client uses the admin's, which may do everything.
 KEYS = {role: f"{role}-test-key-0123456789" for role in ("client", "auditor", "admin", "monitor")}
 API_KEYS = ",".join(f"{role}:{key}" for role, key in KEYS.items())
+# What every replica of a service over a shared REDIS_URL is given (fingerprints.py).
+IDEMPOTENCY_SECRET = "test-idempotency-secret-0123456789abcdef"
 
 
 def bearer(role: str = "admin") -> dict[str, str]:
@@ -84,14 +87,20 @@ ServiceFactory = Callable[..., Any]
 
 
 @pytest.fixture
-async def make_service() -> AsyncIterator[ServiceFactory]:
-    """Builds a service; pass `agents={role: executor}` to swap agents, settings overrides."""
+async def make_service(tmp_path: Path) -> AsyncIterator[ServiceFactory]:
+    """Builds a service; pass `agents={role: executor}` to swap agents, settings overrides.
+    Its state directory (where the embedded default keeps its secret) is the test's own."""
     stack: list[Any] = []
 
-    async def build(agents: dict[str, AgentExecutor] | None = None, **overrides: Any) -> Service:
+    async def build(
+        agents: dict[str, AgentExecutor] | None = None,
+        server: fakeredis.FakeServer | None = None,  # another service's Redis, to share it
+        **overrides: Any,
+    ) -> Service:
         executors = default_executors() | (agents or {})
-        settings = Settings(**({"agent_urls": agent_urls(), "api_keys": API_KEYS} | overrides))
-        server = fakeredis.FakeServer()
+        defaults = {"agent_urls": agent_urls(), "api_keys": API_KEYS, "orch_state_dir": tmp_path}
+        settings = Settings(**(defaults | overrides))
+        server = server or fakeredis.FakeServer()
         redis = fakeredis.FakeAsyncRedis(server=server)
         transport = RecordingTransport(
             httpx.ASGITransport(app=agents_router(AGENTS_BASE, executors))

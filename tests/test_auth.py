@@ -224,6 +224,17 @@ async def test_wrong_role_is_403_and_changes_nothing(
     assert len(posts) == 1  # only the client's turn reached an agent
 
 
+async def test_403_names_the_roles_that_may_plainly(service: Service) -> None:
+    answer = await service.http.delete("/session/CALL-AUTH", headers=bearer("auditor"))
+
+    error = answer.json()["error"]
+    assert error["message"] == "this key's role may not delete; it needs one of: admin"
+    assert error["required_roles"] == ["admin"]
+    refused = await service.http.post("/orchestrate", json=TURN, headers=bearer("auditor"))
+    assert refused.json()["error"]["message"].endswith("it needs one of: admin, client")
+    assert refused.json()["error"]["required_roles"] == ["admin", "client"]
+
+
 async def test_step_records_which_key_sent_the_turn(service: Service) -> None:
     await service.http.post("/orchestrate", json=TURN, headers=bearer("client"))
 

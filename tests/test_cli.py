@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+from collections.abc import Iterator
 
 import pytest
 
@@ -34,3 +36,32 @@ def test_serve_without_keys_stops_with_one_line(
     assert cli.main(["serve", "--port", "1"]) == 1
 
     assert "no API keys" in capsys.readouterr().err
+
+
+def commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple]:
+    """Every command line that has its own --help: (words, its parser)."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from commands(sub, (*path, name))
+
+
+@pytest.mark.parametrize(
+    ("words", "command"),
+    [pytest.param(*found, id=" ".join(found[0]) or "top") for found in commands(cli.parser())],
+)
+def test_help_of_every_command_shows_each_options_meaning_and_default(
+    words: tuple[str, ...], command: argparse.ArgumentParser, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        cli.main([*words, "--help"])
+
+    shown = " ".join(capsys.readouterr().out.split())  # as wrapped to the terminal's width
+    assert done.value.code == 0
+    options = [a for a in command._actions if a.option_strings and a.dest != "help"]
+    for option in options:
+        assert option.help, f"{option.option_strings} has no help"
+        assert " ".join(option.help.split()) in shown
+        if option.default is not None and option.nargs != 0 and not option.required:
+            assert f"(default: {option.default})" in shown, option.option_strings

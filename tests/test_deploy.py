@@ -34,7 +34,7 @@ import demo_agents
 from flows import load_flows
 from main import create_app
 from settings import AGENT_URL_PREFIX, DEFAULT_FLOWS_FILE, Settings
-from tests.conftest import API_KEYS
+from tests.conftest import API_KEYS, IDEMPOTENCY_SECRET
 
 ROOT = Path(__file__).parents[1]
 
@@ -521,7 +521,8 @@ def referenced_metrics() -> set[str]:
 
 async def exposed_series(path: str) -> dict[str, set[str]]:
     """The service's exposition at `path`: each family and the series names it stands for."""
-    app = create_app(Settings(api_keys=API_KEYS), redis_client=fakeredis.FakeAsyncRedis())
+    settings = Settings(api_keys=API_KEYS, idempotency_secret=IDEMPOTENCY_SECRET)
+    app = create_app(settings, redis_client=fakeredis.FakeAsyncRedis())
     transport = httpx.ASGITransport(app=app)
     async with (
         app.router.lifespan_context(app),

@@ -147,7 +147,13 @@ async def test_unknown_call_is_404_call_not_found(service: Service, path: str) -
         {"intent": "x" * 65},
         {"input_message": ""},
         {"input_message": "   "},
+        {"input_message": "\u200b\u200b\u200b"},  # zero-width spaces
+        {"input_message": " \u2060\ufeff\u200d\u3164\u00a0\u202e "},  # format chars, fillers
         {"input_message": "x" * 4001},
+        {"call_identify_id": "."},
+        {"call_identify_id": ".."},
+        {"account_id": "..."},
+        {"eci": "."},
         {"agent_url": "http://evil.example/"},  # no request field may choose an agent
     ],
 )
@@ -206,6 +212,28 @@ async def test_invalid_call_id_in_path_is_422(service: Service) -> None:
 
     assert answer.status_code == 422
     assert answer.json()["error"]["code"] == "validation_error"
+
+
+@pytest.mark.parametrize("call_id", ["%2E", "%2E%2E", "..."])  # httpx itself would fold ./..
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+async def test_call_id_of_only_dots_in_the_path_is_422(
+    service: Service, call_id: str, method: str
+) -> None:
+    for path in (f"/session/{call_id}", f"/session/{call_id}/steps"):
+        if method == "DELETE" and path.endswith("/steps"):
+            continue
+        answer = await service.http.request(method, path)
+
+        assert answer.status_code == 422, path
+        assert answer.json()["error"]["code"] == "validation_error"
+
+
+async def test_message_with_something_visible_among_invisible_characters_is_taken(
+    service: Service,
+) -> None:
+    answer = await service.turn("greeting", "\u200b\u200b" * 40 + "hi")
+
+    assert answer.status_code == 200
 
 
 async def test_unknown_route_and_method_answer_in_the_error_shape(service: Service) -> None:

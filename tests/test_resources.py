@@ -1,10 +1,15 @@
-"""What the service says about its Redis never shows a password."""
+"""What the service says about its Redis: which one, why it failed, never a password."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
-from resources import redacted
+from resources import redacted, session_store
+from settings import Settings
+from tests.agents import free_port
+from tests.conftest import IDEMPOTENCY_SECRET
 
 
 @pytest.mark.parametrize(
@@ -23,3 +28,19 @@ from resources import redacted
 )
 def test_redis_url_is_shown_without_its_password(url: str, shown: str) -> None:
     assert redacted(url) == shown
+
+
+async def test_redis_down_at_start_is_one_warning_naming_it_and_the_service_starts_anyway(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = f"redis://:s3cret-password@127.0.0.1:{free_port()}/0"  # nothing listens there
+    settings = Settings(redis_url=url, idempotency_secret=IDEMPOTENCY_SECRET, redis_timeout_sec=0.2)
+
+    with caplog.at_level(logging.WARNING, logger="orchestrator"):
+        async with session_store(settings, None) as client:
+            started = client is not None
+
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert started
+    assert redacted(url) in warning and "s3cret-password" not in warning
+    assert "not reachable at start (ConnectionError" in warning

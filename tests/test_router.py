@@ -134,6 +134,15 @@ def test_turn_from_another_account_is_refused(flows: FlowConfig) -> None:
     assert caught.value.details == {"call_identify_id": "CALL-1"}
 
 
+def test_another_account_hears_account_mismatch_even_once_the_call_is_complete(
+    flows: FlowConfig,
+) -> None:
+    finished = call_at(Stage.CLOSING, is_complete=True)
+
+    with pytest.raises(AccountMismatch):
+        plan_turn(flows, finished, turn("closing", account_id="ACC-2"))
+
+
 def test_pending_task_of_the_same_agent_is_continued(flows: FlowConfig) -> None:
     pending: PendingTask = {"task_id": "task-1", "context_id": "ctx-1"}
     state = call_at(Stage.AUTHENTICATION, pending_tasks={"auth": pending})

@@ -8,9 +8,24 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from settings import DEFAULT_FLOWS_FILE, Settings
+from errors import ConfigError
+from settings import DEFAULT_FLOWS_FILE, Settings, settings_from_environment
 
-OUR_VARIABLES = ("REDIS_URL", "SESSION_TTL_SEC", "A2A_TIMEOUT_SEC", "FLOWS_FILE", "KEY_PREFIX")
+OUR_VARIABLES = (
+    "REDIS_URL",
+    "SESSION_TTL_SEC",
+    "A2A_TIMEOUT_SEC",
+    "FLOWS_FILE",
+    "KEY_PREFIX",
+    "IDEMPOTENCY_SECRET",
+)
+SECRET = "s" * 32
+
+
+def use_redis(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    """REDIS_URL as an operator sets it: with the secret every replica shares."""
+    monkeypatch.setenv("REDIS_URL", url)
+    monkeypatch.setenv("IDEMPOTENCY_SECRET", SECRET)
 
 
 @pytest.fixture(autouse=True)
@@ -25,6 +40,7 @@ def test_defaults_without_environment() -> None:
     settings = Settings()
 
     assert settings.redis_url is None  # the embedded Redis
+    assert settings.idempotency_secret is None  # the embedded Redis's own, made at start-up
     assert settings.orch_state_dir == Path(".orchestrator")
     assert settings.session_ttl_sec == 3600
     assert settings.flows_file == DEFAULT_FLOWS_FILE
@@ -32,7 +48,7 @@ def test_defaults_without_environment() -> None:
 
 
 def test_settings_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("REDIS_URL", "redis://redis.internal:6380/2")
+    use_redis(monkeypatch, "redis://redis.internal:6380/2")
     monkeypatch.setenv("SESSION_TTL_SEC", "120")
     monkeypatch.setenv("A2A_TIMEOUT_SEC", "2.5")
     monkeypatch.setenv("FLOWS_FILE", "/etc/orchestrator/flows.toml")
@@ -68,12 +84,13 @@ def test_bare_agent_url_prefix_names_no_role(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_explicit_arguments_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("REDIS_URL", "redis://from-env:6379/0")
+    use_redis(monkeypatch, "redis://from-env:6379/0")
     monkeypatch.setenv("SESSION_TTL_SEC", "120")
     monkeypatch.setenv("AGENT_URL_REFUND", "http://from-env/")
 
     settings = Settings(
         redis_url="redis://from-test:6379/0",
+        idempotency_secret=SECRET,
         session_ttl_sec=60,
         agent_urls={"refund": "http://from-test/"},
     )
@@ -123,7 +140,7 @@ def test_cluster_needs_a_redis_url(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError, match="REDIS_CLUSTER=true needs REDIS_URL"):
         Settings()
 
-    monkeypatch.setenv("REDIS_URL", "redis://node-1:6379/0")
+    use_redis(monkeypatch, "redis://node-1:6379/0")
     assert Settings().redis_cluster is True
 
 
@@ -132,7 +149,7 @@ def test_sentinel_needs_a_url_and_excludes_cluster(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ValidationError, match="REDIS_SENTINEL_MASTER needs REDIS_URL"):
         Settings()
 
-    monkeypatch.setenv("REDIS_URL", "redis://sentinel-1:26379,sentinel-2:26379/0")
+    use_redis(monkeypatch, "redis://sentinel-1:26379,sentinel-2:26379/0")
     assert Settings().redis_sentinel_master == "main"
     monkeypatch.setenv("REDIS_CLUSTER", "true")
     with pytest.raises(ValidationError, match="exclude each other"):
@@ -146,10 +163,40 @@ def test_waiting_for_replicas_needs_a_url_and_a_wait_inside_the_redis_timeout(
     with pytest.raises(ValidationError, match="REDIS_WAIT_REPLICAS needs REDIS_URL"):
         Settings()
 
-    monkeypatch.setenv("REDIS_URL", "redis://primary:6379/0")
+    use_redis(monkeypatch, "redis://primary:6379/0")
     assert (Settings().redis_wait_replicas, Settings().redis_wait_timeout_ms) == (1, 100)
     monkeypatch.setenv("REDIS_WAIT_TIMEOUT_MS", "600")  # more than half the 1 s timeout
     with pytest.raises(ValidationError, match="at most half of REDIS_TIMEOUT_SEC"):
         Settings()
     monkeypatch.setenv("REDIS_TIMEOUT_SEC", "1.2")
     assert Settings().redis_wait_timeout_ms == 600
+
+
+def test_a_real_redis_without_the_shared_secret_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://:hunter2-password@redis.internal:6379/0")
+    monkeypatch.setenv("API_KEYS", "client:an-api-key-nobody-may-see")
+
+    with pytest.raises(ConfigError) as caught:
+        settings_from_environment()
+
+    said = str(caught.value)
+    assert "IDEMPOTENCY_SECRET" in said
+    assert "hunter2" not in said and "an-api-key-nobody-may-see" not in said
+
+
+def test_a_short_secret_is_refused_without_being_repeated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IDEMPOTENCY_SECRET", "too-short-to-be-safe")
+
+    with pytest.raises(ConfigError) as caught:
+        settings_from_environment()
+
+    assert "IDEMPOTENCY_SECRET needs 32+ characters" in str(caught.value)
+    assert "too-short-to-be-safe" not in str(caught.value)
+
+
+def test_the_secret_never_shows_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    use_redis(monkeypatch, "redis://redis.internal:6379/0")
+
+    assert SECRET not in repr(Settings()) and SECRET not in str(Settings().model_dump())

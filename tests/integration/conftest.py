@@ -33,7 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from main import create_app
 from settings import Settings
 from tests.agents import Recording, Seen, agent_app, free_port, serve_in_thread
-from tests.conftest import API_KEYS, bearer, default_executors
+from tests.conftest import API_KEYS, IDEMPOTENCY_SECRET, bearer, default_executors
 from tests.misbehavers import AnyAgent, serve
 
 CALL_ID = "CALL-001"
@@ -65,11 +65,19 @@ class RedisTarget:
 
     @property
     def settings(self) -> dict[str, Any]:
-        return {"redis_url": self.url, "redis_cluster": self.cluster}
+        return {
+            "redis_url": self.url,
+            "redis_cluster": self.cluster,
+            "idempotency_secret": IDEMPOTENCY_SECRET,
+        }
 
     @property
     def env(self) -> dict[str, str]:
-        return {"REDIS_URL": self.url, "REDIS_CLUSTER": str(self.cluster).lower()}
+        return {
+            "REDIS_URL": self.url,
+            "REDIS_CLUSTER": str(self.cluster).lower(),
+            "IDEMPOTENCY_SECRET": IDEMPOTENCY_SECRET,
+        }
 
     def client(self) -> redis.Redis:
         kind = redis.RedisCluster if self.cluster else redis.Redis

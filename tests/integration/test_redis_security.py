@@ -28,7 +28,7 @@ import pytest
 import redis
 
 from tests.agents import free_port
-from tests.conftest import bearer
+from tests.conftest import IDEMPOTENCY_SECRET, bearer
 from tests.integration.conftest import (
     HAPPY_PATH,
     NEXT_STAGES,
@@ -268,6 +268,7 @@ async def start_service_process(
 
     def start(store_url: str) -> ServiceProcess:
         env = clean_environment() | {"REDIS_URL": store_url, "LOG_LEVEL": "DEBUG"}
+        env |= {"IDEMPOTENCY_SECRET": IDEMPOTENCY_SECRET}
         env |= {f"AGENT_URL_{role.upper()}": url for role, url in agents.urls.items()}
         port, log_file = free_port(), tmp_path / "service.log"
         with log_file.open("w") as log:

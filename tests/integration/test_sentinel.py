@@ -19,7 +19,7 @@ from main import create_app
 from redis_store import connect, disconnect
 from settings import Settings
 from tests.agents import free_port, serve_in_thread
-from tests.conftest import API_KEYS
+from tests.conftest import API_KEYS, IDEMPOTENCY_SECRET
 from tests.integration.conftest import (
     HAPPY_PATH,
     Agents,
@@ -118,6 +118,7 @@ def served(watched: Watched, agents: Agents) -> Iterator[str]:
         redis_wait_timeout_ms=WAIT_MS,
         agent_urls=agents.urls,
         api_keys=API_KEYS,
+        idempotency_secret=IDEMPOTENCY_SECRET,
         redis_timeout_sec=2 * WAIT_MS / 1000,  # the least the settings allow with WAIT_MS
     )
     url, stop = serve_in_thread(lambda _: create_app(settings))
