@@ -92,6 +92,20 @@ class BodyTooLarge(OrchestratorError):
     code = "body_too_large"
 
 
+class HeaderTooLarge(OrchestratorError):
+    """Refused by the HTTP server itself (http_limits.py), before the app sees the request."""
+
+    status_code = 431
+    code = "header_too_large"
+
+
+class TooManyConnections(OrchestratorError):
+    """Refused by the HTTP server itself (http_limits.py), as the connection opens."""
+
+    status_code = 503
+    code = "too_many_connections"
+
+
 class ConfigError(Exception):
     """The flow configuration is unusable; start-up stops with this message."""
 

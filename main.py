@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
 from a2a_client import A2AClient
+from access_log import RequestLog
 from auth import Caller, Permission, keyring_from, require
 from breaker import Breakers
 from errors import CallNotFound, ConfigError, StoreUnavailable
@@ -85,13 +86,18 @@ def create_app(
         # Tracing is ours (OTEL_ENABLED, opentelemetry-instrumentation-fastapi); FastAPI's own
         # telemetry, off here, looks up OpenTelemetry's providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # A path with a slash too many is a 404 like any unknown path: a redirect would be
+        # built from the request's Host header.
+        redirect_slashes=False,
     )
     app.state.metrics = Metrics(set(flows.stage_of_intent), lambda: app.state.breakers.snapshot())
     app.state.keyring = keyring_from(settings)
     add_error_handlers(app)
     _add_routes(app, settings)
-    # Outermost, so that every answer (errors included) carries X-Request-ID; the turn
-    # endpoint, which the app serves ahead of it, sets its own the same way.
+    app.add_middleware(RequestLog)
+    # Outermost, so that every answer (errors included) carries X-Request-ID and every request
+    # line its id; the turn endpoint, which the app serves ahead of it, sets its own the same
+    # way.
     app.add_middleware(
         CorrelationIdMiddleware,
         header_name=REQUEST_ID_HEADER,

@@ -79,6 +79,14 @@ class Settings(BaseSettings):
     mask_auth_digits: bool = True  # every digit the caller says at the AUTHENTICATION stage
     # A call's trail is bounded: a runaway client cannot grow one without end.
     max_steps_per_call: int = Field(200, ge=1)
+    # The HTTP server's own limits (http_limits.py), checked before the app sees a request:
+    # a header block larger than this is answered 431; one not whole within the header timeout,
+    # or a body not whole within the body timeout, has its connection closed; past the
+    # connection cap (per process) a new connection is answered 503 and closed.
+    http_max_header_bytes: int = Field(16 * 1024, ge=1024)
+    http_header_timeout_sec: float = Field(10.0, gt=0)
+    http_body_timeout_sec: float = Field(30.0, gt=0)
+    http_max_connections: int = Field(2048, ge=1)
 
     @field_validator("log_level", mode="before")
     @classmethod

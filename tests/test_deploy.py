@@ -202,12 +202,20 @@ def test_agents_healthcheck_probes_a_demo_agent_card() -> None:
 # --- Dockerfile and .dockerignore --------------------------------------------------------------
 
 
-def test_image_is_python_311_slim_running_uvicorn_as_a_non_root_user() -> None:
+def test_image_is_python_311_slim_serving_with_the_http_limits_as_a_non_root_user() -> None:
     [user] = instructions("USER")
+    program, *argv = image_cmd()
+    args = cli.parser().parse_args(argv)
 
     assert instructions("FROM") == ["python:3.11-slim"]
     assert user.split(":")[0] not in ("root", "0")
-    assert image_cmd()[:2] == ["uvicorn", "main:app"]
+    # `serve`: uvicorn with http_limits' protocol and no access log (cli.run_serve).
+    assert (program, args.command, args.host, args.workers) == (
+        "orchestrator-flows",
+        "serve",
+        "0.0.0.0",
+        1,
+    )
     assert image_env()["PYTHONUNBUFFERED"] == "1"
     assert Path(image_env()["ORCH_STATE_DIR"]).is_absolute()
     assert "/healthz" in image_healthcheck()[-1]
@@ -394,7 +402,7 @@ def test_image_command_serves_healthz_on_the_embedded_store_and_stops_on_sigterm
     env = container_environment(ORCH_STATE_DIR=str(tmp_path / "state"))
     assert "REDIS_URL" not in env
     process = subprocess.Popen(
-        [sys.executable, "-m", program, *argv],
+        [str(Path(sys.executable).with_name(program)), *argv],  # the installed console script
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -402,14 +410,22 @@ def test_image_command_serves_healthz_on_the_embedded_store_and_stops_on_sigterm
     )
     try:
         wait_until_answering(f"http://127.0.0.1:{port}/healthz", process)
-        answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        answer = httpx.get(f"http://127.0.0.1:{port}/healthz?pan=4111111111111111", timeout=5)
+        oversized = httpx.get(
+            f"http://127.0.0.1:{port}/healthz", headers={"X-Padding": "a" * 20_000}, timeout=5
+        )
         healthy = run_healthcheck(image_healthcheck(), image_port, port)
     finally:
         exit_code, log = stop(process, signal.SIGTERM, within_sec=10)
 
     assert (answer.status_code, answer.json()) == (200, {"status": "ok"})
+    assert (oversized.status_code, oversized.json()["error"]["code"]) == (431, "header_too_large")
     assert healthy == 0
-    assert "embedded Redis" in log
+    # Requests are logged by the service, without their query strings; uvicorn's log is off.
+    assert '"path":"/healthz","status":200' in log
+    assert "4111" not in log
+    assert "uvicorn.access" not in log
+    assert f"session store: Redis at unix://{tmp_path / 'state'}" in log  # the embedded one
     assert "Application shutdown complete" in log
     # After its graceful shutdown uvicorn re-raises the SIGTERM it handled; as a container's
     # PID 1 the kernel drops that signal and the exit status is 0.
