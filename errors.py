@@ -33,6 +33,14 @@ class CallStepLimit(OrchestratorError):
     code = "call_step_limit"
 
 
+class CallSizeLimit(OrchestratorError):
+    """The call holds as many bytes in Redis as one call may (MAX_CALL_BYTES): a runaway client
+    cannot grow one without bound, however long its messages. Nothing is recorded."""
+
+    status_code = 409
+    code = "call_size_limit"
+
+
 class CallNotFound(OrchestratorError):
     status_code = 404
     code = "call_not_found"

@@ -139,7 +139,9 @@ def _lifespan(
                 prefix=settings.key_prefix,
                 ttl_sec=settings.session_ttl_sec,
                 lease_sec=settings.turn_lease_sec,
+                max_call_bytes=settings.max_call_bytes,
                 observe=lambda op, sec: metrics.redis_seconds_by(op).observe(sec),
+                on_fault=lambda op, reason: metrics.redis_faults_by(op, reason).inc(),
                 replica_wait=ReplicaWait(
                     settings.redis_wait_replicas, settings.redis_wait_timeout_ms
                 ),

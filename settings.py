@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     mask_auth_digits: bool = True  # every digit the caller says at the AUTHENTICATION stage
     # A call's trail is bounded: a runaway client cannot grow one without end.
     max_steps_per_call: int = Field(200, ge=1)
+    # ... and so are the bytes it holds in Redis (state, steps and remembered answers): the
+    # step cap alone lets long messages and their replays grow one call to megabytes.
+    max_call_bytes: int = Field(1024 * 1024, ge=16 * 1024)
     # The HTTP server's own limits (http_limits.py), checked before the app sees a request:
     # a header block larger than this is answered 431; one not whole within the header timeout,
     # or a body not whole within the body timeout, has its connection closed; past the
