@@ -121,8 +121,17 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self._limits = self.limits or environment_limits()
-        self._deadline: asyncio.TimerHandle | None = None
+        self._limits = limits = self.limits or environment_limits()
+        # Read on every request: kept here rather than looked up through the limits.
+        self._max_header_bytes = limits.max_header_bytes
+        self._header_timeout = limits.header_timeout_sec
+        self._body_timeout = limits.body_timeout_sec
+        # One deadline at a time (header, body, or the linger after a refusal), kept as a time:
+        # moving it costs no timer. The one timer, when it fires, closes the connection if the
+        # deadline has passed, or is set again for it (see _set_deadline).
+        self._due: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         # Bytes received for the header block being read, chunk by chunk; a chunk that ends
         # it is measured from the parsed header instead (it may hold body bytes too).
         self._header_bytes = 0
@@ -143,55 +152,59 @@ class LimitedHttpProtocol(HttpToolsProtocol):
                 )
             )
             return
-        self._set_deadline(self._limits.header_timeout_sec)
+        self._set_deadline(self._header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._clear_deadline()
+        self._due = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # lingering: what the client still sends is dropped unread
         in_header = not self._reading_body
+        if self._due is None and in_header:  # a new request begins (the first one's was set
+            self._set_deadline(self._header_timeout)  # as the connection opened)
         headers_done = self._headers_done
         self._chunk_bytes = len(data)
-        super().data_received(data)
+        # The base class's methods called directly, here and below: super() costs more, on
+        # every request.
+        HttpToolsProtocol.data_received(self, data)
         if not in_header or headers_done != self._headers_done or self._refused:
+            return
+        if self.transport.is_closing():  # uvicorn refused the request (400) and closed
             return
         # The whole chunk belonged to a header block still unfinished.
         self._header_bytes += len(data)
-        if self._header_bytes > self._limits.max_header_bytes:
+        if self._header_bytes > self._max_header_bytes:
             self._refuse(self._header_too_large())
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if self._deadline is None:  # the first request's was set as the connection opened
-            self._set_deadline(self._limits.header_timeout_sec)
 
     def on_headers_complete(self) -> None:
         if self._refused:
             return
-        limit = self._limits.max_header_bytes
+        limit = self._max_header_bytes
         # Bytes received so far bound the header from above: only a large one is measured.
         if self._header_bytes + self._chunk_bytes > limit and self._header_size() > limit:
             self._refuse(self._header_too_large())
             return
         self._headers_done += 1
         self._reading_body = True
-        self._set_deadline(self._limits.body_timeout_sec)
-        super().on_headers_complete()
+        self._set_deadline(self._body_timeout)
+        HttpToolsProtocol.on_headers_complete(self)
 
     def on_body(self, body: bytes) -> None:
         if not self._refused:
-            super().on_body(body)
+            HttpToolsProtocol.on_body(self, body)
 
     def on_message_complete(self) -> None:
         if self._refused:
             return
-        self._clear_deadline()
+        self._due = None  # no deadline while the app works, nor while the connection idles
         self._reading_body = False
         self._header_bytes = 0
-        super().on_message_complete()
+        HttpToolsProtocol.on_message_complete(self)
 
     def _header_size(self) -> int:
         """The header block as parsed: request target and fields, with their separators."""
@@ -199,7 +212,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         return len(self.url) + fields
 
     def _header_too_large(self) -> HeaderTooLarge:
-        limit = self._limits.max_header_bytes
+        limit = self._max_header_bytes
         return HeaderTooLarge(f"the request header is over {limit} bytes", limit=limit)
 
     def _refuse(self, error: OrchestratorError) -> None:
@@ -213,15 +226,19 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._set_deadline(LINGER_SEC)
 
     def _set_deadline(self, seconds: float) -> None:
-        self._clear_deadline()
-        self._deadline = self.loop.call_later(seconds, self._close)
+        """A new timer only when none would fire by the deadline: on a keep-alive connection
+        requests come and go within one timer's life."""
+        due = self._due = self.loop.time() + seconds
+        if self._timer is None or due < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timer_at = self.loop.call_at(due, self._on_timer), due
 
-    def _clear_deadline(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _close(self) -> None:
-        self._deadline = None
-        if not self.transport.is_closing():
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._due is None:
+            return
+        if self.loop.time() < self._due:
+            self._timer, self._timer_at = self.loop.call_at(self._due, self._on_timer), self._due
+        elif not self.transport.is_closing():
             self.transport.close()

@@ -112,8 +112,8 @@ def wait_until_healthy(served: Served) -> None:
 
 
 def closed_by_server(sockets: list[socket.socket], within_sec: float) -> list[socket.socket]:
-    """The sockets the server closed (end of stream, nothing before it) before the deadline,
-    waiting for all of them; poll(), not select(): descriptors here may pass 1,024."""
+    """The sockets the server closed (end of stream) before the deadline, waiting for all of
+    them; poll(), not select(): descriptors here may pass 1,024."""
     poller = select.poll()
     by_fd = {sock.fileno(): sock for sock in sockets}
     for fd in by_fd:
@@ -122,8 +122,8 @@ def closed_by_server(sockets: list[socket.socket], within_sec: float) -> list[so
     deadline = time.monotonic() + within_sec
     while len(closed) < len(sockets) and time.monotonic() < deadline:
         for fd, _ in poller.poll(100):
-            poller.unregister(fd)
-            if by_fd[fd].recv(4096) == b"":
+            if by_fd[fd].recv(65536) == b"":  # else the rest of an answer: read on
+                poller.unregister(fd)
                 closed.append(by_fd[fd])
     return closed
 
@@ -252,7 +252,12 @@ async def test_connections_that_do_not_send_their_header_or_body_in_time_are_clo
             b"POST /orchestrate HTTP/1.1\r\nHost: x\r\nAuthorization: " + key + b"\r\n"
             b'Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{"call_'
         )
-    every = silent + slow_header + slow_body
+    # A keep-alive connection: one request answered, then the next one's header stalls.
+    second = served.connect()
+    second.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert second.recv(4096).startswith(b"HTTP/1.1 200")
+    second.sendall(SLOW_START)
+    every = [*silent, *slow_header, *slow_body, second]
     try:
         closed = closed_by_server(every, within_sec=60)
         await play_a_whole_call(served.url, "CALL-001")
