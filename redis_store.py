@@ -53,7 +53,8 @@ if ARGV[3] ~= '' then
   if done then return {2, done} end
 end
 local holder = redis.call('GET', KEYS[2])
--- Held by this very request (its answer was lost and the client sent it anew): it is ours.
+-- Held by another turn: busy. Held by this very request (its answer was lost and the client
+-- sent it anew): the lease is already ours.
 if holder and holder ~= ARGV[1] then return {0, redis.call('PTTL', KEYS[2]), holder} end
 if not holder then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) end
 local held = tonumber(redis.call('GET', KEYS[4]) or '0') + redis.call('STRLEN', KEYS[1])
@@ -325,12 +326,11 @@ class _RoundTrip:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
         self._observe(self._operation, time.perf_counter() - self._started)
-        if exc is None:
-            return
-        unavailable = _unavailable_for(exc)
-        if unavailable is not None:
+        try:
+            _STORE_ERRORS.__exit__(kind, exc, _)
+        except StoreUnavailable as unavailable:
             self._fault(self._operation, unavailable.details["reason"])
-            raise unavailable from exc
+            raise
 
 
 class RedisStore:
@@ -426,11 +426,10 @@ class RedisStore:
                 done, acknowledged = await self._eval(self._commit, keys.all, args), 0
         if done == -1:
             raise CallSizeLimit(
-                f"the agent answered, but its step would take call {lease.call_id} past its"
-                f" limit of {self.max_call_bytes} bytes; nothing was recorded: start a new call",
+                f"this step would take call {lease.call_id} past its limit of"
+                f" {self.max_call_bytes} bytes; nothing was recorded",
                 call_identify_id=lease.call_id,
                 max_call_bytes=self.max_call_bytes,
-                agent_called=True,
             )
         if not done:
             raise TurnConflict(

@@ -158,7 +158,11 @@ class TurnService:
             )
         except CallSizeLimit as refused:
             self._refused_after_the_agent(transition, refused)
-            raise
+            raise CallSizeLimit(
+                f"the agent answered, but {refused.message}: start a new call",
+                **refused.details,
+                agent_called=True,
+            ) from None
         except StoreUnavailable:
             # Redis failed after the agent acted. Keep its answer so that the client's retry
             # with the same Idempotency-Key commits it instead of asking the agent again.

@@ -408,8 +408,8 @@ async def test_step_that_would_pass_the_call_size_is_409_after_its_agent_and_cha
     assert refused.status_code == 409
     assert refused.json()["error"] == {
         "code": "call_size_limit",
-        "message": "the agent answered, but its step would take call CALL-001 past its limit of"
-        " 16384 bytes; nothing was recorded: start a new call",
+        "message": "the agent answered, but this step would take call CALL-001 past its limit"
+        " of 16384 bytes; nothing was recorded: start a new call",
         "call_identify_id": "CALL-001",
         "max_call_bytes": 16_384,
         "agent_called": True,

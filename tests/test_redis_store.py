@@ -143,11 +143,7 @@ async def test_commit_past_the_call_size_is_refused_and_changes_nothing(
 
     await small.release(lease)
     assert caught.value.status_code == 409
-    assert caught.value.details == {
-        "call_identify_id": CALL,
-        "max_call_bytes": limit,
-        "agent_called": True,
-    }
+    assert caught.value.details == {"call_identify_id": CALL, "max_call_bytes": limit}
     assert {key: await redis.dump(key) for key in await redis.keys("*")} == before
 
 
