@@ -6,7 +6,8 @@ than any other part of the turn bar its Redis and agent I/O (bench/RESULTS.md). 
 hands it to `TurnEndpoint` first, and every other request goes through FastAPI as usual. The
 endpoint does for a turn what the stack did, in the same order and with the same answers:
 request id, body limit, API key, Idempotency-Key and body validation, errors rendered by
-http_errors.error_answer. OpenAPI documents the operation from the route main.py declares.
+http_errors.error_answer, the `request` log line (access_log.py) for a turn that did not run.
+OpenAPI documents the operation from the route main.py declares.
 """
 
 from __future__ import annotations
