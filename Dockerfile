@@ -1,5 +1,6 @@
-# The service (`uvicorn main:app` on :8000). The same image runs the demo A2A agents
-# (`orchestrator-flows agents`): see docker-compose.yml.
+# The service (`orchestrator-flows serve` on :8000: uvicorn with the HTTP limits of
+# http_limits.py). The same image runs the demo A2A agents (`orchestrator-flows agents`): see
+# docker-compose.yml.
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
@@ -40,5 +41,7 @@ EXPOSE 8000
 # slim has no curl: Python's urllib fails (exit 1) on a refused connection or a non-2xx answer.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3)"]
-# On SIGTERM, finish the turns in flight (up to 20 s) before exiting.
-CMD ["uvicorn", "main:app", "--host", "0.0.0.0", "--port", "8000", "--timeout-graceful-shutdown", "20"]
+# uvicorn serving main:app with the HTTP limits (HTTP_* settings) and no access log (requests
+# are logged without their query strings); on SIGTERM it finishes the turns in flight (up to
+# SHUTDOWN_GRACE_SEC, 20 s) before exiting.
+CMD ["orchestrator-flows", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -24,6 +24,7 @@ from embedded_redis import EmbeddedRedisError, start_embedded_redis
 from errors import ConfigError
 from fingerprints import fingerprint_secret
 from flows import load_flows
+from http_limits import PROTOCOL, HttpLimits, uvicorn_options
 from logs import configure_logging
 from resources import redacted
 from settings import Settings, settings_from_environment
@@ -34,11 +35,15 @@ class CliError(Exception):
 
 
 class ServerThread:
-    """Runs uvicorn servers in one background thread and event loop (no signal handlers there)."""
+    """Runs uvicorn servers in one background thread and event loop (no signal handlers there),
+    each with the HTTP limits."""
 
-    def __init__(self, apps: dict[tuple[str, int], object]):
+    def __init__(self, apps: dict[tuple[str, int], object], limits: HttpLimits):
+        options = uvicorn_options(limits)
         self.servers = [
-            uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+            uvicorn.Server(
+                uvicorn.Config(app, host=host, port=port, log_level="warning", **options)
+            )
             for (host, port), app in apps.items()
         ]
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -94,7 +99,7 @@ def start_agents(settings: Settings, host: str, advertise: str) -> tuple[ServerT
     urls = {role: f"http://{advertise}:{port}/" for role, port in ports.items()}
     apps = {(host, ports[role]): demo_agents.agent_app(role, url) for role, url in urls.items()}
     local = "127.0.0.1" if host in ("0.0.0.0", "") else host  # check them from here
-    servers = ServerThread(apps)
+    servers = ServerThread(apps, HttpLimits.from_settings(settings))
     try:
         servers.start()
         check_agents_answer({role: f"http://{local}:{port}/" for role, port in ports.items()})
@@ -151,7 +156,10 @@ def run_demo(args: argparse.Namespace) -> int:
                 "idempotency_secret": secret,
             }
         )
-        service = ServerThread({(args.host, args.port): create_app(service_settings)})
+        service = ServerThread(
+            {(args.host, args.port): create_app(service_settings)},
+            HttpLimits.from_settings(service_settings),
+        )
         try:
             service.start()
             base = f"http://{args.host}:{args.port}"
@@ -211,6 +219,8 @@ def run_serve(args: argparse.Namespace) -> int:
             workers=args.workers,
             log_config=None,  # uvicorn's lines go through our structured logging too
             timeout_graceful_shutdown=int(settings.shutdown_grace_sec),  # finish turns in flight
+            http=PROTOCOL,  # the HTTP limits, read by each worker from its environment
+            access_log=False,  # access_log.py logs each request, without its query string
         )
     return 0
 

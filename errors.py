@@ -54,6 +54,19 @@ class CallStepLimit(OrchestratorError):
     example_details: ClassVar[dict[str, Any]] = {"call_identify_id": "CALL-001", "max_steps": 200}
 
 
+class CallSizeLimit(OrchestratorError):
+    """The call holds as many bytes in Redis as one call may (MAX_CALL_BYTES): a runaway client
+    cannot grow one without bound, however long its messages. Nothing is recorded."""
+
+    status_code = 409
+    code = "call_size_limit"
+    example_details: ClassVar[dict[str, Any]] = {
+        "call_identify_id": "CALL-001",
+        "max_call_bytes": 1048576,
+        "agent_called": False,
+    }
+
+
 class CallNotFound(OrchestratorError):
     """No such call: never started, deleted, or expired."""
 
@@ -161,6 +174,21 @@ class InvalidRequest(OrchestratorError):
     example_details: ClassVar[dict[str, Any]] = {
         "fields": [{"loc": ["body", "intent"], "type": "missing", "message": "Field required"}]
     }
+
+
+class HeaderTooLarge(OrchestratorError):
+    """Refused by the HTTP server itself (http_limits.py), before the app sees the request."""
+
+    status_code = 431
+    code = "header_too_large"
+    example_details: ClassVar[dict[str, Any]] = {"limit": 16384}
+
+
+class TooManyConnections(OrchestratorError):
+    """Refused by the HTTP server itself (http_limits.py), as the connection opens."""
+
+    status_code = 503
+    code = "too_many_connections"
 
 
 class ConfigError(Exception):

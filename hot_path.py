@@ -6,13 +6,15 @@ than any other part of the turn bar its Redis and agent I/O (bench/RESULTS.md). 
 hands it to `TurnEndpoint` first, and every other request goes through FastAPI as usual. The
 endpoint does for a turn what the stack did, in the same order and with the same answers:
 request id, body limit, API key, Idempotency-Key and body validation, errors rendered by
-http_errors.error_answer. OpenAPI documents the operation from the route main.py declares.
+http_errors.error_answer, the `request` log line (access_log.py) for a turn that did not run.
+OpenAPI documents the operation from the route main.py declares.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -21,6 +23,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, ValidationError
 
+from access_log import log_request
 from auth import SECURITY, KeyRing, Permission, presented_key
 from errors import BodyTooLarge
 from http_errors import error_answer
@@ -93,6 +96,7 @@ class TurnEndpoint:
         self._max_body = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         headers = {name: value for name, value in reversed(scope["headers"]) if name in _READ}
         given = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = given if given and valid_request_id(given) else new_request_id()
@@ -105,10 +109,13 @@ class TurnEndpoint:
             response = error_answer(exc, "POST", scope["path"])
             response.raw_headers.append((b"x-request-id", request_id.encode()))
             await response(scope, receive, send)
+            log_request("POST", PATH, response.status_code, started, request_id)
             return
         finally:
             correlation_id.reset(token)
         await _send_answer(send, answer, request_id)
+        if answer.replayed:  # a turn that ran has written its own line (turns.py)
+            log_request("POST", PATH, answer.status_code, started, request_id)
 
     async def _turn(self, headers: dict[bytes, bytes], receive: Receive) -> TurnAnswer:
         # In the order the framework checked them: body size, key (so a caller without one

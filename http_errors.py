@@ -1,11 +1,13 @@
 """The one place where errors become HTTP answers: `{"error": {"code", "message", ...details}}`.
 
 FastAPI's exception handlers and the /orchestrate hot path (hot_path.py) both answer through
-`error_answer`, so every error has one shape whichever way the request came in.
+`error_answer`, so every error has one shape whichever way the request came in; the HTTP
+server's own refusals (http_limits.py), written before any app runs, through `error_bytes`.
 """
 
 from __future__ import annotations
 
+import http
 import logging
 from typing import Any
 
@@ -47,6 +49,15 @@ def error_answer(exc: Exception, method: str, path: str) -> JSONResponse:
         return error_response(exc.status_code, code, str(exc.detail), exc.headers)
     log.exception("unexpected error", exc_info=exc)
     return error_response(500, "internal_error", "internal error; the turn was not recorded")
+
+
+def error_bytes(exc: OrchestratorError) -> bytes:
+    """The whole HTTP/1.1 answer to `exc`, closing the connection, for a protocol to write."""
+    response = error_response(exc.status_code, exc.code, exc.message, exc.headers, **exc.details)
+    status = f"HTTP/1.1 {exc.status_code} {http.HTTPStatus(exc.status_code).phrase}\r\n"
+    lines = [status.encode()]
+    lines += [name + b": " + value + b"\r\n" for name, value in response.raw_headers]
+    return b"".join([*lines, b"connection: close\r\n\r\n", response.body])
 
 
 def add_error_handlers(app: FastAPI) -> None:

@@ -51,6 +51,11 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "json") -> None:
     root.handlers = [handler]
     root.setLevel(numeric_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per agent call is noise
+    # uvicorn's access log writes query strings as they came: off however uvicorn was started
+    # (its protocol writes it only to a logger with handlers). access_log.py logs requests.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = []
+    access.propagate = False
 
 
 def _json_line(event: dict[str, Any], **options: Any) -> str:

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from a2a_client import A2AClient
+from access_log import RequestLog
 from api_docs import add_offline_docs, error_responses, turn_answer
 from auth import Caller, Permission, keyring_from, require
 from breaker import Breakers
@@ -31,14 +32,17 @@ from errors import (
     BodyTooLarge,
     CallComplete,
     CallNotFound,
+    CallSizeLimit,
     CallStepLimit,
     ConfigError,
     Forbidden,
+    HeaderTooLarge,
     IdempotencyKeyInProgress,
     IdempotencyKeyReused,
     IntentNotAllowed,
     InvalidRequest,
     StoreUnavailable,
+    TooManyConnections,
     TurnConflict,
     TurnInProgress,
     Unauthenticated,
@@ -87,6 +91,7 @@ TURN_ERRORS = (
     CallComplete,
     AccountMismatch,
     CallStepLimit,
+    CallSizeLimit,
     TurnInProgress,
     IdempotencyKeyInProgress,
     TurnConflict,
@@ -95,6 +100,9 @@ TURN_ERRORS = (
     UnknownIntent,
     IdempotencyKeyReused,
     StoreUnavailable,
+    # Answered by the HTTP server itself (http_limits.py), before any endpoint.
+    HeaderTooLarge,
+    TooManyConnections,
 )
 SESSION_ERRORS = (*DENIED, CallNotFound, InvalidRequest, StoreUnavailable)
 
@@ -118,14 +126,19 @@ def create_app(
         # Tracing is ours (OTEL_ENABLED, opentelemetry-instrumentation-fastapi); FastAPI's own
         # telemetry, off here, looks up OpenTelemetry's providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
+        # A path with a slash too many is a 404 like any unknown path: a redirect would be
+        # built from the request's Host header.
+        redirect_slashes=False,
     )
     app.state.metrics = Metrics(set(flows.stage_of_intent), lambda: app.state.breakers.snapshot())
     app.state.keyring = keyring_from(settings)
     add_error_handlers(app)
     _add_routes(app, settings)
     add_offline_docs(app)
-    # Outermost, so that every answer (errors included) carries X-Request-ID; the turn
-    # endpoint, which the app serves ahead of it, sets its own the same way.
+    app.add_middleware(RequestLog)
+    # Outermost, so that every answer (errors included) carries X-Request-ID and every request
+    # line its id; the turn endpoint, which the app serves ahead of it, sets its own the same
+    # way.
     app.add_middleware(
         CorrelationIdMiddleware,
         header_name=REQUEST_ID_HEADER,
@@ -167,7 +180,9 @@ def _lifespan(
                 prefix=settings.key_prefix,
                 ttl_sec=settings.session_ttl_sec,
                 lease_sec=settings.turn_lease_sec,
+                max_call_bytes=settings.max_call_bytes,
                 observe=lambda op, sec: metrics.redis_seconds_by(op).observe(sec),
+                on_fault=lambda op, reason: metrics.redis_faults_by(op, reason).inc(),
                 replica_wait=ReplicaWait(
                     settings.redis_wait_replicas, settings.redis_wait_timeout_ms
                 ),

@@ -65,7 +65,11 @@ class Metrics:
             "orch_redis_command_seconds", "Redis round trips by operation", ["operation"],
             buckets=REDIS_BUCKETS, registry=r,
         )  # fmt: skip
-
+        self.redis_faults = Counter(
+            "orch_redis_faults", "Failed Redis round trips by operation and reason"
+            " (OutOfMemoryError: Redis is at its maxmemory)", ["operation", "reason"],
+            registry=r,
+        )  # fmt: skip
         self.unreplicated_commits = Counter(
             "orch_redis_unreplicated_commits",
             "Steps recorded on the primary that fewer than REDIS_WAIT_REPLICAS replicas"
@@ -76,6 +80,7 @@ class Metrics:
         self.agent_seconds_by = Children(self.agent_seconds)
         self.agent_faults_by = Children(self.agent_faults)
         self.redis_seconds_by = Children(self.redis_seconds)
+        self.redis_faults_by = Children(self.redis_faults)
 
     def intent_label(self, intent: str) -> str:
         return intent if intent in self._known_intents else "unknown"

@@ -27,6 +27,7 @@ from redis.exceptions import (
     ClusterDownError,
     NoPermissionError,
     NoScriptError,
+    OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
     TryAgainError,
@@ -34,27 +35,37 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from errors import IdempotencyKeyInProgress, StoreUnavailable, TurnConflict, TurnInProgress
+from errors import (
+    CallSizeLimit,
+    IdempotencyKeyInProgress,
+    StoreUnavailable,
+    TurnConflict,
+    TurnInProgress,
+)
 from models import CallState, StepRecord
 
 # Replay a finished request with the same Idempotency-Key; otherwise take the call's lease
-# (unless another turn holds it) and read the state. Atomically.
+# (unless another turn holds it) and read the state and the bytes the call holds (its state,
+# and what its steps and remembered answers added: KEYS[4]). Atomically.
 BEGIN_TURN = """
 if ARGV[3] ~= '' then
   local done = redis.call('HGET', KEYS[3], ARGV[3])
   if done then return {2, done} end
 end
 local holder = redis.call('GET', KEYS[2])
--- This very request again (its answer was lost and the client sent it anew): the lease is ours.
-if holder == ARGV[1] then return {1, redis.call('GET', KEYS[1])} end
-if holder then return {0, redis.call('PTTL', KEYS[2]), holder} end
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-return {1, redis.call('GET', KEYS[1])}
+-- Held by another turn: busy. Held by this very request (its answer was lost and the client
+-- sent it anew): the lease is already ours.
+if holder and holder ~= ARGV[1] then return {0, redis.call('PTTL', KEYS[2]), holder} end
+if not holder then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) end
+local held = tonumber(redis.call('GET', KEYS[4]) or '0') + redis.call('STRLEN', KEYS[1])
+return {1, redis.call('GET', KEYS[1]), held}
 """
 
 # Commit one step: only while this turn still holds the call's lease (a DELETE drops it, and
 # so does expiry) and the call is exactly as the turn read it (same number of steps, present
-# unless new): write the state, append the step, slide the TTL, release the lease. One script,
+# unless new), and only if the call then holds at most ARGV[8] bytes (MAX_CALL_BYTES; -1
+# otherwise, nothing written): write the state, append the step, add the step's and the
+# remembered answer's bytes to the call's count, slide the TTL, release the lease. One script,
 # so a crash can never leave a state without its step or a step without its state. Both scripts
 # may run twice for one request: redis-py sends a command again when the connection drops
 # before the answer arrives, and the first run may have happened.
@@ -68,9 +79,13 @@ if redis.call('GET', KEYS[3]) ~= ARGV[5] then
 end
 if redis.call('LLEN', KEYS[2]) ~= expected then return 0 end
 if (redis.call('EXISTS', KEYS[1]) == 1) ~= (expected > 0) then return 0 end
+-- The new state replaces the old; the step and the answer add to what the call held.
+local added = tonumber(redis.call('GET', KEYS[5]) or '0') + #ARGV[3] + #ARGV[6] + #ARGV[7]
+if added + #ARGV[2] > tonumber(ARGV[8]) then return -1 end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[4])
 redis.call('RPUSH', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('SET', KEYS[5], added, 'EX', ARGV[4])
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[4], ARGV[6], ARGV[7]) end
 if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('EXPIRE', KEYS[4], ARGV[4]) end
 redis.call('DEL', KEYS[3])
@@ -88,10 +103,16 @@ class CallKeys(NamedTuple):
     steps: str
     lease: str
     idempotency: str  # hash: Idempotency-Key -> the answer given
+    size: str  # bytes the steps and the remembered answers hold (the state is measured)
 
     @property
     def all(self) -> list[str]:
-        return [self.state, self.steps, self.lease, self.idempotency]
+        return [self.state, self.steps, self.lease, self.idempotency, self.size]
+
+    @property
+    def begin(self) -> list[str]:
+        """BEGIN_TURN's keys."""
+        return [self.state, self.lease, self.idempotency, self.size]
 
 
 def call_keys(prefix: str, call_id: str) -> CallKeys:
@@ -101,6 +122,7 @@ def call_keys(prefix: str, call_id: str) -> CallKeys:
         steps=f"{tag}:steps",
         lease=f"{tag}:lease",
         idempotency=f"{tag}:idempotency",
+        size=f"{tag}:bytes",
     )
 
 
@@ -129,11 +151,13 @@ class StoredAnswer:
 
 
 class TurnStart(NamedTuple):
-    """Either a lease on the call with its state (None when new), or an answer to replay."""
+    """Either a lease on the call with its state (None when new) and the bytes the call holds
+    in Redis, or an answer to replay."""
 
     lease: Lease | None
     state: CallState | None = None
     replay: StoredAnswer | None = None
+    held_bytes: int = 0
 
 
 def connect(
@@ -235,6 +259,14 @@ def _unavailable_for(exc: BaseException) -> StoreUnavailable | None:
     """What a Redis fault means for the caller, or None for an error that is not one."""
     if isinstance(exc, _CONNECTION_FAULTS):
         return _unavailable(type(exc).__name__)
+    if isinstance(exc, OutOfMemoryError):
+        # Redis at its maxmemory with noeviction refuses a script at its first write, before it
+        # changed anything; it takes writes again as calls expire or memory is added.
+        return StoreUnavailable(
+            "the session store is full; nothing was recorded; retry later",
+            headers={"Retry-After": "5"},
+            reason="OutOfMemoryError",
+        )
     if isinstance(exc, RuntimeError) and "closed" in str(exc):
         # redis-py's cluster client closes every node's connections when it meets a failover
         # (ClusterDownError or an uncovered slot: aclose() and start again), under commands
@@ -268,6 +300,7 @@ def _busy(call_id: str, idempotency_key: str, *, pttl: int, holder: bytes) -> Ex
 
 
 Observer = Callable[[str, float], None]  # (operation, seconds)
+FaultObserver = Callable[[str, str], None]  # (operation, reason it answered 503)
 Unreplicated = Callable[[str, int], None]  # (call id, replicas that acknowledged the step)
 
 
@@ -280,19 +313,24 @@ class ReplicaWait:
 
 
 class _RoundTrip:
-    """Times one Redis operation for the metrics and maps its faults (StoreErrors)."""
+    """Times one Redis operation for the metrics and maps its faults (as StoreErrors does),
+    each one counted."""
 
-    __slots__ = ("_observe", "_operation", "_started")
+    __slots__ = ("_fault", "_observe", "_operation", "_started")
 
-    def __init__(self, operation: str, observe: Observer) -> None:
-        self._operation, self._observe = operation, observe
+    def __init__(self, operation: str, observe: Observer, fault: FaultObserver) -> None:
+        self._operation, self._observe, self._fault = operation, observe, fault
 
     def __enter__(self) -> None:
         self._started = time.perf_counter()
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
         self._observe(self._operation, time.perf_counter() - self._started)
-        _STORE_ERRORS.__exit__(kind, exc, _)
+        try:
+            _STORE_ERRORS.__exit__(kind, exc, _)
+        except StoreUnavailable as unavailable:
+            self._fault(self._operation, unavailable.details["reason"])
+            raise
 
 
 class RedisStore:
@@ -303,11 +341,14 @@ class RedisStore:
         prefix: str,
         ttl_sec: int,
         lease_sec: float,
+        max_call_bytes: int,
         observe: Observer | None = None,
+        on_fault: FaultObserver | None = None,
         replica_wait: ReplicaWait = ReplicaWait(),
         on_unreplicated: Unreplicated | None = None,
     ):
         self._observe = observe or (lambda operation, seconds: None)
+        self._on_fault = on_fault or (lambda operation, reason: None)
         self._replica_wait = replica_wait
         self._on_unreplicated = on_unreplicated or (lambda call_id, acknowledged: None)
         self._background: set[asyncio.Task] = set()
@@ -315,12 +356,13 @@ class RedisStore:
         self._prefix = prefix
         self.ttl_sec = ttl_sec
         self._lease_ms = int(lease_sec * 1000)
+        self.max_call_bytes = max_call_bytes
         self._begin = client.register_script(BEGIN_TURN)
         self._commit = client.register_script(COMMIT_STEP)
         self._release = client.register_script(RELEASE_LEASE)
 
     def _round_trip(self, operation: str) -> _RoundTrip:
-        return _RoundTrip(operation, self._observe)
+        return _RoundTrip(operation, self._observe, self._on_fault)
 
     async def _eval(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA, loading the script first if this Redis does not have it (a restarted or
@@ -345,9 +387,7 @@ class RedisStore:
         try:
             with self._round_trip("begin_turn"):
                 got = await self._eval(
-                    self._begin,
-                    [keys.state, keys.lease, keys.idempotency],
-                    [token, self._lease_ms, idempotency_key],
+                    self._begin, keys.begin, [token, self._lease_ms, idempotency_key]
                 )
         except StoreUnavailable as exc:
             # A frozen Redis still runs a timed-out script when it wakes, taking a lease for a
@@ -359,10 +399,10 @@ class RedisStore:
             return TurnStart(lease=None, replay=StoredAnswer.from_json(got[1]))
         if got[0] == 0:
             raise _busy(call_id, idempotency_key, pttl=int(got[1]), holder=got[2])
-        raw = got[1] if len(got) > 1 else None
         # Written by commit_step from validated values: read back as it is (models.py).
-        state = orjson.loads(raw) if raw else None
-        return TurnStart(lease=Lease(call_id, token, idempotency_key), state=state)
+        state = orjson.loads(got[1]) if got[1] else None
+        lease = Lease(call_id, token, idempotency_key)
+        return TurnStart(lease=lease, state=state, held_bytes=int(got[2]))
 
     async def commit_step(
         self,
@@ -376,7 +416,7 @@ class RedisStore:
         remember = [lease.idempotency_key, answer.to_json()] if answer else ["", ""]
         args = [
             expected_steps, orjson.dumps(state), orjson.dumps(step), self.ttl_sec, lease.token,
-            *remember,
+            *remember, self.max_call_bytes,
         ]  # fmt: skip
         wanted = self._replica_wait.replicas
         with self._round_trip("commit_step"):
@@ -384,6 +424,13 @@ class RedisStore:
                 done, acknowledged = await self._commit_and_wait(keys, args)
             else:
                 done, acknowledged = await self._eval(self._commit, keys.all, args), 0
+        if done == -1:
+            raise CallSizeLimit(
+                f"this step would take call {lease.call_id} past its limit of"
+                f" {self.max_call_bytes} bytes; nothing was recorded",
+                call_identify_id=lease.call_id,
+                max_call_bytes=self.max_call_bytes,
+            )
         if not done:
             raise TurnConflict(
                 f"call {lease.call_id} changed while this turn was running; nothing was recorded",
@@ -467,7 +514,7 @@ class RedisStore:
             async with self._redis.pipeline(transaction=False) as pipe:
                 removed, _ = await (
                     pipe.delete(keys.state)
-                    .delete(keys.steps, keys.lease, keys.idempotency)
+                    .delete(keys.steps, keys.lease, keys.idempotency, keys.size)
                     .execute()
                 )
         return bool(removed)

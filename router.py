@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from errors import AccountMismatch, CallComplete, CallStepLimit, IntentNotAllowed, UnknownIntent
+from errors import (
+    AccountMismatch,
+    CallComplete,
+    CallSizeLimit,
+    CallStepLimit,
+    IntentNotAllowed,
+    UnknownIntent,
+)
 from flows import FlowConfig, Stage
 from models import CallState, OrchestrateRequest, PendingTask
 
@@ -26,15 +33,25 @@ class TurnPlan(NamedTuple):
 DEFAULT_MAX_STEPS = 200
 
 
+class CallSize(NamedTuple):
+    """The bytes a call holds in Redis, and the most it may hold (MAX_CALL_BYTES)."""
+
+    held: int
+    limit: int
+
+
 def plan_turn(
     flows: FlowConfig,
     state: CallState | None,
     turn: OrchestrateRequest,
     max_steps: int = DEFAULT_MAX_STEPS,
+    size: CallSize | None = None,
 ) -> TurnPlan:
     stage = Stage.of(state["current_flow_id"]) if state else Stage.GREETING
     if state is not None:
         _check_call_accepts_turns(state, turn, max_steps)
+    if size is not None:
+        _check_call_has_room(size, turn)
     role, is_fallback = _route(flows, stage, turn.intent)
     continues = state["pending_tasks"].get(role) if state else None
     return TurnPlan(
@@ -66,6 +83,20 @@ def _check_call_accepts_turns(state: CallState, turn: OrchestrateRequest, max_st
             f"call {call_id} has reached its limit of {max_steps} steps",
             call_identify_id=call_id,
             max_steps=max_steps,
+        )
+
+
+def _check_call_has_room(size: CallSize, turn: OrchestrateRequest) -> None:
+    """Refuses, before the agent is called, a turn whose words alone would take the call past
+    its limit (the step holds them and more); the commit checks the step it really writes."""
+    if size.held + len(turn.input_message.encode()) > size.limit:
+        call_id = turn.call_identify_id
+        raise CallSizeLimit(
+            f"call {call_id} holds {size.held} bytes of its limit of {size.limit}; this turn"
+            " was not sent to an agent: start a new call",
+            call_identify_id=call_id,
+            max_call_bytes=size.limit,
+            agent_called=False,
         )
 
 

@@ -89,6 +89,17 @@ class Settings(BaseSettings):
     # The key of the Idempotency-Key fingerprint (fingerprints.py), the same on every replica.
     # Unset: the embedded Redis makes one in orch_state_dir; REDIS_URL without it is refused.
     idempotency_secret: SecretStr | None = None
+    # ... and so are the bytes it holds in Redis (state, steps and remembered answers): the
+    # step cap alone lets long messages and their replays grow one call to megabytes.
+    max_call_bytes: int = Field(1024 * 1024, ge=16 * 1024)
+    # The HTTP server's own limits (http_limits.py), checked before the app sees a request:
+    # a header block larger than this is answered 431; one not whole within the header timeout,
+    # or a body not whole within the body timeout, has its connection closed; past the
+    # connection cap (per process) a new connection is answered 503 and closed.
+    http_max_header_bytes: int = Field(16 * 1024, ge=1024)
+    http_header_timeout_sec: float = Field(10.0, gt=0)
+    http_body_timeout_sec: float = Field(30.0, gt=0)
+    http_max_connections: int = Field(2048, ge=1)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -102,6 +113,7 @@ class Settings(BaseSettings):
         if region not in phonenumbers.SUPPORTED_REGIONS:
             raise ValueError(f"{value!r} is no region libphonenumber knows (ISO 3166: US, GB, ...)")
         return region
+
     @field_validator("idempotency_secret")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:

@@ -20,6 +20,7 @@ from breaker import Breakers
 from errors import (
     AgentFault,
     AgentUnavailable,
+    CallSizeLimit,
     IdempotencyKeyReused,
     OrchestratorError,
     StoreUnavailable,
@@ -30,7 +31,7 @@ from masking import MaskingPolicy, mask_caller_words, mask_json, mask_text
 from metrics import Metrics
 from models import CallState, OrchestrateRequest, OrchestrateResponse, StepRecord
 from redis_store import Lease, RedisStore, StoredAnswer
-from router import DEFAULT_MAX_STEPS, TurnPlan, plan_turn
+from router import DEFAULT_MAX_STEPS, CallSize, TurnPlan, plan_turn
 from transitions import Outcome, Transition, TurnContext, apply_outcome, new_call
 
 log = structlog.get_logger("orchestrator.turns")
@@ -101,7 +102,7 @@ class TurnService:
             return _replay(start.replay, fingerprint, idempotency_key)
         lease = start.lease
         try:
-            plan = self._plan(start.state, turn)
+            plan = self._plan(start.state, turn, start.held_bytes)
             state = start.state or new_call(turn, self._clock())
             unsaved = self._unsaved.pop((turn.call_identify_id, idempotency_key), None)
             if unsaved and unsaved.fingerprint == fingerprint and unsaved.based_on == start.state:
@@ -119,9 +120,10 @@ class TurnService:
         # The client hears the agent as it spoke; only the stored copies are masked.
         return TurnAnswer(200, orjson.dumps(_answer(transition)))
 
-    def _plan(self, stored: CallState | None, turn: OrchestrateRequest) -> TurnPlan:
+    def _plan(self, stored: CallState | None, turn: OrchestrateRequest, held: int) -> TurnPlan:
+        size = CallSize(held, self._store.max_call_bytes)
         try:
-            return plan_turn(self._flows, stored, turn, self._rules.max_steps)
+            return plan_turn(self._flows, stored, turn, self._rules.max_steps, size)
         except OrchestratorError as refused:
             stage = Stage.of(stored["current_flow_id"]) if stored else Stage.GREETING
             intent = self._metrics.intent_label(turn.intent)
@@ -157,12 +159,34 @@ class TurnService:
             await self._store.commit_step(
                 lease, base["step_count"], masked.state, masked.step, remembered
             )
+        except CallSizeLimit as refused:
+            self._refused_after_the_agent(transition, refused)
+            raise CallSizeLimit(
+                f"the agent answered, but {refused.message}: start a new call",
+                **refused.details,
+                agent_called=True,
+            ) from None
         except StoreUnavailable:
             # Redis failed after the agent acted. Keep its answer so that the client's retry
             # with the same Idempotency-Key commits it instead of asking the agent again.
             if key:
                 self._remember_unsaved(lease.call_id, key, Unsaved(fingerprint, read, transition))
             raise
+
+    def _refused_after_the_agent(self, transition: Transition, refused: OrchestratorError) -> None:
+        """Counted and logged: the agent acted, and the trail will not say so."""
+        step, m = transition.step, self._metrics
+        m.turns_by(
+            step["flow_label"], m.intent_label(step["intent"]), "rejected", refused.code
+        ).inc()
+        self._log.warning(
+            "turn_not_recorded",
+            call_identify_id=transition.state["call_identify_id"],
+            intent=step["intent"],
+            agent=step["agent_role"],
+            error=refused.code,
+            request_id=correlation_id.get(),
+        )
 
     def _remember_unsaved(self, call_id: str, key: str, unsaved: Unsaved) -> None:
         self._unsaved[(call_id, key)] = unsaved

@@ -29,6 +29,7 @@ from redis_store import BEGIN_TURN, COMMIT_STEP, call_keys, connect
 PREFIX = "orch"
 TTL_SEC = 3600
 LEASE_MS = 20_000
+MAX_CALL_BYTES = 1024 * 1024
 # The service's flows, read from its directory (the floor runs there).
 FLOWS = load_flows(Path("flows.toml"))
 STAGE_OF_INTENT = {intent: int(stage) for intent, stage in FLOWS.stage_of_intent.items()}
@@ -63,7 +64,7 @@ class Floor:
         keys = call_keys(PREFIX, call_id)
         token = secrets.token_hex(16) + "|"
         got = await self.redis.evalsha(
-            self.begin_sha, 3, keys.state, keys.lease, keys.idempotency, token, LEASE_MS, ""
+            self.begin_sha, len(keys.begin), *keys.begin, token, LEASE_MS, ""
         )
         if got[0] != 1:
             return {"call_identify_id": call_id, "status": "error", "reason": "busy"}
@@ -86,7 +87,7 @@ class Floor:
         state |= {"step_count": step_count, "current_flow_id": min(stage + 1, 5), "updated_at": now}
         done = await self.redis.evalsha(
             self.commit_sha,
-            4,
+            len(keys.all),
             *keys.all,
             step_count - 1,
             orjson.dumps(state),
@@ -95,6 +96,7 @@ class Floor:
             token,
             "",
             "",
+            MAX_CALL_BYTES,
         )
         status = "success" if done else "error"
         return {"call_identify_id": call_id, "status": status, "step_seq": step_count}

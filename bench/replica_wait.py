@@ -77,7 +77,8 @@ async def measure(url: str, replica_url: str, args: argparse.Namespace) -> dict[
     unconfirmed: list[str] = []
     stores = {
         name: RedisStore(
-            client, prefix="bench", ttl_sec=60, lease_sec=5, replica_wait=wait,
+            client, prefix="bench", ttl_sec=60, lease_sec=5, max_call_bytes=1 << 20,
+            replica_wait=wait,
             on_unreplicated=lambda call_id, _: unconfirmed.append(call_id),
         )
         for name, wait in settings.items()

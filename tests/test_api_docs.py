@@ -61,13 +61,15 @@ async def test_each_status_lists_its_codes_and_only_documented_ones(spec: dict[s
         "call_complete",
         "account_mismatch",
         "call_step_limit",
+        "call_size_limit",
         "turn_in_progress",
         "idempotency_key_in_progress",
         "turn_conflict",
     }
     assert set(listed["422"]) == {"validation_error", "unknown_intent", "idempotency_key_reused"}
-    assert listed["503"] == ["store_unavailable"] and listed["413"] == ["body_too_large"]
-    for status in ("401", "403", "409", "413", "422", "503"):
+    assert set(listed["503"]) == {"store_unavailable", "too_many_connections"}
+    assert listed["413"] == ["body_too_large"] and listed["431"] == ["header_too_large"]
+    for status in ("401", "403", "409", "413", "422", "431", "503"):
         examples = turn[status]["content"]["application/json"]["examples"]
         assert set(examples) == set(listed[status]), status
 

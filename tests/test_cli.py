@@ -10,6 +10,7 @@ import pytest
 
 import cli
 from auth import KeyRing, Role, parse_api_keys
+from http_limits import HttpLimits, LimitedHttpProtocol
 
 
 def test_keys_new_prints_a_working_key_and_only_its_hash_for_the_file(
@@ -65,3 +66,16 @@ def test_help_of_every_command_shows_each_options_meaning_and_default(
         assert " ".join(option.help.split()) in shown
         if option.default is not None and option.nargs != 0 and not option.required:
             assert f"(default: {option.default})" in shown, option.option_strings
+
+
+def test_servers_the_demo_and_agents_commands_start_have_the_http_limits_and_no_access_log() -> (
+    None
+):
+    limits = HttpLimits(4096, 1.0, 2.0, 10, descriptors=0)
+
+    servers = cli.ServerThread({("127.0.0.1", 0): object(), ("127.0.0.1", 1): object()}, limits)
+
+    for server in servers.servers:
+        assert issubclass(server.config.http, LimitedHttpProtocol)
+        assert server.config.http.limits == limits
+        assert server.config.access_log is False

@@ -31,9 +31,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import cli
 import demo_agents
+from errors import BodyTooLarge, HeaderTooLarge, TooManyConnections
 from flows import load_flows
+from hot_path import MAX_BODY_BYTES
+from http_errors import error_bytes
+from http_limits import HttpLimits
 from main import create_app
 from settings import AGENT_URL_PREFIX, DEFAULT_FLOWS_FILE, Settings
+from tests import nginx
 from tests.conftest import API_KEYS, IDEMPOTENCY_SECRET
 
 ROOT = Path(__file__).parents[1]
@@ -118,7 +123,7 @@ def agent_healthcheck_url() -> str:
 def test_compose_runs_redis_the_agents_and_the_orchestrator() -> None:
     services = compose()["services"]
 
-    assert set(services) == {"redis", "agents", "orchestrator", "prometheus", "grafana"}
+    assert set(services) == {"redis", "agents", "orchestrator", "proxy", "prometheus", "grafana"}
     assert services["redis"]["image"] == "redis:7-alpine"
     assert "--appendonly" in services["redis"]["command"]
     assert any(volume.endswith(":/data") for volume in services["redis"]["volumes"])
@@ -150,13 +155,87 @@ def test_orchestrator_stores_sessions_in_the_redis_service() -> None:
     assert (url.scheme, url.hostname) == ("redis", "redis")
 
 
-def test_published_port_is_the_one_the_image_exposes_and_serves() -> None:
-    [published] = service("orchestrator")["ports"]
-    container_port = int(str(published).rsplit(":", 1)[-1])
-    cmd = image_cmd()
+def test_redis_memory_is_bounded_and_never_evicts_a_call() -> None:
+    argv = command("redis")
+    option = {argv[i]: argv[i + 1] for i in range(1, len(argv) - 1) if argv[i].startswith("--")}
 
-    assert instructions("EXPOSE") == [str(container_port)]
-    assert int(cmd[cmd.index("--port") + 1]) == container_port
+    assert re.fullmatch(r"\d+(mb|gb)", option["--maxmemory"])
+    assert option["--maxmemory-policy"] == "noeviction"
+
+
+def test_only_the_proxy_is_published_and_it_forwards_to_the_port_the_image_serves() -> None:
+    [published] = service("proxy")["ports"]
+    host_port, container_port = (int(port) for port in str(published).rsplit(":", 1))
+    cmd = image_cmd()
+    [upstream] = nginx.directive("server")
+    [listen] = nginx.directive("listen")
+
+    assert "ports" not in service("orchestrator")
+    assert host_port == container_port == int(listen)
+    assert upstream == f"orchestrator:{cmd[cmd.index('--port') + 1]}"
+    assert instructions("EXPOSE") == [cmd[cmd.index("--port") + 1]]
+
+
+def test_proxy_is_nginx_with_the_deploy_config_healthchecked_through_to_the_service() -> None:
+    proxy = service("proxy")
+    check = proxy["healthcheck"]["test"]
+    [listen] = nginx.directive("listen")
+
+    assert proxy["image"].startswith("nginx:") and proxy["image"].endswith("-alpine")
+    assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in proxy["volumes"]
+    assert check[:2] == ["CMD", "wget"]  # busybox's, in the alpine image
+    assert check[-1] == f"http://127.0.0.1:{listen}/healthz"
+    assert proxy["depends_on"] == {"orchestrator": {"condition": "service_healthy"}}
+
+
+def test_proxy_limits_are_the_services_defaults() -> None:
+    defaults = Settings.model_fields
+    [buffers] = nginx.directive("large_client_header_buffers")
+    [limit_conn] = nginx.directive("limit_conn")
+
+    assert buffers == f"1 {defaults['http_max_header_bytes'].default // 1024}k"
+    assert nginx.directive("client_header_timeout") == [
+        f"{defaults['http_header_timeout_sec'].default:.0f}s"
+    ]
+    assert nginx.directive("client_body_timeout") == [
+        f"{defaults['http_body_timeout_sec'].default:.0f}s"
+    ]
+    assert nginx.directive("client_max_body_size") == [f"{MAX_BODY_BYTES // 1024}k"]
+    assert limit_conn == f"service {defaults['http_max_connections'].default}"
+    assert nginx.directive("keepalive_timeout") == ["5s"]  # uvicorn's, which the service keeps
+
+
+def test_proxy_refusals_answer_as_the_service_would() -> None:
+    settings = Settings(api_keys="client:" + "k" * 20)
+    limits = HttpLimits.from_settings(settings)
+    services_own = [
+        HeaderTooLarge(
+            f"the request header is over {limits.max_header_bytes} bytes",
+            limit=limits.max_header_bytes,
+        ),
+        BodyTooLarge(f"request body is over {MAX_BODY_BYTES} bytes", limit=MAX_BODY_BYTES),
+        TooManyConnections(
+            f"the server has its limit of {limits.max_connections} open connections; retry shortly",
+            limit=limits.max_connections,
+        ),
+    ]
+    refusals = nginx.refusals()
+
+    for error in services_own:
+        status, body = refusals[f"/.refused/{error.code}"]
+        rendered = error_bytes(error).partition(b"\r\n\r\n")[2]
+        assert status == error.status_code
+        assert json.loads(body) == json.loads(rendered)
+
+
+@pytest.mark.skipif(nginx.nginx_binary() is None, reason="nginx is not installed")
+def test_proxy_config_passes_nginx_t(tmp_path: Path) -> None:
+    conf = nginx.runnable_conf("127.0.0.1:9", "127.0.0.1:9", tmp_path)
+
+    checked = nginx.check(conf)
+
+    assert checked.returncode == 0, checked.stderr
+    assert "test is successful" in checked.stderr
 
 
 def test_agents_command_serves_the_demo_agents_on_all_interfaces() -> None:
@@ -202,12 +281,20 @@ def test_agents_healthcheck_probes_a_demo_agent_card() -> None:
 # --- Dockerfile and .dockerignore --------------------------------------------------------------
 
 
-def test_image_is_python_311_slim_running_uvicorn_as_a_non_root_user() -> None:
+def test_image_is_python_311_slim_serving_with_the_http_limits_as_a_non_root_user() -> None:
     [user] = instructions("USER")
+    program, *argv = image_cmd()
+    args = cli.parser().parse_args(argv)
 
     assert instructions("FROM") == ["python:3.11-slim"]
     assert user.split(":")[0] not in ("root", "0")
-    assert image_cmd()[:2] == ["uvicorn", "main:app"]
+    # `serve`: uvicorn with http_limits' protocol and no access log (cli.run_serve).
+    assert (program, args.command, args.host, args.workers) == (
+        "orchestrator-flows",
+        "serve",
+        "0.0.0.0",
+        1,
+    )
     assert image_env()["PYTHONUNBUFFERED"] == "1"
     assert Path(image_env()["ORCH_STATE_DIR"]).is_absolute()
     assert "/healthz" in image_healthcheck()[-1]
@@ -394,7 +481,7 @@ def test_image_command_serves_healthz_on_the_embedded_store_and_stops_on_sigterm
     env = container_environment(ORCH_STATE_DIR=str(tmp_path / "state"))
     assert "REDIS_URL" not in env
     process = subprocess.Popen(
-        [sys.executable, "-m", program, *argv],
+        [str(Path(sys.executable).with_name(program)), *argv],  # the installed console script
         cwd=ROOT,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -402,14 +489,22 @@ def test_image_command_serves_healthz_on_the_embedded_store_and_stops_on_sigterm
     )
     try:
         wait_until_answering(f"http://127.0.0.1:{port}/healthz", process)
-        answer = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        answer = httpx.get(f"http://127.0.0.1:{port}/healthz?pan=4111111111111111", timeout=5)
+        oversized = httpx.get(
+            f"http://127.0.0.1:{port}/healthz", headers={"X-Padding": "a" * 20_000}, timeout=5
+        )
         healthy = run_healthcheck(image_healthcheck(), image_port, port)
     finally:
         exit_code, log = stop(process, signal.SIGTERM, within_sec=10)
 
     assert (answer.status_code, answer.json()) == (200, {"status": "ok"})
+    assert (oversized.status_code, oversized.json()["error"]["code"]) == (431, "header_too_large")
     assert healthy == 0
-    assert "embedded Redis" in log
+    # Requests are logged by the service, without their query strings; uvicorn's log is off.
+    assert '"path":"/healthz","status":200' in log
+    assert "4111" not in log
+    assert "uvicorn.access" not in log
+    assert f"session store: Redis at unix://{tmp_path / 'state'}" in log  # the embedded one
     assert "Application shutdown complete" in log
     # After its graceful shutdown uvicorn re-raises the SIGTERM it handled; as a container's
     # PID 1 the kernel drops that signal and the exit status is 0.
@@ -493,8 +588,9 @@ def orchestrator_scrape() -> dict[str, Any]:
 
 
 def container_port(name: str) -> int:
-    [published] = service(name)["ports"]
-    return int(str(published).rsplit(":", 1)[-1])
+    spec = service(name)
+    [port] = spec.get("ports") or spec["expose"]  # published, or reached inside the network
+    return int(str(port).rsplit(":", 1)[-1])
 
 
 def bind_mounts(name: str) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import TypeAdapter
 
 from models import CallState, OrchestrateResponse, StepRecord
@@ -262,7 +263,7 @@ async def test_agent_fault_is_status_error_and_keeps_the_stage(make_service) -> 
 async def test_openapi_documents_every_answer_with_the_error_shape(service: Service) -> None:
     spec = (await service.http.get("/openapi.json")).json()
     expected = {
-        ("/orchestrate", "post"): {"200", "401", "403", "409", "413", "422", "503"},
+        ("/orchestrate", "post"): {"200", "401", "403", "409", "413", "422", "431", "503"},
         ("/session/{call_identify_id}", "get"): {"200", "401", "403", "404", "422", "503"},
         ("/session/{call_identify_id}/steps", "get"): {"200", "401", "403", "404", "422", "503"},
         ("/session/{call_identify_id}", "delete"): {"204", "401", "403", "404", "422", "503"},
@@ -377,3 +378,77 @@ async def test_call_over_its_step_limit_is_409_and_changes_nothing(make_service)
     }
     assert len((await service.http.get("/session/CALL-001/steps")).json()) == 2
     assert [r.method for r in service.agent_requests].count("POST") == 2
+
+
+async def counted(service: Service, name: str, labels: dict[str, str]) -> float:
+    text = (await service.http.get("/metrics")).text
+    return next(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and sample.labels == labels
+    )
+
+
+async def held_bytes(service: Service) -> int:
+    """What CALL-001 holds in Redis as the service counts it: state, steps, replays."""
+    state = await service.redis.strlen("orch:{CALL-001}:state")
+    return state + int(await service.redis.get("orch:{CALL-001}:bytes"))
+
+
+async def snapshot(service: Service) -> dict[bytes, bytes]:
+    return {key: await service.redis.dump(key) for key in await service.redis.keys("*")}
+
+
+async def test_call_at_its_size_limit_is_409_before_its_agent_is_called_and_changes_nothing(
+    make_service,
+) -> None:
+    service = await make_service(max_call_bytes=16_384)
+    # The fallback agent repeats the caller's words and leaves the call where it is.
+    while (answer := await service.turn("blorp", "x" * 3_000)).status_code == 200:
+        pass
+    posts = [r.method for r in service.agent_requests].count("POST")
+    before = await snapshot(service)
+
+    refused = await service.turn("blorp", "x" * (16_384 - await held_bytes(service) + 1))
+
+    assert answer.json()["error"]["code"] == refused.json()["error"]["code"] == "call_size_limit"
+    assert refused.status_code == 409
+    assert refused.json()["error"]["agent_called"] is False
+    assert [r.method for r in service.agent_requests].count("POST") == posts  # not called
+    assert await snapshot(service) == before  # the lease it took is given back
+    assert await held_bytes(service) <= 16_384
+
+
+async def test_step_that_would_pass_the_call_size_is_409_after_its_agent_and_changes_nothing(
+    make_service, capsys
+) -> None:
+    service = await make_service(max_call_bytes=16_384)
+    await service.turn("blorp", "x" * 3_000)
+    await service.turn("blorp", "x" * 3_000)
+    before = await snapshot(service)
+    room = 16_384 - await held_bytes(service)
+    capsys.readouterr()
+
+    # Words that fit, but the step holds them twice (said and repeated) and more.
+    refused = await service.turn("blorp", "x" * room)
+
+    assert refused.status_code == 409
+    assert refused.json()["error"] == {
+        "code": "call_size_limit",
+        "message": "the agent answered, but this step would take call CALL-001 past its limit"
+        " of 16384 bytes; nothing was recorded: start a new call",
+        "call_identify_id": "CALL-001",
+        "max_call_bytes": 16_384,
+        "agent_called": True,
+    }
+    assert service.agents["fallback"].seen.texts[-1] == "x" * room  # the agent did act
+    assert await snapshot(service) == before
+    [warning] = [
+        line for line in capsys.readouterr().err.splitlines() if "turn_not_recorded" in line
+    ]
+    assert orjson.loads(warning)["error"] == "call_size_limit"
+    rejected = {"stage": "GREETING", "intent": "unknown", "outcome": "rejected"}
+    assert await counted(service, "orch_turns_total", rejected | {"code": "call_size_limit"}) == 1
+    later = await service.turn("blorp", "short")  # nothing was left locked
+    assert later.status_code == 200, later.text

@@ -11,14 +11,15 @@ from redis import exceptions as redis_exceptions
 from redis.asyncio.connection import Connection as AsyncConnection
 
 import redis_store
-from errors import StoreUnavailable, TurnConflict, TurnInProgress
+from errors import CallSizeLimit, StoreUnavailable, TurnConflict, TurnInProgress
 from models import CallState, StepRecord
-from redis_store import Lease, RedisStore, call_keys
+from redis_store import Lease, RedisStore, StoredAnswer, call_keys
 from tests.agents import free_port
 from tests.records import call_state, step_record
 
 CALL = "CALL-1"
 TTL = 3600
+MAX_BYTES = 64 * 1024
 
 
 async def begin(store: RedisStore, call_id: str) -> tuple:
@@ -35,7 +36,7 @@ async def redis() -> AsyncIterator[fakeredis.FakeAsyncRedis]:
 
 @pytest.fixture
 def store(redis: fakeredis.FakeAsyncRedis) -> RedisStore:
-    return RedisStore(redis, prefix="orch", ttl_sec=TTL, lease_sec=2.5)
+    return RedisStore(redis, prefix="orch", ttl_sec=TTL, lease_sec=2.5, max_call_bytes=MAX_BYTES)
 
 
 def state_after(steps: int, call_id: str = CALL) -> CallState:
@@ -108,6 +109,42 @@ async def test_next_turn_reads_what_the_last_one_committed(store: RedisStore) ->
     assert state == state_after(2)
     steps = await store.read_steps(CALL)
     assert [orjson.loads(s)["seq"] for s in steps] == [1, 2]
+
+
+async def test_the_bytes_a_call_holds_are_its_state_steps_and_remembered_answers(
+    store: RedisStore,
+) -> None:
+    answer = StoredAnswer("fingerprint", 200, '{"step_seq": 1}')
+    start = await store.begin_turn(CALL, "key-1")
+    await store.commit_step(start.lease, 0, state_after(1), step(1), answer)
+    await run_turn(store)
+
+    start = await store.begin_turn(CALL)
+
+    stored = [orjson.dumps(state_after(2)), orjson.dumps(step(1)), orjson.dumps(step(2))]
+    remembered = len("key-1") + len(answer.to_json())
+    assert start.held_bytes == sum(map(len, stored)) + remembered
+
+
+async def test_commit_past_the_call_size_is_refused_and_changes_nothing(
+    redis: fakeredis.FakeAsyncRedis,
+) -> None:
+    # Room for exactly four steps and the state after them.
+    limit = sum(len(orjson.dumps(step(seq))) for seq in range(1, 5))
+    limit += len(orjson.dumps(state_after(4)))
+    small = RedisStore(redis, prefix="orch", ttl_sec=TTL, lease_sec=2.5, max_call_bytes=limit)
+    for _ in range(4):
+        await run_turn(small)
+    before = {key: await redis.dump(key) for key in await redis.keys("*")}
+    lease, _ = await begin(small, CALL)
+
+    with pytest.raises(CallSizeLimit) as caught:
+        await small.commit_step(lease, 4, state_after(5), step(5))
+
+    await small.release(lease)
+    assert caught.value.status_code == 409
+    assert caught.value.details == {"call_identify_id": CALL, "max_call_bytes": limit}
+    assert {key: await redis.dump(key) for key in await redis.keys("*")} == before
 
 
 async def test_commit_releases_the_lease(store: RedisStore) -> None:
@@ -206,11 +243,11 @@ async def test_begin_sent_again_after_its_answer_was_lost_keeps_the_lease(
     redis: fakeredis.FakeAsyncRedis,
 ) -> None:
     keys = call_keys("orch", CALL)
-    args = [keys.state, keys.lease, keys.idempotency, "token-1|", 2500, ""]
+    args = [*keys.begin, "token-1|", 2500, ""]
 
-    first = await redis.eval(redis_store.BEGIN_TURN, 3, *args)
-    again = await redis.eval(redis_store.BEGIN_TURN, 3, *args)  # the same command, resent
-    other = await redis.eval(redis_store.BEGIN_TURN, 3, *args[:3], "token-2|", 2500, "")
+    first = await redis.eval(redis_store.BEGIN_TURN, 4, *args)
+    again = await redis.eval(redis_store.BEGIN_TURN, 4, *args)  # the same command, resent
+    other = await redis.eval(redis_store.BEGIN_TURN, 4, *keys.begin, "token-2|", 2500, "")
 
     assert first[0] == again[0] == 1  # both runs: the lease is this request's
     assert other[0] == 0  # another request still finds the call busy
@@ -286,6 +323,7 @@ async def test_keys_carry_the_call_id_as_a_hash_tag(
     await store.begin_turn(CALL)
 
     assert sorted(await redis.keys("*")) == [
+        b"orch:{CALL-1}:bytes",
         b"orch:{CALL-1}:lease",
         b"orch:{CALL-1}:state",
         b"orch:{CALL-1}:steps",
@@ -323,7 +361,7 @@ async def test_ping_answers_true_when_redis_is_up(store: RedisStore) -> None:
 @pytest.fixture
 async def unreachable_store() -> AsyncIterator[RedisStore]:
     client = redis_store.connect(f"redis://127.0.0.1:{free_port()}/0", 0.5)
-    yield RedisStore(client, prefix="orch", ttl_sec=TTL, lease_sec=2.5)
+    yield RedisStore(client, prefix="orch", ttl_sec=TTL, lease_sec=2.5, max_call_bytes=MAX_BYTES)
     await client.aclose()
 
 

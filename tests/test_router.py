@@ -7,10 +7,17 @@ import tomllib
 
 import pytest
 
-from errors import AccountMismatch, CallComplete, CallStepLimit, IntentNotAllowed, UnknownIntent
+from errors import (
+    AccountMismatch,
+    CallComplete,
+    CallSizeLimit,
+    CallStepLimit,
+    IntentNotAllowed,
+    UnknownIntent,
+)
 from flows import FlowConfig, Stage, load_flows, parse_flows
 from models import CallState, OrchestrateRequest, PendingTask
-from router import plan_turn
+from router import CallSize, plan_turn
 from settings import DEFAULT_FLOWS_FILE
 from tests.records import call_state
 
@@ -179,3 +186,20 @@ def test_call_at_its_step_limit_takes_no_more_turns(flows: FlowConfig) -> None:
 
     assert caught.value.details == {"call_identify_id": "CALL-1", "max_steps": 200}
     assert plan_turn(flows, call_at(Stage.INTENT_CAPTURE, step_count=199), turn("refund_request"))
+
+
+def test_turn_whose_words_would_take_the_call_past_its_size_is_refused_before_its_agent(
+    flows: FlowConfig,
+) -> None:
+    state = call_at(Stage.INTENT_CAPTURE)
+    hello = len(turn("refund_request").input_message.encode())
+
+    with pytest.raises(CallSizeLimit) as caught:
+        plan_turn(flows, state, turn("refund_request"), size=CallSize(20_000 - hello + 1, 20_000))
+
+    assert caught.value.details == {
+        "call_identify_id": "CALL-1",
+        "max_call_bytes": 20_000,
+        "agent_called": False,
+    }
+    assert plan_turn(flows, state, turn("refund_request"), size=CallSize(20_000 - hello, 20_000))

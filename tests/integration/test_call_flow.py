@@ -59,7 +59,7 @@ async def test_first_turn_creates_the_call_at_the_greeting_stage(
     [step] = store.steps()
     assert (step["seq"], step["intent_flow_id"], step["response_status"]) == (1, 1, "success")
     assert all(ttl > 0 for ttl in store.ttls())
-    assert store.keys() == [call_key(CALL_ID, "state"), call_key(CALL_ID, "steps")]
+    assert store.keys() == [call_key(CALL_ID, kind) for kind in ("bytes", "state", "steps")]
     assert agents.executors["greeting"].seen.metadata[0]["account_id"] == ACCOUNT_ID
 
 

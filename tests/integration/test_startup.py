@@ -66,6 +66,33 @@ def test_service_started_from_environment_records_a_turn(
     assert agents.executors["greeting"].seen.texts == ["hello"]
 
 
+@pytest.mark.single_redis
+def test_plain_uvicorn_logs_requests_without_their_query_strings(
+    redis_target: RedisTarget, store: RedisView
+) -> None:
+    # Without --no-access-log: uvicorn's access line, which wrote the query string as it came,
+    # stays off all the same; the service's own line names the path alone.
+    port = free_port()
+    process = subprocess.Popen(
+        uvicorn_command(port),
+        cwd=SERVICE_DIR,
+        env=clean_environment() | redis_target.env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(url, process)
+        answer = httpx.get(url + "/healthz?pan=4111111111111111", timeout=10)
+    finally:
+        process.terminate()
+        _, logged = process.communicate(timeout=10)
+
+    assert answer.status_code == 200
+    assert '"path":"/healthz","status":200' in logged
+    assert "4111" not in logged
+
+
 def start_and_wait_for_exit(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """`uvicorn main:app` with this environment, expected to stop by itself at start-up."""
     return subprocess.run(
