@@ -1,6 +1,14 @@
 # The service (`orchestrator-flows serve` on :8000: uvicorn with the HTTP limits of
-# http_limits.py). The same image runs the demo A2A agents (`orchestrator-flows agents`): see
-# docker-compose.yml.
+# orchestrator_flows/web/http_limits.py). The same image runs the demo A2A agents
+# (`orchestrator-flows agents`): see docker-compose.yml.
+
+# The package as a wheel (flows.toml inside it, as package data).
+FROM python:3.11-slim AS wheel
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY orchestrator_flows ./orchestrator_flows
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \
@@ -25,11 +33,12 @@ RUN set -eu; \
     if [ -n "$toolchain" ]; then apt-get purge -y --auto-remove $toolchain; rm -rf /var/lib/apt/lists/*; fi; \
     rm /tmp/requirements.txt
 
-COPY . .
-# Editable, so the modules stay in /app beside flows.toml (settings.py looks for it there) and
-# the `orchestrator-flows` console script is on PATH.
-# ORCH_STATE_DIR holds the embedded Redis's data when REDIS_URL is unset.
-RUN pip install --no-cache-dir --no-deps -e . \
+# The wheel alone, without its dependencies (installed above from the lock): nothing of the
+# source tree stays in the image. ORCH_STATE_DIR holds the embedded Redis's data when
+# REDIS_URL is unset.
+COPY --from=wheel /wheels /tmp/wheels
+RUN pip install --no-cache-dir --no-deps /tmp/wheels/*.whl \
+    && rm -rf /tmp/wheels \
     && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent orchestrator \
     && mkdir -p "$ORCH_STATE_DIR" \
     && chown orchestrator:orchestrator "$ORCH_STATE_DIR"

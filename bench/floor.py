@@ -15,7 +15,6 @@ import os
 import secrets
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,15 +22,16 @@ import orjson
 import redis.asyncio as redis
 from raw_asgi import read_body, respond
 
-from flows import load_flows
-from redis_store import BEGIN_TURN, COMMIT_STEP, call_keys, connect
+from orchestrator_flows.core.flows import load_flows
+from orchestrator_flows.infra.redis_store import BEGIN_TURN, COMMIT_STEP, call_keys, connect
+from orchestrator_flows.infra.settings import DEFAULT_FLOWS_FILE
 
 PREFIX = "orch"
 TTL_SEC = 3600
 LEASE_MS = 20_000
 MAX_CALL_BYTES = 1024 * 1024
-# The service's flows, read from its directory (the floor runs there).
-FLOWS = load_flows(Path("flows.toml"))
+# The service's flows: the ones its package ships.
+FLOWS = load_flows(DEFAULT_FLOWS_FILE)
 STAGE_OF_INTENT = {intent: int(stage) for intent, stage in FLOWS.stage_of_intent.items()}
 AGENT_HEADERS = {"Content-Type": "application/json", "A2A-Version": "1.0"}
 

@@ -125,9 +125,9 @@ def build_app(floor: bool, redis_url: str, stub_url: str) -> tuple[App, list]:
     os.environ |= {"REDIS_URL": redis_url, "API_KEYS": f"client:{key}"}
     os.environ["IDEMPOTENCY_SECRET"] = secrets.token_hex(32)
     os.environ |= {f"AGENT_URL_{role.upper()}": stub_url for role in ROLES}
-    from logs import configure_logging
-    from main import create_app
-    from settings import Settings
+    from orchestrator_flows.infra.settings import Settings
+    from orchestrator_flows.ops.logs import configure_logging
+    from orchestrator_flows.web.app import create_app
 
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)

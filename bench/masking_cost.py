@@ -19,7 +19,7 @@ from types import ModuleType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import masking
+from orchestrator_flows.core.masking import mask as masking
 
 SHORT = (
     "I want a refund for order 4417",

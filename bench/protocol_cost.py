@@ -22,7 +22,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from http_limits import HttpLimits, limited_protocol
+from orchestrator_flows.web.http_limits import HttpLimits, limited_protocol
 
 BODY = (
     b'{"call_identify_id":"CALL-000123","account_id":"ACC-42","eci":"ECI-1",'

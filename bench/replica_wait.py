@@ -18,8 +18,8 @@ from pathlib import Path
 
 from processes import describe_machine, free_port, start_redis, stop_all
 
-from models import CallState, StepRecord
-from redis_store import RedisStore, ReplicaWait, connect
+from orchestrator_flows.core.models import CallState, StepRecord
+from orchestrator_flows.infra.redis_store import RedisStore, ReplicaWait, connect
 
 STAMP = "2026-11-23T00:00:00Z"
 # A step of the usual size (the service's are about 1 kB).

@@ -18,16 +18,16 @@ import httpx
 import uvicorn
 from pydantic import SecretStr
 
-import demo_agents
-from auth import Role, keyring_from, new_key
-from embedded_redis import EmbeddedRedisError, start_embedded_redis
-from errors import ConfigError
-from fingerprints import fingerprint_secret
-from flows import load_flows
-from http_limits import PROTOCOL, HttpLimits, uvicorn_options
-from logs import configure_logging
-from resources import redacted
-from settings import Settings, settings_from_environment
+from orchestrator_flows.core.errors import ConfigError
+from orchestrator_flows.core.flows import load_flows
+from orchestrator_flows.demo import agents as demo_agents
+from orchestrator_flows.infra.embedded_redis import EmbeddedRedisError, start_embedded_redis
+from orchestrator_flows.infra.resources import redacted
+from orchestrator_flows.infra.settings import Settings, settings_from_environment
+from orchestrator_flows.ops.logs import configure_logging
+from orchestrator_flows.service.fingerprints import fingerprint_secret
+from orchestrator_flows.web.auth import Role, keyring_from, new_key
+from orchestrator_flows.web.http_limits import PROTOCOL, HttpLimits, uvicorn_options
 
 
 class CliError(Exception):
@@ -136,8 +136,10 @@ def session_store(settings: Settings) -> Iterator[str]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from demo_call import walk_call  # the scripted call, kept apart from the plumbing
-    from main import create_app
+    from orchestrator_flows.demo.call import (
+        walk_call,  # the scripted call, kept apart from the plumbing
+    )
+    from orchestrator_flows.web.app import create_app
 
     settings = settings_from_environment()
     configure_logging("WARNING", "console")  # the demo prints each turn itself
@@ -213,7 +215,7 @@ def run_serve(args: argparse.Namespace) -> int:
         if args.workers > 1:
             os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", fresh_metrics_dir(settings))
         uvicorn.run(
-            "main:app",
+            "orchestrator_flows.web.app:app",
             host=args.host,
             port=args.port,
             workers=args.workers,

@@ -1,10 +1,9 @@
 """Shared fixtures: the service built in-process over fakeredis, with real a2a-sdk agents
-served in-process through httpx's ASGI transport (no sockets)."""
+served in-process through httpx's ASGI transport (no sockets). Helpers live in tests/support."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,78 +11,22 @@ import fakeredis
 import httpx
 import pytest
 from a2a.server.agent_execution import AgentExecutor
-from fastapi import FastAPI
 
-from logs import configure_logging
-from main import create_app
-from settings import Settings
-from tests.agents import MessageAgent, OtpAgent, RecordingTransport, TaskAgent, agents_router
+from orchestrator_flows.infra.settings import Settings
+from orchestrator_flows.ops.logs import configure_logging
+from orchestrator_flows.web.app import create_app
+from tests.support.agents import RecordingTransport, agents_router
+from tests.support.service import (
+    AGENTS_BASE,
+    API_KEYS,
+    Service,
+    ServiceFactory,
+    agent_urls,
+    bearer,
+    default_executors,
+)
 
 configure_logging("INFO", "json")  # as `uvicorn main:app` does, so tests see the same events
-
-AGENTS_BASE = "http://agents.test"
-ROLES = [
-    "greeting", "auth", "refund", "billing", "booking",
-    "complaint", "account", "balance", "closing", "fallback",
-]  # fmt: skip
-
-
-# One key per role. The default test client uses the admin's, which may do everything.
-KEYS = {role: f"{role}-test-key-0123456789" for role in ("client", "auditor", "admin", "monitor")}
-API_KEYS = ",".join(f"{role}:{key}" for role, key in KEYS.items())
-# What every replica of a service over a shared REDIS_URL is given (fingerprints.py).
-IDEMPOTENCY_SECRET = "test-idempotency-secret-0123456789abcdef"
-
-
-def bearer(role: str = "admin") -> dict[str, str]:
-    return {"Authorization": f"Bearer {KEYS[role]}"}
-
-
-def default_executors() -> dict[str, AgentExecutor]:
-    executors: dict[str, AgentExecutor] = {r: TaskAgent(r) for r in ROLES}
-    executors |= {
-        "greeting": MessageAgent("greeting"),
-        "auth": OtpAgent(),
-        "closing": MessageAgent("closing"),
-        "fallback": MessageAgent("fallback"),
-    }
-    return executors
-
-
-def agent_urls(base: str = AGENTS_BASE) -> dict[str, str]:
-    return {role: f"{base}/{role}/" for role in ROLES}
-
-
-@dataclass
-class Service:
-    """The service under test, its HTTP client, its Redis and the agents behind it."""
-
-    http: httpx.AsyncClient
-    redis: fakeredis.FakeAsyncRedis
-    server: fakeredis.FakeServer  # `server.connected = False` takes Redis down
-    agents: dict[str, AgentExecutor]
-    settings: Settings
-    agent_requests: list[httpx.Request]  # every request the service sent to an agent
-    app: FastAPI
-
-    async def turn(
-        self,
-        intent: str,
-        message: str = "hello",
-        headers: dict[str, str] | None = None,
-        **fields: Any,
-    ) -> httpx.Response:
-        body = {
-            "call_identify_id": "CALL-001",
-            "account_id": "ACC-1",
-            "eci": "ECI-1",
-            "input_message": message,
-            "intent": intent,
-        } | fields
-        return await self.http.post("/orchestrate", json=body, headers=headers)
-
-
-ServiceFactory = Callable[..., Any]
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from errors import ConfigError
+from orchestrator_flows.core.errors import ConfigError
 
 ROLE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 INTENT_PATTERN = re.compile(r"^[a-z0-9_]{1,64}$")

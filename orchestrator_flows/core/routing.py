@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from errors import (
+from orchestrator_flows.core.errors import (
     AccountMismatch,
     CallComplete,
     CallSizeLimit,
@@ -16,8 +16,8 @@ from errors import (
     IntentNotAllowed,
     UnknownIntent,
 )
-from flows import FlowConfig, Stage
-from models import CallState, OrchestrateRequest, PendingTask
+from orchestrator_flows.core.flows import FlowConfig, Stage
+from orchestrator_flows.core.models import CallState, OrchestrateRequest, PendingTask
 
 
 class TurnPlan(NamedTuple):

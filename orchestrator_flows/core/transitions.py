@@ -5,10 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from a2a_client import AgentReply
-from errors import AgentError, AgentFault, AgentTaskFailed
-from flows import Stage
-from models import (
+from orchestrator_flows.core.errors import AgentError, AgentFault, AgentTaskFailed
+from orchestrator_flows.core.flows import Stage
+from orchestrator_flows.core.models import (
     CallState,
     OrchestrateRequest,
     PendingTask,
@@ -17,7 +16,8 @@ from models import (
     StageOutcome,
     StepRecord,
 )
-from router import TurnPlan
+from orchestrator_flows.core.replies import AgentReply
+from orchestrator_flows.core.routing import TurnPlan
 
 Outcome = AgentReply | AgentFault
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal
@@ -24,7 +24,7 @@ import orjson
 from asgi_correlation_id import correlation_id
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
 
-from errors import (
+from orchestrator_flows.core.errors import (
     AgentBadResponse,
     AgentDisconnected,
     AgentError,
@@ -34,38 +34,13 @@ from errors import (
     AgentTimeout,
     AgentUnreachable,
 )
-from models import PendingTask
-from settings import VERSION
+from orchestrator_flows.core.models import PendingTask
+from orchestrator_flows.core.replies import NEEDS_INPUT, AgentReply
+from orchestrator_flows.infra.settings import VERSION
 
 Protocol = Literal["1.0", "0.3"]
 CARD_PATHS = (".well-known/agent-card.json", ".well-known/agent.json")
-NEEDS_INPUT = frozenset({"input_required", "auth_required"})
 FAILED = frozenset({"failed", "rejected", "canceled"})
-
-
-@dataclass(frozen=True)
-class AgentReply:
-    text: str
-    kind: Literal["message", "task"]
-    data: list[Any] = field(default_factory=list)
-    task_id: str | None = None
-    context_id: str | None = None
-    task_state: str | None = None  # normalised: "completed", "input_required", ...
-    attempts: int = 1
-
-    @property
-    def needs_input(self) -> bool:
-        return self.task_state in NEEDS_INPUT
-
-    def as_response(self) -> dict[str, Any]:
-        return {
-            "text": self.text,
-            "data": self.data,
-            "kind": self.kind,
-            "task_id": self.task_id,
-            "context_id": self.context_id,
-            "task_state": self.task_state,
-        }
 
 
 class A2AClient:

@@ -30,19 +30,20 @@ from redis.exceptions import (
     OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
+    ResponseError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from errors import (
+from orchestrator_flows.core.errors import (
     CallSizeLimit,
     IdempotencyKeyInProgress,
     StoreUnavailable,
     TurnConflict,
     TurnInProgress,
 )
-from models import CallState, StepRecord
+from orchestrator_flows.core.models import CallState, StepRecord
 
 # Replay a finished request with the same Idempotency-Key; otherwise take the call's lease
 # (unless another turn holds it) and read the state and the bytes the call holds (its state,
@@ -259,7 +260,7 @@ def _unavailable_for(exc: BaseException) -> StoreUnavailable | None:
     """What a Redis fault means for the caller, or None for an error that is not one."""
     if isinstance(exc, _CONNECTION_FAULTS):
         return _unavailable(type(exc).__name__)
-    if isinstance(exc, OutOfMemoryError):
+    if _is_out_of_memory(exc):
         # Redis at its maxmemory with noeviction refuses a script at its first write, before it
         # changed anything; it takes writes again as calls expire or memory is added.
         return StoreUnavailable(
@@ -274,6 +275,14 @@ def _unavailable_for(exc: BaseException) -> StoreUnavailable | None:
         # is closed"). Nothing was sent: a lost connection like any other.
         return _unavailable("ConnectionClosed")
     return None
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    # Redis 7 answers a script's refused write with the OOM error itself; Redis 6 wraps it in
+    # "Error running script ... -OOM command not allowed", which redis-py reads as a ResponseError.
+    return isinstance(exc, OutOfMemoryError) or (
+        isinstance(exc, ResponseError) and "-OOM command not allowed" in str(exc)
+    )
 
 
 def _unavailable(reason: str) -> StoreUnavailable:

@@ -12,11 +12,11 @@ import httpx
 import redis.asyncio as redis
 from redis.exceptions import RedisClusterException, RedisError
 
-from agent_transport import agent_transport
-from embedded_redis import start_embedded_redis
-from redis_store import connect, disconnect
-from settings import Settings
-from tracing import traced
+from orchestrator_flows.infra.agent_transport import agent_transport
+from orchestrator_flows.infra.embedded_redis import start_embedded_redis
+from orchestrator_flows.infra.redis_store import connect, disconnect
+from orchestrator_flows.infra.settings import Settings
+from orchestrator_flows.ops.tracing import traced
 
 log = logging.getLogger("orchestrator")
 SECRET_QUERY_ARGUMENTS = {"password", "ssl_password"}  # redis-py reads both from the URL

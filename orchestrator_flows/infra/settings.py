@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -11,10 +12,11 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from errors import ConfigError
+from orchestrator_flows.core.errors import ConfigError
 
 VERSION = "0.1.0"  # pyproject's; in OpenAPI and in the User-Agent the agents see
-DEFAULT_FLOWS_FILE = Path(__file__).with_name("flows.toml")
+# The demo flow table ships inside the package (package data), wherever it is installed.
+DEFAULT_FLOWS_FILE = Path(str(resources.files("orchestrator_flows").joinpath("flows.toml")))
 AGENT_URL_PREFIX = "AGENT_URL_"
 MIN_SECRET_CHARS = 32
 

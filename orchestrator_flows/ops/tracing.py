@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from errors import ConfigError
+from orchestrator_flows.core.errors import ConfigError
 
 
 def enable_tracing(app: FastAPI) -> None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from errors import (
+from orchestrator_flows.core.errors import (
     AgentBadResponse,
     AgentDisconnected,
     AgentFault,

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import orjson
 
-from errors import ConfigError
-from models import OrchestrateRequest
-from settings import MIN_SECRET_CHARS, Settings
+from orchestrator_flows.core.errors import ConfigError
+from orchestrator_flows.core.models import OrchestrateRequest
+from orchestrator_flows.infra.settings import MIN_SECRET_CHARS, Settings
 
 SECRET_FILE = "idempotency.secret"
 

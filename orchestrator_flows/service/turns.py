@@ -15,9 +15,7 @@ import orjson
 import structlog
 from asgi_correlation_id import correlation_id
 
-from a2a_client import A2AClient
-from breaker import Breakers
-from errors import (
+from orchestrator_flows.core.errors import (
     AgentFault,
     AgentUnavailable,
     CallSizeLimit,
@@ -25,14 +23,32 @@ from errors import (
     OrchestratorError,
     StoreUnavailable,
 )
-from fingerprints import fingerprint
-from flows import FlowConfig, Stage
-from masking import MaskingPolicy, mask_caller_words, mask_json, mask_text
-from metrics import Metrics
-from models import CallState, OrchestrateRequest, OrchestrateResponse, StepRecord
-from redis_store import Lease, RedisStore, StoredAnswer
-from router import DEFAULT_MAX_STEPS, CallSize, TurnPlan, plan_turn
-from transitions import Outcome, Transition, TurnContext, apply_outcome, new_call
+from orchestrator_flows.core.flows import FlowConfig, Stage
+from orchestrator_flows.core.masking.mask import (
+    MaskingPolicy,
+    mask_caller_words,
+    mask_json,
+    mask_text,
+)
+from orchestrator_flows.core.models import (
+    CallState,
+    OrchestrateRequest,
+    OrchestrateResponse,
+    StepRecord,
+)
+from orchestrator_flows.core.routing import DEFAULT_MAX_STEPS, CallSize, TurnPlan, plan_turn
+from orchestrator_flows.core.transitions import (
+    Outcome,
+    Transition,
+    TurnContext,
+    apply_outcome,
+    new_call,
+)
+from orchestrator_flows.infra.a2a_client import A2AClient
+from orchestrator_flows.infra.redis_store import Lease, RedisStore, StoredAnswer
+from orchestrator_flows.ops.metrics import Metrics
+from orchestrator_flows.service.breakers import Breakers
+from orchestrator_flows.service.fingerprints import fingerprint
 
 log = structlog.get_logger("orchestrator.turns")
 Clock = Callable[[], datetime]

@@ -19,8 +19,8 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from errors import AgentFault, OrchestratorError
-from models import ErrorResponse
+from orchestrator_flows.core.errors import AgentFault, OrchestratorError
+from orchestrator_flows.core.models import ErrorResponse
 
 ASSETS = Path(str(files("fastapi_standalone_docs") / "static"))
 DOCS, REDOC = "/docs", "/redoc"

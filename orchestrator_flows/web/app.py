@@ -22,12 +22,7 @@ from fastapi import Depends, FastAPI, Path, Request, Response, Security
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from a2a_client import A2AClient
-from access_log import RequestLog
-from api_docs import add_offline_docs, error_responses, turn_answer
-from auth import Caller, Permission, keyring_from, require
-from breaker import Breakers
-from errors import (
+from orchestrator_flows.core.errors import (
     AccountMismatch,
     BodyTooLarge,
     CallComplete,
@@ -48,21 +43,9 @@ from errors import (
     Unauthenticated,
     UnknownIntent,
 )
-from fingerprints import fingerprint_key
-from flows import FlowConfig, Stage, load_flows
-from hot_path import (
-    REQUEST_ID_HEADER,
-    FlowsApp,
-    TurnEndpoint,
-    new_request_id,
-    openapi_extra,
-    valid_request_id,
-)
-from http_errors import add_error_handlers
-from logs import configure_logging
-from masking import MaskingPolicy
-from metrics import Metrics
-from models import (
+from orchestrator_flows.core.flows import FlowConfig, Stage, load_flows
+from orchestrator_flows.core.masking.mask import MaskingPolicy
+from orchestrator_flows.core.models import (
     ID_PATTERN,
     AgentHealth,
     OrchestrateResponse,
@@ -71,13 +54,30 @@ from models import (
     Stats,
     StepRecord,
 )
-from redis_store import RedisStore, ReplicaWait
-from resources import agent_pool, session_store
-from runtime import tune_garbage_collector
-from settings import VERSION, Settings, settings_from_environment
-from tracing import enable_tracing, traced_endpoint
-from transitions import iso
-from turns import TurnRules, TurnService
+from orchestrator_flows.core.transitions import iso
+from orchestrator_flows.infra.a2a_client import A2AClient
+from orchestrator_flows.infra.redis_store import RedisStore, ReplicaWait
+from orchestrator_flows.infra.resources import agent_pool, session_store
+from orchestrator_flows.infra.settings import VERSION, Settings, settings_from_environment
+from orchestrator_flows.ops.logs import configure_logging
+from orchestrator_flows.ops.metrics import Metrics
+from orchestrator_flows.ops.runtime import tune_garbage_collector
+from orchestrator_flows.ops.tracing import enable_tracing, traced_endpoint
+from orchestrator_flows.service.breakers import Breakers
+from orchestrator_flows.service.fingerprints import fingerprint_key
+from orchestrator_flows.service.turns import TurnRules, TurnService
+from orchestrator_flows.web.access_log import RequestLog
+from orchestrator_flows.web.api_docs import add_offline_docs, error_responses, turn_answer
+from orchestrator_flows.web.auth import Caller, Permission, keyring_from, require
+from orchestrator_flows.web.error_answers import add_error_handlers
+from orchestrator_flows.web.turn_endpoint import (
+    REQUEST_ID_HEADER,
+    FlowsApp,
+    TurnEndpoint,
+    new_request_id,
+    openapi_extra,
+    valid_request_id,
+)
 
 log = logging.getLogger("orchestrator")
 events = structlog.get_logger("orchestrator.sessions")

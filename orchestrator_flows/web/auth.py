@@ -20,8 +20,8 @@ from pathlib import Path
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from errors import ConfigError, Forbidden, Unauthenticated
-from settings import Settings
+from orchestrator_flows.core.errors import ConfigError, Forbidden, Unauthenticated
+from orchestrator_flows.infra.settings import Settings
 
 MIN_KEY_CHARS = 16
 REALM = 'Bearer realm="orchestrator-flows"'

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from errors import InvalidRequest, OrchestratorError, StoreUnavailable
+from orchestrator_flows.core.errors import InvalidRequest, OrchestratorError, StoreUnavailable
 
 log = logging.getLogger("orchestrator")
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}

@@ -16,7 +16,7 @@ hold a connection open for ever or make the process buffer an endless header.
 
 Every command we ship serves through it (`orchestrator-flows serve`, the demo, the image);
 plain `uvicorn main:app` does not: the protocol is chosen before the app is imported, so add
-`--http http_limits:LimitedHttpProtocol --no-access-log`.
+`--http orchestrator_flows.web.http_limits:LimitedHttpProtocol --no-access-log`.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from errors import HeaderTooLarge, OrchestratorError, TooManyConnections
-from http_errors import error_bytes
-from settings import Settings
+from orchestrator_flows.core.errors import HeaderTooLarge, OrchestratorError, TooManyConnections
+from orchestrator_flows.infra.settings import Settings
+from orchestrator_flows.web.error_answers import error_bytes
 
 log = logging.getLogger("orchestrator")
 
@@ -46,7 +46,7 @@ LINGER_SEC = 2.0
 OTHER_DESCRIPTORS = 64
 # uvicorn's `--http` (or `http=`) for a server configured by the environment: an import
 # string, so that each worker process (`--workers N`) imports it and reads its own settings.
-PROTOCOL = "http_limits:LimitedHttpProtocol"
+PROTOCOL = "orchestrator_flows.web.http_limits:LimitedHttpProtocol"
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def make_room_for(descriptors: int) -> None:
 
 class LimitedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, with the limits (`uvicorn --http
-    http_limits:LimitedHttpProtocol` takes them from the environment)."""
+    orchestrator_flows.web.http_limits:LimitedHttpProtocol` takes them from the environment)."""
 
     limits: ClassVar[HttpLimits | None] = None
 

@@ -23,12 +23,12 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, ValidationError
 
-from access_log import log_request
-from auth import SECURITY, KeyRing, Permission, presented_key
-from errors import BodyTooLarge
-from http_errors import error_answer
-from models import OrchestrateRequest
-from turns import TurnAnswer, TurnService
+from orchestrator_flows.core.errors import BodyTooLarge
+from orchestrator_flows.core.models import OrchestrateRequest
+from orchestrator_flows.service.turns import TurnAnswer, TurnService
+from orchestrator_flows.web.access_log import log_request
+from orchestrator_flows.web.auth import SECURITY, KeyRing, Permission, presented_key
+from orchestrator_flows.web.error_answers import error_answer
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

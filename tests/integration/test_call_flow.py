@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator_flows.infra.settings import DEFAULT_FLOWS_FILE
 from tests.integration.conftest import (
     ACCOUNT_ID,
     CALL_ID,
@@ -21,7 +22,6 @@ from tests.integration.conftest import (
 
 pytestmark = pytest.mark.integration
 
-SERVICE_DIR = Path(__file__).parents[2]
 STAGE_3_INTENTS = [
     "account_inquiry",
     "balance_inquiry",
@@ -34,7 +34,7 @@ STAGE_3_INTENTS = [
 
 @pytest.fixture
 def flows_without_fallback(tmp_path: Path) -> Path:
-    lines = (SERVICE_DIR / "flows.toml").read_text(encoding="utf-8").splitlines()
+    lines = DEFAULT_FLOWS_FILE.read_text(encoding="utf-8").splitlines()
     path = tmp_path / "flows.toml"
     path.write_text("\n".join(x for x in lines if not x.startswith("fallback_agent")) + "\n")
     return path

@@ -14,10 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from main import create_app
-from settings import Settings
-from tests.agents import SlowAgent, free_port, serve_in_thread
-from tests.conftest import API_KEYS, IDEMPOTENCY_SECRET
+from orchestrator_flows.infra.settings import Settings
+from orchestrator_flows.web.app import create_app
 from tests.integration.conftest import (
     HAPPY_PATH,
     SERVICE_DIR,
@@ -30,6 +28,8 @@ from tests.integration.conftest import (
     uvicorn_command,
     wait_until_serving,
 )
+from tests.support.agents import SlowAgent, free_port, serve_in_thread
+from tests.support.service import API_KEYS, IDEMPOTENCY_SECRET
 
 pytestmark = pytest.mark.integration
 

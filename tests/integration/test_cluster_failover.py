@@ -17,10 +17,8 @@ import pytest
 import redis
 from redis.crc import key_slot
 
-from main import create_app
-from settings import Settings
-from tests.agents import serve_in_thread
-from tests.conftest import API_KEYS, IDEMPOTENCY_SECRET
+from orchestrator_flows.infra.settings import Settings
+from orchestrator_flows.web.app import create_app
 from tests.integration.conftest import (
     HAPPY_PATH,
     Agents,
@@ -31,6 +29,8 @@ from tests.integration.conftest import (
     service_client,
     start_redis_cluster,
 )
+from tests.support.agents import serve_in_thread
+from tests.support.service import API_KEYS, IDEMPOTENCY_SECRET
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,6 @@ import time
 import httpx
 import pytest
 
-from tests.agents import SlowAgent
 from tests.integration.conftest import (
     CALL_ID,
     HAPPY_PATH,
@@ -19,6 +18,7 @@ from tests.integration.conftest import (
     ServiceFactory,
     call_key,
 )
+from tests.support.agents import SlowAgent
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from tests.agents import free_port
+from orchestrator_flows.infra.settings import DEFAULT_FLOWS_FILE
 from tests.integration.conftest import MisbehaverServer, RedisView, ServiceFactory
-from tests.misbehavers import (
+from tests.support.agents import free_port
+from tests.support.misbehavers import (
     QUESTION,
     AnyAgent,
     ClosesIdle,
@@ -31,7 +32,6 @@ from tests.misbehavers import (
 
 pytestmark = pytest.mark.integration
 
-SERVICE_DIR = Path(__file__).parents[2]
 A2A_TIMEOUT_SEC = 1.0
 
 
@@ -129,7 +129,7 @@ async def test_agent_fault_is_answered_recorded_and_retried_only_when_safe(
 
 def _flows_with_idempotent_greeting(tmp_path: Path) -> Path:
     flows = tmp_path / "flows.toml"
-    default = (SERVICE_DIR / "flows.toml").read_text(encoding="utf-8")
+    default = DEFAULT_FLOWS_FILE.read_text(encoding="utf-8")
     plain = 'greeting = "http://127.0.0.1:9101/"'
     assert plain in default
     idempotent = 'greeting = { url = "http://127.0.0.1:9101/", idempotent = true }'

@@ -32,11 +32,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from flows import load_flows
-from main import create_app
-from settings import DEFAULT_FLOWS_FILE, Settings
-from tests.conftest import API_KEYS, agent_urls, bearer
+from orchestrator_flows.core.flows import load_flows
+from orchestrator_flows.infra.settings import DEFAULT_FLOWS_FILE, Settings
+from orchestrator_flows.web.app import create_app
 from tests.integration.conftest import ACCOUNT_ID, CALL_ID, Agents, Caller, RedisView
+from tests.support.service import API_KEYS, agent_urls, bearer
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,6 @@ import httpx
 import psutil
 import pytest
 
-from tests.agents import SlowAgent, free_port
-from tests.conftest import bearer
 from tests.integration.conftest import (
     SERVICE_DIR,
     Agents,
@@ -31,6 +29,8 @@ from tests.integration.conftest import (
     clean_environment,
     service_client,
 )
+from tests.support.agents import SlowAgent, free_port
+from tests.support.service import bearer
 
 pytestmark = [pytest.mark.integration, pytest.mark.single_redis]
 

@@ -15,7 +15,7 @@ from tests.integration.conftest import (
     ServiceFactory,
     call_key,
 )
-from tests.misbehavers import Answering, HttpStatus, Slow
+from tests.support.misbehavers import Answering, HttpStatus, Slow
 
 pytestmark = pytest.mark.integration
 

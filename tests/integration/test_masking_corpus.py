@@ -25,10 +25,10 @@ from typing import Any
 import httpx
 import pytest
 
-import demo_agents
-from tests.agents import RepeatingAgent, numbers_heard, serve_in_thread
-from tests.conftest import bearer
+from orchestrator_flows.demo import agents as demo_agents
 from tests.integration.conftest import AgentServer, LoggedService, RedisView
+from tests.support.agents import RepeatingAgent, numbers_heard, serve_in_thread
+from tests.support.service import bearer
 
 CORPUS = json.loads((Path(__file__).parent / "masking_corpus.json").read_text())
 # Before each phrasing: a greeting and the one-time code, so that it is said at INTENT_CAPTURE.

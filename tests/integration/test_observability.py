@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.agents import SlowAgent
 from tests.integration.conftest import AgentServer, ServiceFactory
+from tests.support.agents import SlowAgent
 
 pytestmark = pytest.mark.integration
 

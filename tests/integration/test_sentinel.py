@@ -15,11 +15,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from main import create_app
-from redis_store import connect, disconnect
-from settings import Settings
-from tests.agents import free_port, serve_in_thread
-from tests.conftest import API_KEYS, IDEMPOTENCY_SECRET
+from orchestrator_flows.infra.redis_store import connect, disconnect
+from orchestrator_flows.infra.settings import Settings
+from orchestrator_flows.web.app import create_app
 from tests.integration.conftest import (
     HAPPY_PATH,
     Agents,
@@ -29,6 +27,8 @@ from tests.integration.conftest import (
     service_client,
     wait_for_ping,
 )
+from tests.support.agents import free_port, serve_in_thread
+from tests.support.service import API_KEYS, IDEMPOTENCY_SECRET
 
 pytestmark = pytest.mark.integration
 

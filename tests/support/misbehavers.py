@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from tests.agents import free_port, serve_in_thread
+from tests.support.agents import free_port, serve_in_thread
 
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]

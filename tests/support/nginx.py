@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-NGINX_CONF = Path(__file__).parents[1] / "deploy" / "nginx.conf"
+NGINX_CONF = Path(__file__).parents[2] / "deploy" / "nginx.conf"
 
 
 def nginx_binary() -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from models import CallState, StepRecord
+from orchestrator_flows.core.models import CallState, StepRecord
 
 STAMP = "2025-01-01T12:00:00.000000Z"
 

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-import cli
-from auth import KeyRing, Role, parse_api_keys
-from http_limits import HttpLimits, LimitedHttpProtocol
+from orchestrator_flows import cli
+from orchestrator_flows.web.auth import KeyRing, Role, parse_api_keys
+from orchestrator_flows.web.http_limits import HttpLimits, LimitedHttpProtocol
 
 
 def test_keys_new_prints_a_working_key_and_only_its_hash_for_the_file(

@@ -29,19 +29,19 @@ import yaml
 from packaging.requirements import Requirement
 from prometheus_client.parser import text_string_to_metric_families
 
-import cli
-import demo_agents
-from errors import BodyTooLarge, HeaderTooLarge, TooManyConnections
-from flows import load_flows
-from hot_path import MAX_BODY_BYTES
-from http_errors import error_bytes
-from http_limits import HttpLimits
-from main import create_app
-from settings import AGENT_URL_PREFIX, DEFAULT_FLOWS_FILE, Settings
-from tests import nginx
-from tests.conftest import API_KEYS, IDEMPOTENCY_SECRET
+from orchestrator_flows import cli
+from orchestrator_flows.core.errors import BodyTooLarge, HeaderTooLarge, TooManyConnections
+from orchestrator_flows.core.flows import load_flows
+from orchestrator_flows.demo import agents as demo_agents
+from orchestrator_flows.infra.settings import AGENT_URL_PREFIX, DEFAULT_FLOWS_FILE, Settings
+from orchestrator_flows.web.app import create_app
+from orchestrator_flows.web.error_answers import error_bytes
+from orchestrator_flows.web.http_limits import HttpLimits
+from orchestrator_flows.web.turn_endpoint import MAX_BODY_BYTES
+from tests.support import nginx
+from tests.support.service import API_KEYS, IDEMPOTENCY_SECRET
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 
 
 # --- reading the files -------------------------------------------------------------------------
@@ -286,7 +286,8 @@ def test_image_is_python_311_slim_serving_with_the_http_limits_as_a_non_root_use
     program, *argv = image_cmd()
     args = cli.parser().parse_args(argv)
 
-    assert instructions("FROM") == ["python:3.11-slim"]
+    # A build stage makes the wheel; the image itself is the second.
+    assert instructions("FROM") == ["python:3.11-slim AS wheel", "python:3.11-slim"]
     assert user.split(":")[0] not in ("root", "0")
     # `serve`: uvicorn with http_limits' protocol and no access log (cli.run_serve).
     assert (program, args.command, args.host, args.workers) == (
@@ -300,17 +301,21 @@ def test_image_is_python_311_slim_serving_with_the_http_limits_as_a_non_root_use
     assert "/healthz" in image_healthcheck()[-1]
 
 
-def test_dependencies_are_installed_from_the_lock_before_the_source_is_copied() -> None:
+def test_dependencies_are_installed_from_the_lock_before_the_wheel_is_copied() -> None:
     steps = dockerfile()
-    copies = [i for i, (instruction, _) in enumerate(steps) if instruction == "COPY"]
-    install = next(i for i, (ins, args) in enumerate(steps) if ins == "RUN" and "pip" in args)
+    final = max(i for i, (instruction, _) in enumerate(steps) if instruction == "FROM")
+    copies = [i for i, (instruction, _) in enumerate(steps) if instruction == "COPY" and i > final]
+    install = next(
+        i for i, (ins, args) in enumerate(steps) if ins == "RUN" and "pip" in args and i > final
+    )
     lock = steps[copies[0]][1].split()[0]
 
     assert lock == "requirements/service.txt"
     assert "--require-hashes -r /tmp/requirements.txt" in steps[install][1]
     assert copies[0] < install < copies[1]
-    assert steps[copies[1]][1] == ". ."
-    assert instructions("WORKDIR") == ["/app"]
+    # The second copy is the wheel from the build stage: no source tree in the image.
+    assert steps[copies[1]][1].startswith("--from=wheel ")
+    assert instructions("WORKDIR") == ["/src", "/app"]
 
 
 def locked(name: str) -> dict[str, tuple[str, int]]:
@@ -357,14 +362,13 @@ def test_ci_installs_the_test_lock_as_the_readme_says() -> None:
     assert "pip install -r requirements/test.txt" in readme
 
 
-def test_console_script_is_installed_from_the_source_in_place() -> None:
+def test_console_script_is_installed_from_the_wheel_without_its_dependencies() -> None:
     steps = dockerfile()
-    source = steps.index(("COPY", ". ."))
-    later_runs = [args for instruction, args in steps[source:] if instruction == "RUN"]
+    final = max(i for i, (instruction, _) in enumerate(steps) if instruction == "FROM")
+    later_runs = [args for instruction, args in steps[final:] if instruction == "RUN"]
 
-    # Editable: the modules stay in /app beside flows.toml, where settings.py looks for it.
-    assert any(re.search(r"pip install .*--no-deps .*-e \.(\s|$)", run) for run in later_runs)
-    assert pyproject()["project"]["scripts"]["orchestrator-flows"] == "cli:main"
+    assert any(re.search(r"pip install .*--no-deps /tmp/wheels/\*\.whl", run) for run in later_runs)
+    assert pyproject()["project"]["scripts"]["orchestrator-flows"] == "orchestrator_flows.cli:main"
 
 
 def dockerignored(path: str, patterns: list[str]) -> bool:
@@ -382,9 +386,10 @@ def dockerignored(path: str, patterns: list[str]) -> bool:
 def test_dockerignore_keeps_what_the_image_installs_and_drops_local_state() -> None:
     text = (ROOT / ".dockerignore").read_text(encoding="utf-8")
     patterns = [line.strip() for line in text.splitlines() if line.strip()[:1] not in ("", "#")]
-    modules = pyproject()["tool"]["setuptools"]["py-modules"]
-    needed = [f"{module}.py" for module in modules]
-    needed += ["pyproject.toml", pyproject()["project"]["readme"], DEFAULT_FLOWS_FILE.name]
+    package = ROOT / "orchestrator_flows"
+    needed = [str(path.relative_to(ROOT)) for path in package.rglob("*.py")]
+    needed += [str(DEFAULT_FLOWS_FILE.relative_to(ROOT))]
+    needed += ["pyproject.toml", pyproject()["project"]["readme"], "requirements/service.txt"]
 
     assert not any(pattern.startswith("!") for pattern in patterns)
     assert [path for path in needed if dockerignored(path, patterns)] == []
@@ -554,16 +559,19 @@ def test_agents_service_passes_its_healthcheck_and_stops_on_its_stop_signal(
     assert exit_code == 0, log
 
 
-def test_every_top_level_module_is_installed_by_pyproject() -> None:
-    import tomllib
+def test_the_package_holds_every_module_and_the_root_only_the_cards_entry_points() -> None:
+    found = pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {
+        str(p.parent.relative_to(ROOT)) for p in (ROOT / "orchestrator_flows").rglob("__init__.py")
+    }
+    at_root = {p.stem for p in ROOT.glob("*.py")}
 
-    root = Path(__file__).parents[1]
-    declared = set(
-        tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["py-modules"]
-    )
-    on_disk = {p.stem for p in root.glob("*.py")}
-
-    assert on_disk == declared
+    assert found == ["orchestrator_flows*"]
+    assert all(package.startswith("orchestrator_flows") for package in packages)
+    # The design card's top-level modules stay, each a thin re-export of the package.
+    assert at_root == {"main", "models", "router", "redis_store", "a2a_client"}
+    for name in at_root:
+        assert len((ROOT / f"{name}.py").read_text(encoding="utf-8").splitlines()) < 30, name
 
 
 # --- monitoring: deploy/prometheus.yml, deploy/grafana-dashboard.json, deploy/grafana/ --------

@@ -64,10 +64,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import personal_data as detect
-from normalise import lower, normalise
-from phones import mask_phones
-from scan import MIN_SECRET, Scan
+from orchestrator_flows.core.masking import personal_data as detect
+from orchestrator_flows.core.masking.normalise import lower, normalise
+from orchestrator_flows.core.masking.phones import mask_phones
+from orchestrator_flows.core.masking.scan import MIN_SECRET, Scan
 
 __all__ = ["MIN_SECRET", "Masked", "MaskingPolicy", "mask_caller_words", "mask_json", "mask_text"]
 

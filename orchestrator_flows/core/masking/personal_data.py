@@ -8,7 +8,7 @@ import itertools
 import re
 from collections.abc import Callable
 
-from scan import (
+from orchestrator_flows.core.masking.scan import (
     BLANK,
     JOIN,
     MIN_SECRET,

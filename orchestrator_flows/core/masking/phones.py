@@ -8,7 +8,7 @@ from functools import lru_cache
 
 import phonenumbers
 
-from scan import (
+from orchestrator_flows.core.masking.scan import (
     NOT_LETTER_AFTER,
     PHONE_JOIN,
     WORDS,

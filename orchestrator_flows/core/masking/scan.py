@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from normalise import Normalised, lower, normalise
+from orchestrator_flows.core.masking.normalise import Normalised, lower, normalise
 
 MIN_SECRET = 3  # shorter values would mask unrelated text everywhere
 

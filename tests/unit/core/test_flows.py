@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from errors import ConfigError
-from flows import Stage, load_flows
-from settings import DEFAULT_FLOWS_FILE
+from orchestrator_flows.core.errors import ConfigError
+from orchestrator_flows.core.flows import Stage, load_flows
+from orchestrator_flows.infra.settings import DEFAULT_FLOWS_FILE
 
 SMALL_FLOWS = """\
 fallback_agent = "fallback"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from models import OrchestrateRequest
+from orchestrator_flows.core.models import OrchestrateRequest
 
 TURN = {"call_identify_id": "C-1", "account_id": "A-1", "eci": "E-1", "intent": "greeting"}
 

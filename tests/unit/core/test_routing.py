@@ -7,7 +7,7 @@ import tomllib
 
 import pytest
 
-from errors import (
+from orchestrator_flows.core.errors import (
     AccountMismatch,
     CallComplete,
     CallSizeLimit,
@@ -15,11 +15,11 @@ from errors import (
     IntentNotAllowed,
     UnknownIntent,
 )
-from flows import FlowConfig, Stage, load_flows, parse_flows
-from models import CallState, OrchestrateRequest, PendingTask
-from router import CallSize, plan_turn
-from settings import DEFAULT_FLOWS_FILE
-from tests.records import call_state
+from orchestrator_flows.core.flows import FlowConfig, Stage, load_flows, parse_flows
+from orchestrator_flows.core.models import CallState, OrchestrateRequest, PendingTask
+from orchestrator_flows.core.routing import CallSize, plan_turn
+from orchestrator_flows.infra.settings import DEFAULT_FLOWS_FILE
+from tests.support.records import call_state
 
 
 @pytest.fixture(scope="module")

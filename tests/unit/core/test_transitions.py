@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from a2a_client import AgentReply
-from errors import (
+from orchestrator_flows.core.errors import (
     AgentBadResponse,
     AgentDisconnected,
     AgentError,
@@ -17,10 +16,18 @@ from errors import (
     AgentTimeout,
     AgentUnreachable,
 )
-from flows import Stage
-from models import CallState, OrchestrateRequest
-from router import TurnPlan
-from transitions import Outcome, Transition, TurnContext, apply_outcome, new_call, summarise
+from orchestrator_flows.core.flows import Stage
+from orchestrator_flows.core.models import CallState, OrchestrateRequest
+from orchestrator_flows.core.replies import AgentReply
+from orchestrator_flows.core.routing import TurnPlan
+from orchestrator_flows.core.transitions import (
+    Outcome,
+    Transition,
+    TurnContext,
+    apply_outcome,
+    new_call,
+    summarise,
+)
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 ROLE_OF = {

@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-import demo_agents
-from a2a_client import A2AClient, AgentReply
-from errors import AgentTaskFailed
-from models import PendingTask
+from orchestrator_flows.core.errors import AgentTaskFailed
+from orchestrator_flows.core.models import PendingTask
+from orchestrator_flows.core.replies import AgentReply
+from orchestrator_flows.demo import agents as demo_agents
+from orchestrator_flows.infra.a2a_client import A2AClient
 
 URL = "http://demo.test/"
 

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-from demo_call import TURNS, walk_call
+from orchestrator_flows.demo.call import TURNS, walk_call
 
 
 def service_failing_at(number: int, failure: httpx.Response) -> httpx.MockTransport:

@@ -12,9 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from a2a_client import A2AClient, AgentReply, protocol_from_card, retry_after_seconds
-from agent_transport import agent_transport
-from errors import (
+from orchestrator_flows.core.errors import (
     AgentBadResponse,
     AgentDisconnected,
     AgentError,
@@ -24,8 +22,15 @@ from errors import (
     AgentTimeout,
     AgentUnreachable,
 )
-from models import PendingTask
-from tests.agents import (
+from orchestrator_flows.core.models import PendingTask
+from orchestrator_flows.infra.a2a_client import (
+    A2AClient,
+    AgentReply,
+    protocol_from_card,
+    retry_after_seconds,
+)
+from orchestrator_flows.infra.agent_transport import agent_transport
+from tests.support.agents import (
     DEMO_OTP,
     FailingTaskAgent,
     MessageAgent,

@@ -10,8 +10,8 @@ import aiohttp
 import httpx
 import pytest
 
-from agent_transport import AgentTransport, _meaning
-from tests.agents import free_port
+from orchestrator_flows.infra.agent_transport import AgentTransport, _meaning
+from tests.support.agents import free_port
 
 
 @pytest.mark.parametrize(

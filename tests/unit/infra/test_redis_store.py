@@ -10,12 +10,17 @@ import pytest
 from redis import exceptions as redis_exceptions
 from redis.asyncio.connection import Connection as AsyncConnection
 
-import redis_store
-from errors import CallSizeLimit, StoreUnavailable, TurnConflict, TurnInProgress
-from models import CallState, StepRecord
-from redis_store import Lease, RedisStore, StoredAnswer, call_keys
-from tests.agents import free_port
-from tests.records import call_state, step_record
+from orchestrator_flows.core.errors import (
+    CallSizeLimit,
+    StoreUnavailable,
+    TurnConflict,
+    TurnInProgress,
+)
+from orchestrator_flows.core.models import CallState, StepRecord
+from orchestrator_flows.infra import redis_store
+from orchestrator_flows.infra.redis_store import Lease, RedisStore, StoredAnswer, call_keys
+from tests.support.agents import free_port
+from tests.support.records import call_state, step_record
 
 CALL = "CALL-1"
 TTL = 3600
@@ -428,6 +433,37 @@ async def test_write_on_a_connection_torn_down_meanwhile_is_store_unavailable() 
     assert caught.value.status_code == 503
     assert caught.value.code == "store_unavailable"
     assert caught.value.headers == {"Retry-After": "1"}
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        # Redis 7: the script's write is refused with the OOM error itself.
+        redis_exceptions.OutOfMemoryError(
+            "command not allowed when used memory > 'maxmemory'. script: 4aea30, on @user_script:1."
+        ),
+        # Redis 6: the same refusal wrapped in the script's error.
+        redis_exceptions.ResponseError(
+            "Error running script (call to f_acd849): @user_script:10: @user_script: 10:"
+            " -OOM command not allowed when used memory > 'maxmemory'."
+        ),
+    ],
+)
+def test_a_full_redis_is_store_unavailable_for_a_while(refusal: Exception) -> None:
+    with pytest.raises(StoreUnavailable) as caught, redis_store.store_errors():
+        raise refusal
+
+    assert caught.value.status_code == 503
+    assert caught.value.details["reason"] == "OutOfMemoryError"
+    assert caught.value.headers == {"Retry-After": "5"}
+
+
+def test_other_script_errors_are_not_taken_for_a_full_redis() -> None:
+    bug = redis_exceptions.ResponseError(
+        "Error running script: @user_script:3: attempt to index nil"
+    )
+    with pytest.raises(redis_exceptions.ResponseError), redis_store.store_errors():
+        raise bug
 
 
 def test_other_runtime_errors_are_not_taken_for_a_store_outage() -> None:

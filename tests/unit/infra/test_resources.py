@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
-from resources import redacted, session_store
-from settings import Settings
-from tests.agents import free_port
-from tests.conftest import IDEMPOTENCY_SECRET
+from orchestrator_flows.infra.resources import redacted, session_store
+from orchestrator_flows.infra.settings import Settings
+from tests.support.agents import free_port
+from tests.support.service import IDEMPOTENCY_SECRET
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from errors import ConfigError
-from settings import DEFAULT_FLOWS_FILE, Settings, settings_from_environment
+from orchestrator_flows.core.errors import ConfigError
+from orchestrator_flows.infra.settings import (
+    DEFAULT_FLOWS_FILE,
+    Settings,
+    settings_from_environment,
+)
 
 OUR_VARIABLES = (
     "REDIS_URL",

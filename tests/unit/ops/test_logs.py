@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from logs import configure_logging
+from orchestrator_flows.ops.logs import configure_logging
 
 
 @pytest.fixture(autouse=True)

@@ -9,8 +9,8 @@ import re
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.agents import FailingTaskAgent
-from tests.conftest import Service
+from tests.support.agents import FailingTaskAgent
+from tests.support.service import Service
 
 
 async def scrape(service: Service) -> dict[tuple[str, frozenset], float]:

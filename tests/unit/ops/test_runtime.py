@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-import runtime
+from orchestrator_flows.ops import runtime
 
 
 def test_start_up_objects_are_frozen_and_young_collections_are_rarer() -> None:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from breaker import Breakers
-from errors import AgentError, AgentHttpError, AgentTimeout, AgentUnavailable
+from orchestrator_flows.core.errors import (
+    AgentError,
+    AgentHttpError,
+    AgentTimeout,
+    AgentUnavailable,
+)
+from orchestrator_flows.service.breakers import Breakers
 
 
 class FakeClock:

@@ -15,13 +15,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from errors import ConfigError
-from fingerprints import SECRET_FILE, fingerprint_secret, stored_secret
-from models import OrchestrateRequest
-from settings import Settings
-from tests.conftest import Service, ServiceFactory
+from orchestrator_flows.core.errors import ConfigError
+from orchestrator_flows.core.models import OrchestrateRequest
+from orchestrator_flows.infra.settings import Settings
+from orchestrator_flows.service.fingerprints import SECRET_FILE, fingerprint_secret, stored_secret
+from tests.support.service import Service, ServiceFactory
 
-REPO = Path(__file__).parents[1]
+REPO = Path(__file__).parents[3]
 IDEMPOTENCY = "orch:{CALL-001}:idempotency"
 
 

@@ -7,8 +7,8 @@ import pytest
 from a2a.server.agent_execution import RequestContext
 from a2a.server.events import EventQueue
 
-from tests.agents import MessageAgent, RaisingAgent
-from tests.conftest import Service
+from tests.support.agents import MessageAgent, RaisingAgent
+from tests.support.service import Service
 
 
 async def keyed_turn(service: Service, key: str, intent: str = "greeting", **fields):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.conftest import Service
+from tests.support.service import Service
 
 
 def lines_of(capsys: pytest.CaptureFixture[str]) -> list[dict]:

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from api_docs import agent_faults
-from errors import AgentFault, OrchestratorError
-from models import ErrorResponse
-from tests.conftest import Service
+from orchestrator_flows.core.errors import AgentFault, OrchestratorError
+from orchestrator_flows.core.models import ErrorResponse
+from orchestrator_flows.web.api_docs import agent_faults
+from tests.support.service import Service
 
 
 def subclasses(root: type) -> list[type]:

@@ -7,9 +7,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import TypeAdapter
 
-from models import CallState, OrchestrateResponse, StepRecord
-from tests.agents import RaisingAgent
-from tests.conftest import Service, ServiceFactory
+from orchestrator_flows.core.models import CallState, OrchestrateResponse, StepRecord
+from tests.support.agents import RaisingAgent
+from tests.support.service import Service, ServiceFactory
 
 WHOLE_CALL = [
     ("greeting", "hi there"),

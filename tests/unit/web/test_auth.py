@@ -7,10 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from auth import KeyRing, Permission, Role, keyring_from, new_key, parse_api_keys, parse_key_file
-from errors import ConfigError, Forbidden, Unauthenticated
-from settings import Settings
-from tests.conftest import KEYS, Service, ServiceFactory, bearer
+from orchestrator_flows.core.errors import ConfigError, Forbidden, Unauthenticated
+from orchestrator_flows.infra.settings import Settings
+from orchestrator_flows.web.auth import (
+    KeyRing,
+    Permission,
+    Role,
+    keyring_from,
+    new_key,
+    parse_api_keys,
+    parse_key_file,
+)
+from tests.support.service import KEYS, Service, ServiceFactory, bearer
 
 CLIENT_KEY = "a-client-key-of-enough-length"
 TURN = {

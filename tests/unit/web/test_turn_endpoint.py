@@ -9,8 +9,8 @@ import httpx
 import pytest
 from fastapi import Request
 
-from auth import API_KEY_HEADER, BEARER, presented_key
-from tests.conftest import KEYS, Service
+from orchestrator_flows.web.auth import API_KEY_HEADER, BEARER, presented_key
+from tests.support.service import KEYS, Service
 
 TURN = {
     "call_identify_id": "CALL-HOT",

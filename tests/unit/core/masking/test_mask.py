@@ -8,8 +8,14 @@ import random
 
 import pytest
 
-import masking
-from masking import Masked, MaskingPolicy, mask_caller_words, mask_json, mask_text
+from orchestrator_flows.core.masking import mask as masking
+from orchestrator_flows.core.masking.mask import (
+    Masked,
+    MaskingPolicy,
+    mask_caller_words,
+    mask_json,
+    mask_text,
+)
 
 POLICY = MaskingPolicy()
 FULLWIDTH = str.maketrans(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from normalise import lower, normalise
+from orchestrator_flows.core.masking.normalise import lower, normalise
 
 
 @pytest.mark.parametrize(
