@@ -8,7 +8,8 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -73,15 +74,17 @@ def create_app(
     *,
     redis_client: redis.Redis | None = None,
     agent_transport: httpx.AsyncBaseTransport | None = None,
+    breaker_clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
-    """Builds the service. Tests pass their own Redis client or agent transport."""
+    """Builds the service. Tests pass their own Redis client, agent transport or the clock the
+    circuit breakers time their reset period by."""
     settings = settings or Settings()
     flows = load_flows(settings.flows_file, settings.agent_urls)
     app = FlowsApp(
         title="Orchestrator Flows",
         version=VERSION,
         summary="Drives a call through five stages, one A2A agent per intent, audited in Redis.",
-        lifespan=_lifespan(settings, flows, redis_client, agent_transport),
+        lifespan=_lifespan(settings, flows, redis_client, agent_transport, breaker_clock),
         # Tracing is ours (OTEL_ENABLED, opentelemetry-instrumentation-fastapi); FastAPI's own
         # telemetry, off here, looks up OpenTelemetry's providers on every request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
@@ -120,6 +123,7 @@ def _lifespan(
     flows: FlowConfig,
     redis_client: redis.Redis | None,
     transport: httpx.AsyncBaseTransport | None,
+    breaker_clock: Callable[[], float],
 ):
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -149,6 +153,7 @@ def _lifespan(
                 flows.agents,
                 threshold=settings.agent_circuit_failures,
                 reset_sec=settings.agent_circuit_reset_sec,
+                clock=breaker_clock,
             )
             app.state.flows = flows
             app.state.turns = TurnService(

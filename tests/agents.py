@@ -1,8 +1,9 @@
 """Real A2A agents for the tests, built with the official a2a-sdk (A2A 1.0 JSON-RPC).
 
 Each executor shows one way an agent can answer: a plain message, a completed task, a question
-(input-required) then completion, slowness, an exception, a failed task. `agent_app` builds the
-Starlette app for one executor; `agents_router` mounts several under paths for in-process tests.
+(input-required) then completion, an answer held until the test opens a gate, an exception, a
+failed task. `agent_app` builds the Starlette app for one executor; `agents_router` mounts
+several under paths for in-process tests.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
 from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill
 from starlette.applications import Starlette
 from starlette.routing import Mount
+
+from tests.timing import DEADLINE_SEC, Gate
 
 DEMO_OTP = "123456"
 
@@ -101,6 +104,19 @@ class OtpAgent(Recording):
         await up.complete()
 
 
+class GatedAgent(Recording):
+    """Answers "finally" once `gate` is open: until then the turn is inside the agent call
+    (never opened, the agent is one that does not answer)."""
+
+    def __init__(self, gate: Gate) -> None:
+        super().__init__()
+        self.gate = gate
+
+    async def answer(self, ctx: RequestContext, queue: EventQueue) -> None:
+        await self.gate.pass_through()
+        await queue.enqueue_event(new_text_message("finally", context_id=ctx.context_id))
+
+
 class SlowAgent(Recording):
     def __init__(self, delay: float) -> None:
         super().__init__()
@@ -172,7 +188,7 @@ def serve_in_thread(app_for_url: Callable[[str], object]) -> tuple[str, Callable
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + DEADLINE_SEC
     while not server.started:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError(f"test server on {url} did not start")

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tests.agents import free_port, serve_in_thread
+from tests.timing import DEADLINE_SEC, Gate
 
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -86,6 +87,36 @@ class Answering(Misbehaver):
 
     def __init__(self) -> None:
         super().__init__(times=0)
+
+
+class Held(Misbehaver):
+    """Holds each request at `gate` until the test opens it, then answers "finally"; gives up
+    when the caller hangs up first. A gate never opened makes an agent that does not answer."""
+
+    def __init__(self, gate: Gate, times: int | None = None) -> None:
+        super().__init__(times)
+        self.gate = gate
+
+    async def misbehave(self, request: dict[str, Any], receive: Receive, send: Send) -> None:
+        # The body is read: the only message left to receive is the caller hanging up.
+        opened = asyncio.ensure_future(self.gate.pass_through())
+        hung_up = asyncio.ensure_future(receive())
+        await asyncio.wait({opened, hung_up}, return_when=asyncio.FIRST_COMPLETED)
+        hung_up.cancel()
+        if opened.done():
+            await respond_json(send, healthy_answer(request, "finally"))
+        opened.cancel()
+
+
+class InTurn(Misbehaver):
+    """Request n misbehaves as `behaviours[n]` does; after the last, answers as a healthy agent."""
+
+    def __init__(self, *behaviours: Misbehaver) -> None:
+        super().__init__(times=len(behaviours))
+        self.behaviours = behaviours
+
+    async def misbehave(self, request: dict[str, Any], receive: Receive, send: Send) -> None:
+        await self.behaviours[self.requests - 1].misbehave(request, receive, send)
 
 
 class Slow(Misbehaver):
@@ -196,6 +227,7 @@ class RawAgent(Recorder):
     connection left idle for `idle_timeout` seconds (never, when None)."""
 
     idle_timeout: float | None = None
+    quiet_since: float | None = None  # when the connection last answered on went idle
 
     def serve(self) -> tuple[str, Callable[[], None]]:
         port = free_port()
@@ -213,7 +245,7 @@ class RawAgent(Recorder):
 
         thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
         thread.start()
-        if not started.wait(10):
+        if not started.wait(DEADLINE_SEC):
             raise RuntimeError(f"{type(self).__name__} agent did not start")
 
         def stop() -> None:
@@ -227,6 +259,8 @@ class RawAgent(Recorder):
         try:
             while True:
                 waited = time.monotonic()
+                if served:
+                    self.quiet_since = waited
                 head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.idle_timeout)
                 # How long the connection sat idle before this request (None: its first).
                 idle = time.monotonic() - waited if served else None
@@ -266,27 +300,33 @@ class Resetting(RawAgent):
 
 
 class ClosesIdle(RawAgent):
-    """Closes a connection idle for `idle_timeout` seconds, as uvicorn does (5 s by default).
+    """An agent behind uvicorn, which closes a connection idle for `idle_timeout` seconds (5 s
+    by default).
 
     A request sent on the connection just as the agent closes it crosses the close on the
     wire: the agent never reads it and the connection is reset. That moment lasts a few
-    milliseconds under load; here it is the last `in_flight` seconds of the idle timeout, so
-    that a test can hit it every time.
+    milliseconds; here every request from `in_flight` seconds before the idle timeout on meets
+    it (the agent never closes the connection itself), so that a test hits it every time,
+    however late it sends.
     """
 
     def __init__(self, idle_timeout: float = 5.0, in_flight: float = 0.5) -> None:
         super().__init__(times=0)
-        self.idle_timeout = idle_timeout
-        self.in_flight = in_flight
+        self.resets_after = idle_timeout - in_flight
 
     def answer(
         self, request: dict[str, Any], writer: asyncio.StreamWriter, idle: float | None
     ) -> bool:
-        assert self.idle_timeout is not None
-        if idle is not None and idle >= self.idle_timeout - self.in_flight:
+        if idle is not None and idle >= self.resets_after:
             _reset(writer)  # unread: not heard
             return False
         return super().answer(request, writer, idle)
+
+    def closing(self) -> bool:
+        """Whether a request sent now on the connection it last answered on would be reset."""
+        if self.quiet_since is None:
+            return False
+        return time.monotonic() - self.quiet_since >= self.resets_after
 
 
 AnyAgent = Misbehaver | RawAgent

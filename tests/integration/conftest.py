@@ -35,6 +35,7 @@ from settings import Settings
 from tests.agents import Recording, Seen, agent_app, free_port, serve_in_thread
 from tests.conftest import API_KEYS, bearer, default_executors
 from tests.misbehavers import AnyAgent, serve
+from tests.timing import DEADLINE_SEC, Gate
 
 CALL_ID = "CALL-001"
 ACCOUNT_ID = "ACC-1"
@@ -234,7 +235,7 @@ def paused(process: subprocess.Popen) -> Iterator[None]:
 
 
 def wait_for_ping(url: str, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + DEADLINE_SEC
     with redis.Redis.from_url(url) as client:
         while True:
             try:
@@ -302,6 +303,16 @@ def serve_misbehaver() -> Iterator[MisbehaverServer]:
     _stop_all(stops)
 
 
+@pytest.fixture
+def gate(serve_agent: AgentServer, serve_misbehaver: MisbehaverServer) -> Iterator[Gate]:
+    """Holds the answers of the agents given it until the test opens it. Opened when the test
+    ends, whatever happened, so that the agents' servers can stop: it is set up after them, so
+    torn down before."""
+    held = Gate()
+    yield held
+    held.open()
+
+
 def _stop_all(stops: list[Callable[[], None]]) -> None:
     # Side by side: each uvicorn server takes a tenth of a second or more to shut down.
     with ThreadPoolExecutor(max(1, len(stops))) as pool:
@@ -335,16 +346,21 @@ async def make_service(
     redis_target: RedisTarget, agents: Agents, store: RedisView
 ) -> AsyncIterator[ServiceFactory]:
     """Serves another instance of the service for this test, over the same Redis:
-    `make_service(agent_urls={role: url}, **settings)`; unnamed roles keep their default agent."""
+    `make_service(agent_urls={role: url}, breaker_clock=clock, **settings)`; unnamed roles keep
+    their default agent, and the circuit breakers keep time by the real clock unless given one."""
     stops: list[Callable[[], None]] = []
     clients: list[httpx.AsyncClient] = []
 
-    def make(agent_urls: dict[str, str] | None = None, **overrides: Any) -> Caller:
+    def make(
+        agent_urls: dict[str, str] | None = None,
+        breaker_clock: Callable[[], float] = time.monotonic,
+        **overrides: Any,
+    ) -> Caller:
         settings = Settings(
             **(redis_target.settings | {"api_keys": API_KEYS} | overrides),
             agent_urls=agents.urls | (agent_urls or {}),
         )
-        url, stop = serve_in_thread(lambda _: create_app(settings))
+        url, stop = serve_in_thread(lambda _: create_app(settings, breaker_clock=breaker_clock))
         stops.append(stop)
         clients.append(service_client(url))
         return Caller(clients[-1])
@@ -373,7 +389,7 @@ def uvicorn_command(port: int) -> list[str]:
 
 
 def wait_until_serving(url: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + DEADLINE_SEC
     while process.poll() is None and time.monotonic() < deadline:
         try:
             httpx.get(url + "/openapi.json", timeout=1)
