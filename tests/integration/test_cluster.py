@@ -16,7 +16,7 @@ import redis
 
 from main import create_app
 from settings import Settings
-from tests.agents import SlowAgent, free_port, serve_in_thread
+from tests.agents import GatedAgent, free_port, serve_in_thread
 from tests.conftest import API_KEYS
 from tests.integration.conftest import (
     HAPPY_PATH,
@@ -30,6 +30,7 @@ from tests.integration.conftest import (
     uvicorn_command,
     wait_until_serving,
 )
+from tests.timing import DEADLINE_SEC, Gate
 
 pytestmark = pytest.mark.integration
 
@@ -179,21 +180,33 @@ async def test_turns_of_each_call_spread_at_random_over_three_processes(
 
 
 async def test_one_calls_turns_on_two_processes_at_once_never_overlap(
-    start_processes, agents: Agents, serve_agent: AgentServer, cluster_store: ClusterView
+    start_processes,
+    agents: Agents,
+    serve_agent: AgentServer,
+    cluster_store: ClusterView,
+    gate: Gate,
 ) -> None:
-    slow = SlowAgent(delay=0.5)
+    slow = GatedAgent(gate)
     urls = start_processes(agents.urls | {"greeting": serve_agent(slow)})
     clients = [service_client(url) for url in urls[:2]]
     try:
-        answers = await asyncio.gather(
-            *(Caller(client).turn("greeting", call_id="RACE-1") for client in clients)
+        turns = {
+            asyncio.create_task(Caller(client).turn("greeting", call_id="RACE-1"))
+            for client in clients
+        }
+        first, running = await asyncio.wait(
+            turns, timeout=DEADLINE_SEC, return_when=asyncio.FIRST_COMPLETED
         )
+        # One turn answered while the agent held the other: it was not kept waiting.
+        assert len(first) == 1, "neither turn was answered while the other was in the agent"
+        busy = first.pop().result()
+        gate.open()
+        done = await running.pop()
     finally:
         for client in clients:
             await client.aclose()
 
-    assert sorted(a.status_code for a in answers) == [200, 409]
-    busy = next(a for a in answers if a.status_code == 409)
+    assert (done.status_code, busy.status_code) == (200, 409)
     assert busy.json()["error"]["code"] == "turn_in_progress"
     assert [s["seq"] for s in cluster_store.steps("RACE-1")] == [1]
     assert slow.seen.texts == ["hello"]
