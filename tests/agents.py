@@ -8,7 +8,6 @@ several under paths for in-process tests.
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time
@@ -114,16 +113,6 @@ class GatedAgent(Recording):
 
     async def answer(self, ctx: RequestContext, queue: EventQueue) -> None:
         await self.gate.pass_through()
-        await queue.enqueue_event(new_text_message("finally", context_id=ctx.context_id))
-
-
-class SlowAgent(Recording):
-    def __init__(self, delay: float) -> None:
-        super().__init__()
-        self.delay = delay
-
-    async def answer(self, ctx: RequestContext, queue: EventQueue) -> None:
-        await asyncio.sleep(self.delay)
         await queue.enqueue_event(new_text_message("finally", context_id=ctx.context_id))
 
 

@@ -119,21 +119,6 @@ class InTurn(Misbehaver):
         await self.behaviours[self.requests - 1].misbehave(request, receive, send)
 
 
-class Slow(Misbehaver):
-    """Answers a valid message after `delay` seconds (gives up when the caller hangs up)."""
-
-    def __init__(self, delay: float, times: int | None = None) -> None:
-        super().__init__(times)
-        self.delay = delay
-
-    async def misbehave(self, request: dict[str, Any], receive: Receive, send: Send) -> None:
-        try:
-            # The body is read: the only message left to receive is the caller hanging up.
-            await asyncio.wait_for(receive(), self.delay)
-        except TimeoutError:
-            await respond_json(send, healthy_answer(request, "finally"))
-
-
 class HttpStatus(Misbehaver):
     """Answers an HTTP error status (e.g. 500, 503, 429), with Retry-After when given."""
 

@@ -483,8 +483,8 @@ def _bindable(port: int) -> bool:
 def _on_every_node(
     nodes: RedisClusterNodes, ready: Callable[[redis.Redis], bool], waited_for: str
 ) -> None:
-    """Waits (30 s at most in all) until `ready` holds on each node in turn."""
-    deadline = time.monotonic() + 30
+    """Waits (DEADLINE_SEC at most in all) until `ready` holds on each node in turn."""
+    deadline = time.monotonic() + DEADLINE_SEC
     for index in range(len(nodes.ports)):
         with redis.Redis.from_url(nodes.url_of(index)) as node:
             while not ready(node):

@@ -31,6 +31,7 @@ from tests.integration.conftest import (
     service_client,
     start_redis_cluster,
 )
+from tests.timing import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -224,14 +225,6 @@ class Load:
         return sum(len(seqs) for seqs in self.answered.values())
 
 
-async def until(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def test_primary_killed_under_load_answers_503_until_its_replica_takes_over_and_loses_no_step(
     serve: ServiceOn, cluster: RedisClusterNodes
 ) -> None:
@@ -246,12 +239,12 @@ async def test_primary_killed_under_load_answers_503_until_its_replica_takes_ove
     load = Load(service)
     workers = [asyncio.create_task(load.worker(n)) for n in range(WORKERS)]
 
-    await until(lambda: load.turns_done() >= 60, 30, "60 turns before the kill")
+    await eventually(lambda: load.turns_done() >= 60, "60 turns before the kill")
     unreplicated_before = await service.metric("orch_redis_unreplicated_commits_total")
     cluster.processes[victim].kill()
-    await until(lambda: heir in topology.primaries(), 30, "the replica promoted")
+    await eventually(lambda: heir in topology.primaries(), "the replica promoted")
     resumed = load.turns_done()
-    await until(lambda: load.turns_done() >= resumed + 120, 30, "turns after the failover")
+    await eventually(lambda: load.turns_done() >= resumed + 120, "turns after the failover")
     load.starting = False
     await asyncio.wait_for(asyncio.gather(*workers), 60)
 

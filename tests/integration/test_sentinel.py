@@ -29,6 +29,7 @@ from tests.integration.conftest import (
     service_client,
     wait_for_ping,
 )
+from tests.timing import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -91,21 +92,13 @@ def watched(tmp_path: Path) -> Iterator[Watched]:
         ports = (primary_port, replica_port, sentinel_port)
         for port, process in zip(ports, processes, strict=True):
             wait_for_ping(f"redis://127.0.0.1:{port}/0", process)
-        _wait_until(found.replica_confirms_writes, "the replica did not confirm a write")
-        _wait_until(found.sentinel_knows_the_replica, "the sentinel did not find the replica")
+        wait_until(found.replica_confirms_writes, "the replica to confirm a write")
+        wait_until(found.sentinel_knows_the_replica, "the sentinel to find the replica")
         yield found
     finally:
         for process in processes:
             process.kill()
             process.wait()
-
-
-def _wait_until(condition, failure: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(failure)
-        time.sleep(0.05)
 
 
 @contextmanager
@@ -194,4 +187,4 @@ async def test_disconnect_closes_the_connections_to_the_sentinels_too(watched: W
     await disconnect(client)
 
     assert during > before
-    _wait_until(lambda: clients_of(watched.sentinel_port) == before, "left open", seconds=2)
+    wait_until(lambda: clients_of(watched.sentinel_port) == before, "the connections to close")
