@@ -42,6 +42,8 @@ class Fault:
     response_status: str  # the step's
     code: str | None  # response.error.code and the step's error.code
     attempts: int
+    # The agent deadline is the default (15 s), far longer than any agent here takes to
+    # answer however loaded the machine, but for the one that never answers.
     settings: dict[str, Any] = field(default_factory=dict)
     min_sec: float = 0.0  # the caller waits at least this long (a deadline, a Retry-After)
 
@@ -49,7 +51,13 @@ class Fault:
 FAULTS = {
     # Never answers (its gate is never opened).
     "slow": Fault(
-        lambda: Held(Gate()), "error", "error", "agent_timeout", 1, min_sec=A2A_TIMEOUT_SEC
+        lambda: Held(Gate()),
+        "error",
+        "error",
+        "agent_timeout",
+        1,
+        settings={"a2a_timeout_sec": A2A_TIMEOUT_SEC},
+        min_sec=A2A_TIMEOUT_SEC,
     ),
     "http_500": Fault(lambda: HttpStatus(500), "error", "error", "agent_http_error", 1),
     "http_503_then_ok": Fault(
@@ -65,7 +73,6 @@ FAULTS = {
         "success",
         None,
         2,
-        settings={"a2a_timeout_sec": 3},
         min_sec=1.0,
     ),
     # ...but never past the turn's deadline: the caller hears about it at once (waiting would
@@ -93,8 +100,7 @@ async def test_agent_fault_is_answered_recorded_and_retried_only_when_safe(
 ) -> None:
     agent = fault.agent() if fault.agent else None
     url = serve_misbehaver(agent) if agent else f"http://127.0.0.1:{free_port()}/"
-    settings = {"a2a_timeout_sec": A2A_TIMEOUT_SEC} | fault.settings
-    caller = make_service(agent_urls={"greeting": url}, **settings)
+    caller = make_service(agent_urls={"greeting": url}, **fault.settings)
 
     started = time.monotonic()
     answer = await caller.turn("greeting", "hello")
@@ -143,7 +149,6 @@ async def test_reset_from_an_idempotent_agent_is_retried_with_the_same_message_i
     caller = make_service(
         agent_urls={"greeting": serve_misbehaver(agent)},
         flows_file=_flows_with_idempotent_greeting(tmp_path),
-        a2a_timeout_sec=A2A_TIMEOUT_SEC,
     )
 
     answer = await caller.turn("greeting", "hello")
