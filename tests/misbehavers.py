@@ -208,10 +208,9 @@ class Flaky(Misbehaver):
 
 class RawAgent(Recorder):
     """A raw HTTP/1.1 agent on asyncio streams, for faults an ASGI app cannot produce: it owns
-    its sockets. Answers the card GET with 404 and each POST through `answer`; closes a
-    connection left idle for `idle_timeout` seconds (never, when None)."""
+    its sockets. Answers the card GET with 404 and each POST through `answer`; never closes a
+    connection itself."""
 
-    idle_timeout: float | None = None
     quiet_since: float | None = None  # when the connection last answered on went idle
 
     def serve(self) -> tuple[str, Callable[[], None]]:
@@ -246,7 +245,7 @@ class RawAgent(Recorder):
                 waited = time.monotonic()
                 if served:
                     self.quiet_since = waited
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.idle_timeout)
+                head = await reader.readuntil(b"\r\n\r\n")
                 # How long the connection sat idle before this request (None: its first).
                 idle = time.monotonic() - waited if served else None
                 served = True
@@ -257,7 +256,7 @@ class RawAgent(Recorder):
                 elif not self.answer(json.loads(body), writer, idle):
                     return
                 await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
             writer.close()
