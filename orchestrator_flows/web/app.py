@@ -8,7 +8,8 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Annotated
@@ -112,15 +113,17 @@ def create_app(
     *,
     redis_client: redis.Redis | None = None,
     agent_transport: httpx.AsyncBaseTransport | None = None,
+    breaker_clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
-    """Builds the service. Tests pass their own Redis client or agent transport."""
+    """Builds the service. Tests pass their own Redis client, agent transport or the clock the
+    circuit breakers time their reset period by."""
     settings = settings or Settings()
     flows = load_flows(settings.flows_file, settings.agent_urls)
     app = FlowsApp(
         title="Orchestrator Flows",
         version=VERSION,
         summary="Drives a call through five stages, one A2A agent per intent, audited in Redis.",
-        lifespan=_lifespan(settings, flows, redis_client, agent_transport),
+        lifespan=_lifespan(settings, flows, redis_client, agent_transport, breaker_clock),
         docs_url=None,  # served from local files instead: api_docs.add_offline_docs
         redoc_url=None,
         # Tracing is ours (OTEL_ENABLED, opentelemetry-instrumentation-fastapi); FastAPI's own
@@ -167,6 +170,7 @@ def _lifespan(
     flows: FlowConfig,
     redis_client: redis.Redis | None,
     transport: httpx.AsyncBaseTransport | None,
+    breaker_clock: Callable[[], float],
 ):
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -198,6 +202,7 @@ def _lifespan(
                 flows.agents,
                 threshold=settings.agent_circuit_failures,
                 reset_sec=settings.agent_circuit_reset_sec,
+                clock=breaker_clock,
             )
             app.state.flows = flows
             rules = _turn_rules(settings, fingerprint_key(settings))

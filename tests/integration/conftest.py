@@ -34,7 +34,8 @@ from orchestrator_flows.infra.settings import Settings
 from orchestrator_flows.web.app import create_app
 from tests.support.agents import Recording, Seen, agent_app, free_port, serve_in_thread
 from tests.support.misbehavers import AnyAgent, serve
-from tests.support.service import API_KEYS, IDEMPOTENCY_SECRET, bearer, default_executors
+from tests.support.service import API_KEYS, bearer, default_executors
+from tests.support.timing import DEADLINE_SEC, Gate
 
 CALL_ID = "CALL-001"
 ACCOUNT_ID = "ACC-1"
@@ -65,19 +66,11 @@ class RedisTarget:
 
     @property
     def settings(self) -> dict[str, Any]:
-        return {
-            "redis_url": self.url,
-            "redis_cluster": self.cluster,
-            "idempotency_secret": IDEMPOTENCY_SECRET,
-        }
+        return {"redis_url": self.url, "redis_cluster": self.cluster}
 
     @property
     def env(self) -> dict[str, str]:
-        return {
-            "REDIS_URL": self.url,
-            "REDIS_CLUSTER": str(self.cluster).lower(),
-            "IDEMPOTENCY_SECRET": IDEMPOTENCY_SECRET,
-        }
+        return {"REDIS_URL": self.url, "REDIS_CLUSTER": str(self.cluster).lower()}
 
     def client(self) -> redis.Redis:
         kind = redis.RedisCluster if self.cluster else redis.Redis
@@ -108,23 +101,6 @@ class RedisView:
 
     def keys(self) -> list[str]:
         return sorted(k.decode() for k in self.client.scan_iter("*"))
-
-    def stored(self, match: str = "*") -> dict[str, list[str]]:
-        """Every key (matching `match`) with every value it holds, as text: a string's value,
-        a list's items, a hash's fields and values; any other type as its DUMP."""
-        stored = {}
-        for key in self.client.scan_iter(match):
-            kind = self.client.type(key).decode()
-            if kind == "string":
-                values = [self.client.get(key)]
-            elif kind == "list":
-                values = self.client.lrange(key, 0, -1)
-            elif kind == "hash":
-                values = [v for pair in self.client.hgetall(key).items() for v in pair]
-            else:
-                values = [self.client.dump(key)]
-            stored[key.decode()] = [v.decode(errors="replace") for v in values if v is not None]
-        return stored
 
     def snapshot(self) -> dict[bytes, bytes | None]:
         """Every key with its serialised value: equal snapshots mean nothing was written."""
@@ -259,7 +235,7 @@ def paused(process: subprocess.Popen) -> Iterator[None]:
 
 
 def wait_for_ping(url: str, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + DEADLINE_SEC
     with redis.Redis.from_url(url) as client:
         while True:
             try:
@@ -327,6 +303,16 @@ def serve_misbehaver() -> Iterator[MisbehaverServer]:
     _stop_all(stops)
 
 
+@pytest.fixture
+def gate(serve_agent: AgentServer, serve_misbehaver: MisbehaverServer) -> Iterator[Gate]:
+    """Holds the answers of the agents given it until the test opens it. Opened when the test
+    ends, whatever happened, so that the agents' servers can stop: it is set up after them, so
+    torn down before."""
+    held = Gate()
+    yield held
+    held.open()
+
+
 def _stop_all(stops: list[Callable[[], None]]) -> None:
     # Side by side: each uvicorn server takes a tenth of a second or more to shut down.
     with ThreadPoolExecutor(max(1, len(stops))) as pool:
@@ -360,16 +346,21 @@ async def make_service(
     redis_target: RedisTarget, agents: Agents, store: RedisView
 ) -> AsyncIterator[ServiceFactory]:
     """Serves another instance of the service for this test, over the same Redis:
-    `make_service(agent_urls={role: url}, **settings)`; unnamed roles keep their default agent."""
+    `make_service(agent_urls={role: url}, breaker_clock=clock, **settings)`; unnamed roles keep
+    their default agent, and the circuit breakers keep time by the real clock unless given one."""
     stops: list[Callable[[], None]] = []
     clients: list[httpx.AsyncClient] = []
 
-    def make(agent_urls: dict[str, str] | None = None, **overrides: Any) -> Caller:
+    def make(
+        agent_urls: dict[str, str] | None = None,
+        breaker_clock: Callable[[], float] = time.monotonic,
+        **overrides: Any,
+    ) -> Caller:
         settings = Settings(
             **(redis_target.settings | {"api_keys": API_KEYS} | overrides),
             agent_urls=agents.urls | (agent_urls or {}),
         )
-        url, stop = serve_in_thread(lambda _: create_app(settings))
+        url, stop = serve_in_thread(lambda _: create_app(settings, breaker_clock=breaker_clock))
         stops.append(stop)
         clients.append(service_client(url))
         return Caller(clients[-1])
@@ -398,7 +389,7 @@ def uvicorn_command(port: int) -> list[str]:
 
 
 def wait_until_serving(url: str, process: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + DEADLINE_SEC
     while process.poll() is None and time.monotonic() < deadline:
         try:
             httpx.get(url + "/openapi.json", timeout=1)
@@ -406,39 +397,6 @@ def wait_until_serving(url: str, process: subprocess.Popen) -> None:
         except httpx.TransportError:
             time.sleep(0.05)
     raise RuntimeError(f"service did not start: {process.communicate(timeout=5)[1]}")
-
-
-LoggedService = Callable[[dict[str, str]], str]
-
-
-@pytest.fixture
-def logged_service(
-    tmp_path: Path, redis_target: RedisTarget, agents: Agents
-) -> Iterator[tuple[LoggedService, Path]]:
-    """Starts the service as `uvicorn main:app` at DEBUG, its log in a file: (start, log path),
-    `start({role: agent url})` -> the service's URL; unnamed roles keep their default agent."""
-    log_path = tmp_path / "service.log"
-    processes: list[subprocess.Popen] = []
-
-    def start(agent_urls: dict[str, str]) -> str:
-        env = clean_environment() | redis_target.env | {"LOG_LEVEL": "DEBUG"}
-        urls = agents.urls | agent_urls
-        env |= {f"AGENT_URL_{role.upper()}": url for role, url in urls.items()}
-        port = free_port()
-        with log_path.open("a") as log:
-            processes.append(
-                subprocess.Popen(
-                    uvicorn_command(port), cwd=SERVICE_DIR, env=env, stdout=log, stderr=log
-                )
-            )
-        url = f"http://127.0.0.1:{port}"
-        wait_until_serving(url, processes[-1])
-        return url
-
-    yield start, log_path
-    for process in processes:
-        process.terminate()
-        process.wait(10)
 
 
 @dataclass
@@ -525,8 +483,8 @@ def _bindable(port: int) -> bool:
 def _on_every_node(
     nodes: RedisClusterNodes, ready: Callable[[redis.Redis], bool], waited_for: str
 ) -> None:
-    """Waits (30 s at most in all) until `ready` holds on each node in turn."""
-    deadline = time.monotonic() + 30
+    """Waits (DEADLINE_SEC at most in all) until `ready` holds on each node in turn."""
+    deadline = time.monotonic() + DEADLINE_SEC
     for index in range(len(nodes.ports)):
         with redis.Redis.from_url(nodes.url_of(index)) as node:
             while not ready(node):

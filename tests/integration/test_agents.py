@@ -12,7 +12,8 @@ from tests.integration.conftest import (
     RedisView,
     ServiceFactory,
 )
-from tests.support.agents import FailingTaskAgent, OtpAgent, RaisingAgent, SlowAgent, free_port
+from tests.support.agents import FailingTaskAgent, GatedAgent, OtpAgent, RaisingAgent, free_port
+from tests.support.timing import Gate
 
 pytestmark = pytest.mark.integration
 
@@ -21,14 +22,14 @@ A2A_TIMEOUT_SEC = 0.5
 
 @pytest.fixture(params=["agent_timeout", "agent_unreachable", "agent_error", "agent_task_failed"])
 def broken_refund_agent(
-    request: pytest.FixtureRequest, serve_agent: AgentServer
+    request: pytest.FixtureRequest, serve_agent: AgentServer, gate: Gate
 ) -> tuple[str, str]:
     """(the fault code the caller should see, the URL of an agent that causes it)."""
     code = request.param
     if code == "agent_unreachable":
         return code, f"http://127.0.0.1:{free_port()}/"  # nothing listens there
     executor = {
-        "agent_timeout": lambda: SlowAgent(delay=A2A_TIMEOUT_SEC * 2),
+        "agent_timeout": lambda: GatedAgent(gate),  # held until the test is over
         "agent_error": RaisingAgent,
         "agent_task_failed": FailingTaskAgent,
     }[code]()
@@ -42,7 +43,10 @@ async def test_agent_fault_is_answered_recorded_and_a_retry_succeeds(
     store: RedisView,
 ) -> None:
     code, broken_url = broken_refund_agent
-    broken = make_service(agent_urls={"refund": broken_url}, a2a_timeout_sec=A2A_TIMEOUT_SEC)
+    # A short agent deadline only where it is the fault: the others answer well within the
+    # default (15 s), however loaded the machine.
+    timeout = {"a2a_timeout_sec": A2A_TIMEOUT_SEC} if code == "agent_timeout" else {}
+    broken = make_service(agent_urls={"refund": broken_url}, **timeout)
     await service.walk(3)
 
     answer = await broken.turn("refund_request", "I want a refund")
@@ -52,7 +56,6 @@ async def test_agent_fault_is_answered_recorded_and_a_retry_succeeds(
     assert (body["status"], body["response_status"]) == ("error", "error")
     assert body["response"]["error"]["code"] == code
     assert (body["intent_flow_id"], body["next_flow_id"]) == (3, 3)
-    assert answer.elapsed.total_seconds() < A2A_TIMEOUT_SEC + 1
     state = store.state()
     assert (state["current_flow_id"], state["completed_flows"]) == (3, [1, 2])
     assert state["stages"]["3"]["errors"] == 1

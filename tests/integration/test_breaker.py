@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
 
 from tests.integration.conftest import Caller, MisbehaverServer, RedisView, ServiceFactory
-from tests.support.misbehavers import HttpStatus, JsonRpcError, Slow
+from tests.support.misbehavers import Held, HttpStatus, InTurn, JsonRpcError
+from tests.support.timing import FakeClock, Gate
 
 pytestmark = pytest.mark.integration
 
-RESET_SEC = 0.5
+RESET_SEC = 30  # by the fake clock: it passes when the test says so
 
 
 async def _circuit(caller: Caller, role: str = "greeting") -> dict[str, Any]:
@@ -30,23 +30,22 @@ async def _fault_code(caller: Caller, call_id: str = "CALL-001") -> str | None:
 async def test_open_circuit_answers_agent_unavailable_at_once_and_records_it(
     make_service: ServiceFactory, serve_misbehaver: MisbehaverServer, store: RedisView
 ) -> None:
-    agent = Slow(delay=5)
+    agent = Held(Gate())  # never opened: the agent does not answer
     caller = make_service(
         agent_urls={"greeting": serve_misbehaver(agent)},
+        breaker_clock=FakeClock(),
         a2a_timeout_sec=0.5,
         agent_circuit_failures=2,
-        agent_circuit_reset_sec=30,
+        agent_circuit_reset_sec=RESET_SEC,
     )
     assert [await _fault_code(caller), await _fault_code(caller)] == ["agent_timeout"] * 2
 
-    started = time.monotonic()
     answer = await caller.turn("greeting")
-    took = time.monotonic() - started
 
     assert answer.status_code == 200
     assert answer.json()["status"] == "error"
+    # At once: the agent is not asked, so the turn does not wait for its timeout.
     assert answer.json()["response"]["error"]["code"] == "agent_unavailable"
-    assert took < 0.25  # not the agent's half-second timeout
     assert agent.requests == 2
     steps = store.steps()
     assert [(s["error"]["code"], s["attempts"]) for s in steps] == [
@@ -68,14 +67,17 @@ async def test_open_circuit_answers_agent_unavailable_at_once_and_records_it(
 async def test_after_the_reset_period_one_probe_closes_the_circuit_of_a_recovered_agent(
     make_service: ServiceFactory, serve_misbehaver: MisbehaverServer, store: RedisView
 ) -> None:
-    agent = HttpStatus(500, times=2)
+    agent, clock = HttpStatus(500, times=2), FakeClock()
     caller = make_service(
         agent_urls={"greeting": serve_misbehaver(agent)},
+        breaker_clock=clock,
         agent_circuit_failures=2,
         agent_circuit_reset_sec=RESET_SEC,
     )
-    codes = [await _fault_code(caller) for _ in range(3)]
-    await asyncio.sleep(RESET_SEC + 0.1)
+    codes = [await _fault_code(caller) for _ in range(2)]
+    clock.advance(RESET_SEC - 1)
+    codes.append(await _fault_code(caller))
+    clock.advance(1)
 
     probe = await caller.turn("greeting")
 
@@ -92,42 +94,45 @@ async def test_after_the_reset_period_one_probe_closes_the_circuit_of_a_recovere
 async def test_a_failed_probe_opens_the_circuit_again(
     make_service: ServiceFactory, serve_misbehaver: MisbehaverServer
 ) -> None:
-    agent = HttpStatus(500)
+    agent, clock = HttpStatus(500), FakeClock()
     caller = make_service(
         agent_urls={"greeting": serve_misbehaver(agent)},
+        breaker_clock=clock,
         agent_circuit_failures=2,
         agent_circuit_reset_sec=RESET_SEC,
     )
     assert [await _fault_code(caller) for _ in range(2)] == ["agent_http_error"] * 2
-    await asyncio.sleep(RESET_SEC + 0.1)
+    clock.advance(RESET_SEC)
 
     probe = await _fault_code(caller)
     after = await _fault_code(caller)
+    clock.advance(RESET_SEC - 1)  # a whole period again, counted from the failed probe
+    still = await _fault_code(caller)
 
-    assert (probe, after) == ("agent_http_error", "agent_unavailable")
+    assert (probe, after, still) == ("agent_http_error", "agent_unavailable", "agent_unavailable")
     assert agent.requests == 3
     assert (await _circuit(caller))["state"] == "open"
 
 
 async def test_while_the_probe_runs_other_calls_are_not_let_through(
-    make_service: ServiceFactory, serve_misbehaver: MisbehaverServer, store: RedisView
+    make_service: ServiceFactory, serve_misbehaver: MisbehaverServer, store: RedisView, gate: Gate
 ) -> None:
-    agent = Slow(delay=2)
+    # Fails twice, then recovers slowly: the probe is held until the test opens the gate.
+    agent, clock = InTurn(HttpStatus(500), HttpStatus(500), Held(gate)), FakeClock()
     caller = make_service(
         agent_urls={"greeting": serve_misbehaver(agent)},
-        a2a_timeout_sec=0.5,
+        breaker_clock=clock,
         agent_circuit_failures=2,
         agent_circuit_reset_sec=RESET_SEC,
     )
-    assert [await _fault_code(caller, "CALL-A") for _ in range(2)] == ["agent_timeout"] * 2
-    agent.delay = 0.3  # the agent recovers, slowly
-    await asyncio.sleep(RESET_SEC + 0.1)
+    assert [await _fault_code(caller, "CALL-A") for _ in range(2)] == ["agent_http_error"] * 2
+    clock.advance(RESET_SEC)
 
     probe = asyncio.create_task(caller.turn("greeting", call_id="CALL-A"))
-    while agent.requests < 3:
-        await asyncio.sleep(0.01)
+    await gate.arrived()
     during = await _fault_code(caller, "CALL-B")
     circuit_during = await _circuit(caller)
+    gate.open()
     probed = await probe
     after = await _fault_code(caller, "CALL-B")
 

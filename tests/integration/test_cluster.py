@@ -28,8 +28,9 @@ from tests.integration.conftest import (
     uvicorn_command,
     wait_until_serving,
 )
-from tests.support.agents import SlowAgent, free_port, serve_in_thread
-from tests.support.service import API_KEYS, IDEMPOTENCY_SECRET
+from tests.support.agents import GatedAgent, free_port, serve_in_thread
+from tests.support.service import API_KEYS
+from tests.support.timing import DEADLINE_SEC, Gate
 
 pytestmark = pytest.mark.integration
 
@@ -85,11 +86,7 @@ async def cluster_service(
     cluster: RedisClusterNodes, cluster_store: ClusterView, agents: Agents
 ) -> AsyncIterator[Caller]:
     settings = Settings(
-        redis_url=cluster.url,
-        redis_cluster=True,
-        agent_urls=agents.urls,
-        api_keys=API_KEYS,
-        idempotency_secret=IDEMPOTENCY_SECRET,
+        redis_url=cluster.url, redis_cluster=True, agent_urls=agents.urls, api_keys=API_KEYS
     )
     url, stop = serve_in_thread(lambda _: create_app(settings))
     async with service_client(url) as http:
@@ -128,7 +125,6 @@ def _start_processes(
         env = clean_environment() | {
             "REDIS_URL": cluster.url_of(index % len(cluster.ports)),
             "REDIS_CLUSTER": "true",
-            "IDEMPOTENCY_SECRET": IDEMPOTENCY_SECRET,
             **{f"AGENT_URL_{role.upper()}": url for role, url in agent_urls.items()},
         }
         log = (tmp_path / f"service-{index}.log").open("wb")
@@ -184,21 +180,33 @@ async def test_turns_of_each_call_spread_at_random_over_three_processes(
 
 
 async def test_one_calls_turns_on_two_processes_at_once_never_overlap(
-    start_processes, agents: Agents, serve_agent: AgentServer, cluster_store: ClusterView
+    start_processes,
+    agents: Agents,
+    serve_agent: AgentServer,
+    cluster_store: ClusterView,
+    gate: Gate,
 ) -> None:
-    slow = SlowAgent(delay=0.5)
+    slow = GatedAgent(gate)
     urls = start_processes(agents.urls | {"greeting": serve_agent(slow)})
     clients = [service_client(url) for url in urls[:2]]
     try:
-        answers = await asyncio.gather(
-            *(Caller(client).turn("greeting", call_id="RACE-1") for client in clients)
+        turns = {
+            asyncio.create_task(Caller(client).turn("greeting", call_id="RACE-1"))
+            for client in clients
+        }
+        first, running = await asyncio.wait(
+            turns, timeout=DEADLINE_SEC, return_when=asyncio.FIRST_COMPLETED
         )
+        # One turn answered while the agent held the other: it was not kept waiting.
+        assert len(first) == 1, "neither turn was answered while the other was in the agent"
+        busy = first.pop().result()
+        gate.open()
+        done = await running.pop()
     finally:
         for client in clients:
             await client.aclose()
 
-    assert sorted(a.status_code for a in answers) == [200, 409]
-    busy = next(a for a in answers if a.status_code == 409)
+    assert (done.status_code, busy.status_code) == (200, 409)
     assert busy.json()["error"]["code"] == "turn_in_progress"
     assert [s["seq"] for s in cluster_store.steps("RACE-1")] == [1]
     assert slow.seen.texts == ["hello"]
@@ -207,8 +215,7 @@ async def test_one_calls_turns_on_two_processes_at_once_never_overlap(
 async def test_cluster_down_at_start_is_not_ready_and_turns_answer_503(agents: Agents) -> None:
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
     settings = Settings(redis_url=nowhere, redis_cluster=True, agent_urls=agents.urls,
-                        api_keys=API_KEYS, redis_timeout_sec=0.2,
-                        idempotency_secret=IDEMPOTENCY_SECRET)  # fmt: skip
+                        api_keys=API_KEYS, redis_timeout_sec=0.2)  # fmt: skip
     url, stop = serve_in_thread(lambda _: create_app(settings))
     try:
         async with service_client(url) as http:

@@ -15,7 +15,8 @@ from tests.integration.conftest import (
     ServiceFactory,
     call_key,
 )
-from tests.support.misbehavers import Answering, HttpStatus, Slow
+from tests.support.misbehavers import Answering, Held, HttpStatus
+from tests.support.timing import Gate
 
 pytestmark = pytest.mark.integration
 
@@ -73,16 +74,16 @@ async def test_same_key_with_another_body_is_refused_and_writes_nothing(
 
 
 async def test_same_key_while_the_first_request_runs_is_told_to_retry_later(
-    make_service: ServiceFactory, serve_misbehaver: MisbehaverServer, store: RedisView
+    make_service: ServiceFactory, serve_misbehaver: MisbehaverServer, store: RedisView, gate: Gate
 ) -> None:
-    agent = Slow(delay=1.0)
-    caller = make_service(agent_urls={"greeting": serve_misbehaver(agent)}, a2a_timeout_sec=3)
+    agent = Held(gate)
+    caller = make_service(agent_urls={"greeting": serve_misbehaver(agent)})
     first = asyncio.create_task(_send(caller, "key-1"))
-    while agent.requests == 0:
-        await asyncio.sleep(0.01)
+    await gate.arrived()  # the first request is inside the agent call
 
     same_key = await _send(caller, "key-1")
     other_key = await _send(caller, "key-2")
+    gate.open()
     done = await first
     after = await _send(caller, "key-1")
 

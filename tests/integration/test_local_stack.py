@@ -119,12 +119,26 @@ def test_with_redis_url_set_no_embedded_redis_starts(
     assert "embedded" not in log
 
 
+def demo_agents_on_free_ports(directory: Path) -> dict[str, str]:
+    """The environment that moves the demo agents from flows.toml's ports (9101-9110) to free
+    ones: other runs of these tests on the same machine may hold those ports meanwhile."""
+    flows = directory / "flows.toml"
+    default = (SERVICE_DIR / "flows.toml").read_text(encoding="utf-8")
+    moved = re.sub(
+        r"http://127\.0\.0\.1:\d+/", lambda _: f"http://127.0.0.1:{free_port()}/", default
+    )
+    assert moved != default, "flows.toml names no agent on 127.0.0.1"
+    flows.write_text(moved, encoding="utf-8")
+    return {"FLOWS_FILE": str(flows)}
+
+
 def demo_once(cwd: Path, port: int) -> subprocess.CompletedProcess:
-    """`orchestrator-flows demo --once` as a new user runs it: no REDIS_URL, no settings."""
+    """`orchestrator-flows demo --once` as a new user runs it: no REDIS_URL, no settings but
+    the demo agents' ports."""
     return subprocess.run(
         [CLI, "demo", "--once", "--port", str(port)],
         cwd=cwd,
-        env=clean_environment(),
+        env=clean_environment() | demo_agents_on_free_ports(cwd),
         capture_output=True,
         text=True,
         timeout=120,
@@ -158,11 +172,11 @@ def test_demo_refuses_a_port_in_use_clearly(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("sigint", [signal.SIG_DFL, signal.SIG_IGN], ids=["default", "ignored"])
 def test_agents_command_serves_every_demo_agent_and_ctrl_c_stops_it(
-    sigint: signal.Handlers,
+    sigint: signal.Handlers, tmp_path: Path
 ) -> None:
     process = subprocess.Popen(
         [CLI, "agents"],
-        env=clean_environment(),
+        env=clean_environment() | demo_agents_on_free_ports(tmp_path),
         stdout=subprocess.PIPE,
         text=True,
         # As it was inherited: ignored where a non-interactive shell started it in the background

@@ -6,7 +6,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import AgentServer, ServiceFactory
-from tests.support.agents import SlowAgent
+from tests.support.agents import GatedAgent
+from tests.support.timing import Gate
 
 pytestmark = pytest.mark.integration
 
@@ -20,9 +21,9 @@ def samples(text: str) -> dict[tuple[str, frozenset], float]:
 
 
 async def test_timeout_success_and_rejection_show_in_metrics_and_stats(
-    make_service: ServiceFactory, serve_agent: AgentServer
+    make_service: ServiceFactory, serve_agent: AgentServer, gate: Gate
 ) -> None:
-    slow = serve_agent(SlowAgent(1.0))
+    slow = serve_agent(GatedAgent(gate))  # held until the test is over
     caller = make_service(agent_urls={"greeting": slow}, a2a_timeout_sec=0.3)
 
     timed_out = await caller.turn("greeting")

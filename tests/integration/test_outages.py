@@ -13,7 +13,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,14 +39,18 @@ from tests.integration.conftest import (
     uvicorn_command,
 )
 from tests.support.agents import free_port
-from tests.support.misbehavers import Answering, Slow
+from tests.support.misbehavers import Answering, Held
 from tests.support.service import bearer
+from tests.support.timing import DEADLINE_SEC, Gate, wait_until
 
 pytestmark = pytest.mark.integration
 # These stop, freeze and restart a redis-server of their own; the cluster's faults are
 # tests/integration/test_cluster.py's.
 ON_ITS_OWN_REDIS = pytest.mark.single_redis
 
+# A turn's lease lasts twice as long as a test waits for anything: a call it locks stays locked
+# unless the service releases it.
+LONG_LEASE = {"a2a_timeout_sec": 2 * DEADLINE_SEC, "turn_lease_margin_sec": 1}
 BODY = {
     "call_identify_id": CALL_ID,
     "account_id": ACCOUNT_ID,
@@ -54,6 +58,21 @@ BODY = {
     "input_message": "hello",
     "intent": "greeting",
 }
+
+
+async def _retried_while_busy(
+    send: Callable[[], Awaitable[httpx.Response]],
+) -> tuple[list[str], httpx.Response]:
+    """Sends the turn again while the call is busy (409), as a client told to retry does:
+    the codes of the busy answers, and the last answer."""
+    busy: list[str] = []
+    deadline = time.monotonic() + DEADLINE_SEC
+    while (answer := await send()).status_code == 409:
+        busy.append(answer.json()["error"]["code"])
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still busy after {DEADLINE_SEC:g} s: {busy[-1]}")
+        await asyncio.sleep(0.05)
+    return busy, answer
 
 
 class OwnRedis:
@@ -88,7 +107,7 @@ class OwnRedis:
 
 
 def _until(attempt: Callable[[], Any], error: type[Exception], *, what: str) -> Any:
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + DEADLINE_SEC
     while True:
         try:
             return attempt()
@@ -148,15 +167,13 @@ async def test_frozen_redis_answers_503_within_the_redis_timeout_and_recovers(
     assert (await caller.turn("greeting")).status_code == 200
 
     own_redis.signal(signal.SIGSTOP)
-    started = time.monotonic()
-    frozen = await caller.http.get(f"/session/{CALL_ID}")
-    took = time.monotonic() - started
+    frozen = await caller.http.get(f"/session/{CALL_ID}")  # Redis stays stopped meanwhile
     own_redis.signal(signal.SIGCONT)
     after = await caller.http.get(f"/session/{CALL_ID}")
 
+    # Answered while Redis was stopped: the service gave up waiting by itself.
     assert frozen.status_code == 503
     assert frozen.json()["error"]["code"] == "store_unavailable"
-    assert took < 1.5
     assert after.status_code == 200
     assert after.json()["step_count"] == 1
 
@@ -165,36 +182,36 @@ async def test_frozen_redis_answers_503_within_the_redis_timeout_and_recovers(
 async def test_turn_refused_by_a_frozen_redis_does_not_lock_the_call_once_redis_is_back(
     make_service: ServiceFactory, own_redis: OwnRedis, agents: Agents
 ) -> None:
-    caller = make_service(
-        redis_url=own_redis.url, redis_timeout_sec=0.3, a2a_timeout_sec=2, turn_lease_margin_sec=1
-    )
+    caller = make_service(redis_url=own_redis.url, redis_timeout_sec=0.3, **LONG_LEASE)
     assert (await caller.turn("greeting")).status_code == 200
 
     own_redis.signal(signal.SIGSTOP)
     frozen = await caller.turn("verify_identity", "it is me")
     own_redis.signal(signal.SIGCONT)
-    await asyncio.sleep(float(frozen.headers["Retry-After"]))  # as the 503 asked
-    after = await caller.turn("verify_identity", "it is me")
+    busy, after = await _retried_while_busy(lambda: caller.turn("verify_identity", "it is me"))
 
     assert frozen.status_code == 503
     assert frozen.json()["error"]["code"] == "store_unavailable"
     # Redis runs the timed-out script when it thaws and takes the call's lease for a turn that
-    # no longer exists: that lease must not keep the call locked once Redis is back.
+    # no longer exists: the service releases it, long before it would expire.
+    assert set(busy) <= {"turn_in_progress"}
     assert after.status_code == 200, after.text
     assert after.json()["step_seq"] == 2
 
 
 @ON_ITS_OWN_REDIS
 async def test_turn_whose_commit_timed_out_is_replayed_by_the_keyed_retry(
-    make_service: ServiceFactory, serve_misbehaver: MisbehaverServer, own_redis: OwnRedis
+    make_service: ServiceFactory,
+    serve_misbehaver: MisbehaverServer,
+    own_redis: OwnRedis,
+    gate: Gate,
 ) -> None:
-    agent = Slow(delay=0.5)
+    agent = Held(gate)
     caller = make_service(
         agent_urls={"auth": serve_misbehaver(agent)},
         redis_url=own_redis.url,
         redis_timeout_sec=0.3,
-        a2a_timeout_sec=2,
-        turn_lease_margin_sec=1,
+        **LONG_LEASE,
     )
     assert (await caller.turn("greeting")).status_code == 200
     body = BODY | {"intent": "verify_identity", "input_message": "it is me"}
@@ -202,16 +219,16 @@ async def test_turn_whose_commit_timed_out_is_replayed_by_the_keyed_retry(
         caller.http.post, "/orchestrate", json=body, headers={"Idempotency-Key": "key-1"}
     )
     first = asyncio.create_task(send())
-    while agent.requests == 0:
-        await asyncio.sleep(0.01)
+    await gate.arrived()
     own_redis.signal(signal.SIGSTOP)  # the commit will time out
+    gate.open()
     unknown = await first
     own_redis.signal(signal.SIGCONT)  # ...and then run: the turn was recorded after all
-    while (retry := await send()).status_code == 409:
-        await asyncio.sleep(0.1)
+    busy, retry = await _retried_while_busy(send)
 
     assert unknown.status_code == 503
     assert unknown.json()["error"]["code"] == "store_unavailable"
+    assert set(busy) <= {"idempotency_key_in_progress"}
     assert retry.status_code == 200, retry.text
     assert retry.headers["Idempotent-Replayed"] == "true"
     assert retry.json()["next_flow_id"] == 3
@@ -222,33 +239,33 @@ async def test_turn_whose_commit_timed_out_is_replayed_by_the_keyed_retry(
 
 @ON_ITS_OWN_REDIS
 async def test_answer_lost_to_a_redis_outage_is_committed_by_the_keyed_retry_without_the_agent(
-    make_service: ServiceFactory, serve_misbehaver: MisbehaverServer, own_redis: OwnRedis
+    make_service: ServiceFactory,
+    serve_misbehaver: MisbehaverServer,
+    own_redis: OwnRedis,
+    gate: Gate,
 ) -> None:
-    agent = Slow(delay=0.5)
+    agent = Held(gate)
     caller = make_service(
         agent_urls={"greeting": serve_misbehaver(agent)},
         redis_url=own_redis.url,
         redis_timeout_sec=0.5,
-        a2a_timeout_sec=1,
-        turn_lease_margin_sec=0.5,
+        **LONG_LEASE,
     )
     send = functools.partial(
         caller.http.post, "/orchestrate", json=BODY, headers={"Idempotency-Key": "key-1"}
     )
     first = asyncio.create_task(send())
-    while agent.requests == 0:
-        await asyncio.sleep(0.01)
+    await gate.arrived()
     own_redis.stop()
+    gate.open()
     lost = await first
     own_redis.start()
     with own_redis.client() as client:
         assert client.get(call_key(CALL_ID, "state")) is None  # nothing half-written
         assert client.llen(call_key(CALL_ID, "steps")) == 0
 
-    busy = []
-    while (retry := await send()).status_code == 409:
-        busy.append(retry.json()["error"]["code"])  # the lost turn's lease has not expired yet
-        await asyncio.sleep(0.1)
+    # Until the service, retrying in the background, has released the lost turn's lease.
+    busy, retry = await _retried_while_busy(send)
 
     assert lost.status_code == 503
     assert lost.json()["error"]["code"] == "store_unavailable"
@@ -297,7 +314,7 @@ def spawn_service(
 
 def _post_in_thread(pool: ThreadPoolExecutor, url: str, key: str) -> Future[httpx.Response]:
     headers = {"Idempotency-Key": key} | bearer()
-    return pool.submit(httpx.post, url + "/orchestrate", json=BODY, headers=headers, timeout=15)
+    return pool.submit(httpx.post, url + "/orchestrate", json=BODY, headers=headers, timeout=30)
 
 
 def test_service_killed_mid_turn_leaves_nothing_and_the_retry_succeeds_once(
@@ -305,39 +322,35 @@ def test_service_killed_mid_turn_leaves_nothing_and_the_retry_succeeds_once(
     serve_misbehaver: MisbehaverServer,
     store: RedisView,
 ) -> None:
-    slow, fast = Slow(delay=10), Answering()
-    timing = {"A2A_TIMEOUT_SEC": "4", "TURN_LEASE_MARGIN_SEC": "0.5"}
+    slow, fast = Held(Gate()), Answering()  # the first agent never answers
+    timing = {"A2A_TIMEOUT_SEC": "60", "TURN_LEASE_MARGIN_SEC": "1"}  # a lease the test ends
     first = spawn_service(timing | {"AGENT_URL_GREETING": serve_misbehaver(slow)})
     with ThreadPoolExecutor(1) as pool:
         turn = _post_in_thread(pool, first.url, "key-1")
-        while slow.requests == 0:
-            time.sleep(0.01)
+        wait_until(lambda: slow.requests == 1, "the turn inside the agent call")
         first.process.send_signal(signal.SIGKILL)
         first.process.wait(10)
-        assert isinstance(turn.exception(10), httpx.TransportError)
+        assert isinstance(turn.exception(DEADLINE_SEC), httpx.TransportError)
 
+    lease = call_key(CALL_ID, "lease")
     assert store.state() is None
     assert store.steps() == []
-    assert store.client.pttl(call_key(CALL_ID, "lease")) > 0
+    assert store.client.pttl(lease) > 0
 
     second = spawn_service(timing | {"AGENT_URL_GREETING": serve_misbehaver(fast)})
-    keyless = httpx.post(second.url + "/orchestrate", json=BODY, headers=bearer(), timeout=15)
-    busy = []
-    retry = functools.partial(
-        httpx.post,
-        second.url + "/orchestrate",
-        json=BODY,
-        headers={"Idempotency-Key": "key-1"} | bearer(),
-    )
-    while (answer := retry()).status_code == 409:
-        busy.append((answer.json()["error"]["code"], answer.headers["Retry-After"]))
-        time.sleep(0.2)
+    send = functools.partial(httpx.post, second.url + "/orchestrate", json=BODY, timeout=30)
+    keyless = send(headers=bearer())
+    retry = functools.partial(send, headers={"Idempotency-Key": "key-1"} | bearer())
+    held = retry()
+    store.client.pexpire(lease, 100)  # the rest of the dead turn's lease, shortened
+    wait_until(lambda: not store.client.exists(lease), "the dead turn's lease to expire")
+    answer = retry()
 
     assert keyless.status_code == 409, "the dead turn's lease should still hold the call"
     assert keyless.json()["error"]["code"] == "turn_in_progress"
-    assert busy
-    assert {code for code, _ in busy} == {"idempotency_key_in_progress"}
-    assert all(int(after) >= 1 for _, after in busy)
+    assert held.status_code == 409, "the dead turn's lease should still hold the key"
+    assert held.json()["error"]["code"] == "idempotency_key_in_progress"
+    assert int(held.headers["Retry-After"]) >= 1
     assert answer.status_code == 200, answer.text
     assert answer.json()["status"] == "success"
     [step] = store.steps()
@@ -346,26 +359,39 @@ def test_service_killed_mid_turn_leaves_nothing_and_the_retry_succeeds_once(
     assert fast.message_ids == slow.message_ids == [step["a2a_message_id"]]
 
 
+def _refuses_connections(url: str) -> bool:
+    try:
+        httpx.get(url + "/healthz", timeout=1)
+    except httpx.ConnectError:
+        return True
+    except httpx.TransportError:
+        pass  # taken, then dropped: the server is on its way out, not there yet
+    return False
+
+
 def test_sigterm_lets_the_turn_in_flight_finish_and_record_its_step(
     spawn_service: Callable[..., ServiceProcess],
     serve_misbehaver: MisbehaverServer,
     store: RedisView,
+    gate: Gate,
 ) -> None:
-    slow = Slow(delay=1.5)
+    slow = Held(gate)
     service = spawn_service(
-        {"AGENT_URL_GREETING": serve_misbehaver(slow), "A2A_TIMEOUT_SEC": "5"},
+        {"AGENT_URL_GREETING": serve_misbehaver(slow), "A2A_TIMEOUT_SEC": "60"},
         "--timeout-graceful-shutdown",
-        "10",
+        "60",
     )
     with ThreadPoolExecutor(1) as pool:
         turn = _post_in_thread(pool, service.url, "key-1")
-        while slow.requests == 0:
-            time.sleep(0.01)
+        wait_until(lambda: slow.requests == 1, "the turn inside the agent call")
         service.process.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
-        with pytest.raises(httpx.ConnectError):
-            httpx.get(service.url + "/healthz", timeout=1)  # no new requests taken
-        answer = turn.result(10)
+        # No new requests taken, while the turn in flight is still held in the agent ...
+        wait_until(lambda: _refuses_connections(service.url), "the service to refuse requests")
+        held = turn.running()
+        gate.open()
+        answer = turn.result(DEADLINE_SEC)  # ... which then finishes
+
+    assert held
 
     assert answer.status_code == 200, answer.text
     assert answer.json()["status"] == "success"
@@ -444,30 +470,3 @@ async def test_script_whose_answer_was_lost_is_sent_again_and_the_step_recorded_
         (2, "verify_identity"),
     ]
     assert store.state()["step_count"] == 2
-
-
-@ON_ITS_OWN_REDIS
-def test_redis_down_at_start_is_said_in_one_line_and_the_service_is_ready_once_it_comes(
-    spawn_service: Callable[..., ServiceProcess], tmp_path: Path
-) -> None:
-    later = OwnRedis(tmp_path)  # not started yet
-    service = spawn_service({"REDIS_URL": later.url, "REDIS_TIMEOUT_SEC": "0.5"})
-    try:
-        before = httpx.get(service.url + "/readyz", timeout=5)
-        later.start()
-        after = _until(
-            lambda: httpx.get(service.url + "/readyz", timeout=5).raise_for_status(),
-            httpx.HTTPStatusError,
-            what="/readyz to answer 200",
-        )
-    finally:
-        if later.process is not None:
-            later.stop()
-
-    port = service.url.rsplit(":", 1)[1]
-    log = (tmp_path / f"service-{port}.log").read_text()
-    said = [line for line in log.splitlines() if "not reachable at start" in line]
-    assert before.status_code == 503
-    assert after.json()["status"] == "ready"
-    assert len(said) == 1, log
-    assert later.url in said[0] and "ConnectionError" in said[0]

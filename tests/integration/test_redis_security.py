@@ -41,7 +41,8 @@ from tests.integration.conftest import (
     wait_until_serving,
 )
 from tests.support.agents import free_port
-from tests.support.service import IDEMPOTENCY_SECRET, bearer
+from tests.support.service import bearer
+from tests.support.timing import DEADLINE_SEC
 
 # Each test starts its own redis-server with a password, ACL users or TLS.
 pytestmark = [pytest.mark.integration, pytest.mark.single_redis]
@@ -97,7 +98,7 @@ def start_redis(tmp_path: Path) -> Iterator[Callable[..., int]]:
 
 def _wait_until_ready(server: subprocess.Popen, log_file: Path) -> None:
     # Its log, not a PING: the test cannot talk to a locked or TLS-only server without its keys.
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + DEADLINE_SEC
     while time.monotonic() < deadline:
         log = log_file.read_text() if log_file.exists() else ""
         if "Ready to accept connections" in log:
@@ -107,7 +108,7 @@ def _wait_until_ready(server: subprocess.Popen, log_file: Path) -> None:
                 pytest.skip(f"{REDIS_SERVER} was built without TLS (CI's Debian package has it)")
             raise RuntimeError(f"redis-server did not start:\n{log}")
         time.sleep(0.02)
-    raise RuntimeError(f"redis-server did not start within 10 s:\n{log_file.read_text()}")
+    raise RuntimeError(f"redis-server did not start in time:\n{log_file.read_text()}")
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,6 @@ async def start_service_process(
 
     def start(store_url: str) -> ServiceProcess:
         env = clean_environment() | {"REDIS_URL": store_url, "LOG_LEVEL": "DEBUG"}
-        env |= {"IDEMPOTENCY_SECRET": IDEMPOTENCY_SECRET}
         env |= {f"AGENT_URL_{role.upper()}": url for role, url in agents.urls.items()}
         port, log_file = free_port(), tmp_path / "service.log"
         with log_file.open("w") as log:

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tests.support.agents import free_port, serve_in_thread
+from tests.support.timing import DEADLINE_SEC, Gate
 
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -88,19 +89,34 @@ class Answering(Misbehaver):
         super().__init__(times=0)
 
 
-class Slow(Misbehaver):
-    """Answers a valid message after `delay` seconds (gives up when the caller hangs up)."""
+class Held(Misbehaver):
+    """Holds each request at `gate` until the test opens it, then answers "finally"; gives up
+    when the caller hangs up first. A gate never opened makes an agent that does not answer."""
 
-    def __init__(self, delay: float, times: int | None = None) -> None:
+    def __init__(self, gate: Gate, times: int | None = None) -> None:
         super().__init__(times)
-        self.delay = delay
+        self.gate = gate
 
     async def misbehave(self, request: dict[str, Any], receive: Receive, send: Send) -> None:
-        try:
-            # The body is read: the only message left to receive is the caller hanging up.
-            await asyncio.wait_for(receive(), self.delay)
-        except TimeoutError:
+        # The body is read: the only message left to receive is the caller hanging up.
+        opened = asyncio.ensure_future(self.gate.pass_through())
+        hung_up = asyncio.ensure_future(receive())
+        await asyncio.wait({opened, hung_up}, return_when=asyncio.FIRST_COMPLETED)
+        hung_up.cancel()
+        if opened.done():
             await respond_json(send, healthy_answer(request, "finally"))
+        opened.cancel()
+
+
+class InTurn(Misbehaver):
+    """Request n misbehaves as `behaviours[n]` does; after the last, answers as a healthy agent."""
+
+    def __init__(self, *behaviours: Misbehaver) -> None:
+        super().__init__(times=len(behaviours))
+        self.behaviours = behaviours
+
+    async def misbehave(self, request: dict[str, Any], receive: Receive, send: Send) -> None:
+        await self.behaviours[self.requests - 1].misbehave(request, receive, send)
 
 
 class HttpStatus(Misbehaver):
@@ -192,10 +208,10 @@ class Flaky(Misbehaver):
 
 class RawAgent(Recorder):
     """A raw HTTP/1.1 agent on asyncio streams, for faults an ASGI app cannot produce: it owns
-    its sockets. Answers the card GET with 404 and each POST through `answer`; closes a
-    connection left idle for `idle_timeout` seconds (never, when None)."""
+    its sockets. Answers the card GET with 404 and each POST through `answer`; never closes a
+    connection itself."""
 
-    idle_timeout: float | None = None
+    quiet_since: float | None = None  # when the connection last answered on went idle
 
     def serve(self) -> tuple[str, Callable[[], None]]:
         port = free_port()
@@ -213,7 +229,7 @@ class RawAgent(Recorder):
 
         thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
         thread.start()
-        if not started.wait(10):
+        if not started.wait(DEADLINE_SEC):
             raise RuntimeError(f"{type(self).__name__} agent did not start")
 
         def stop() -> None:
@@ -227,7 +243,9 @@ class RawAgent(Recorder):
         try:
             while True:
                 waited = time.monotonic()
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.idle_timeout)
+                if served:
+                    self.quiet_since = waited
+                head = await reader.readuntil(b"\r\n\r\n")
                 # How long the connection sat idle before this request (None: its first).
                 idle = time.monotonic() - waited if served else None
                 served = True
@@ -238,7 +256,7 @@ class RawAgent(Recorder):
                 elif not self.answer(json.loads(body), writer, idle):
                     return
                 await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
             writer.close()
@@ -266,27 +284,33 @@ class Resetting(RawAgent):
 
 
 class ClosesIdle(RawAgent):
-    """Closes a connection idle for `idle_timeout` seconds, as uvicorn does (5 s by default).
+    """An agent behind uvicorn, which closes a connection idle for `idle_timeout` seconds (5 s
+    by default).
 
     A request sent on the connection just as the agent closes it crosses the close on the
     wire: the agent never reads it and the connection is reset. That moment lasts a few
-    milliseconds under load; here it is the last `in_flight` seconds of the idle timeout, so
-    that a test can hit it every time.
+    milliseconds; here every request from `in_flight` seconds before the idle timeout on meets
+    it (the agent never closes the connection itself), so that a test hits it every time,
+    however late it sends.
     """
 
     def __init__(self, idle_timeout: float = 5.0, in_flight: float = 0.5) -> None:
         super().__init__(times=0)
-        self.idle_timeout = idle_timeout
-        self.in_flight = in_flight
+        self.resets_after = idle_timeout - in_flight
 
     def answer(
         self, request: dict[str, Any], writer: asyncio.StreamWriter, idle: float | None
     ) -> bool:
-        assert self.idle_timeout is not None
-        if idle is not None and idle >= self.idle_timeout - self.in_flight:
+        if idle is not None and idle >= self.resets_after:
             _reset(writer)  # unread: not heard
             return False
         return super().answer(request, writer, idle)
+
+    def closing(self) -> bool:
+        """Whether a request sent now on the connection it last answered on would be reset."""
+        if self.quiet_since is None:
+            return False
+        return time.monotonic() - self.quiet_since >= self.resets_after
 
 
 AnyAgent = Misbehaver | RawAgent

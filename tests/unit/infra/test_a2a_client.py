@@ -41,6 +41,7 @@ from tests.support.agents import (
     agent_app,
     free_port,
 )
+from tests.support.timing import DEADLINE_SEC
 
 AGENT = "http://agent.test/"
 METADATA = {
@@ -579,17 +580,16 @@ async def test_closed_port_is_agent_unreachable() -> None:
 async def test_slow_agent_is_agent_timeout(connect, slow_path: str) -> None:
     async def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == slow_path:
-            await asyncio.sleep(5)
+            await asyncio.Event().wait()  # never answers
         return rpc_result(AGENT_MESSAGE)(request)
 
     wire = connect(handler=handler, timeout=0.2)
 
-    started = asyncio.get_running_loop().time()
-    fault = await fault_of(wire)
+    # The client's own timeout ends the call; the test's deadline only bounds a failure.
+    fault = await asyncio.wait_for(fault_of(wire), DEADLINE_SEC)
 
     assert isinstance(fault, AgentTimeout)
     assert fault.code == "agent_timeout"
-    assert asyncio.get_running_loop().time() - started < 1.0
 
 
 @pytest.mark.parametrize(

@@ -11,14 +11,7 @@ from orchestrator_flows.core.errors import (
     AgentUnavailable,
 )
 from orchestrator_flows.service.breakers import Breakers
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.timing import FakeClock
 
 
 @pytest.fixture
@@ -83,7 +76,7 @@ def test_after_the_reset_period_one_probe_goes_through(
     breakers: Breakers, clock: FakeClock
 ) -> None:
     fail(breakers, times=3)
-    clock.now += 30
+    clock.advance(30)
 
     breakers.admit("refund")  # the probe
     with pytest.raises(AgentUnavailable):
@@ -93,7 +86,7 @@ def test_after_the_reset_period_one_probe_goes_through(
 
 def test_a_successful_probe_closes_the_circuit(breakers: Breakers, clock: FakeClock) -> None:
     fail(breakers, times=3)
-    clock.now += 30
+    clock.advance(30)
     breakers.admit("refund")
 
     breakers.record("refund", None)
@@ -106,19 +99,19 @@ def test_a_failed_probe_opens_it_again_for_a_full_period(
     breakers: Breakers, clock: FakeClock
 ) -> None:
     fail(breakers, times=3)
-    clock.now += 30
+    clock.advance(30)
     fail(breakers)
 
-    clock.now += 29
+    clock.advance(29)
     with pytest.raises(AgentUnavailable):
         breakers.admit("refund")
-    clock.now += 1
+    clock.advance(1)
     breakers.admit("refund")
 
 
 def test_an_abandoned_probe_lets_the_next_turn_probe(breakers: Breakers, clock: FakeClock) -> None:
     fail(breakers, times=3)
-    clock.now += 30
+    clock.advance(30)
     breakers.admit("refund")
 
     breakers.abandon("refund")
