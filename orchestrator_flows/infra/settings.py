@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     # ... and so are the bytes it holds in Redis (state, steps and remembered answers): the
     # step cap alone lets long messages and their replays grow one call to megabytes.
     max_call_bytes: int = Field(1024 * 1024, ge=16 * 1024)
+    max_body_bytes: int = Field(
+        64 * 1024,
+        gt=0,
+        description="The largest POST /orchestrate body taken, in bytes, declared or sent in"
+        " chunks; a larger one is answered 413 `body_too_large` before it is read whole.",
+    )
     # The HTTP server's own limits (http_limits.py), checked before the app sees a request:
     # a header block larger than this is answered 431; one not whole within the header timeout,
     # or a body not whole within the body timeout, has its connection closed; past the

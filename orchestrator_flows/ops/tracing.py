@@ -5,8 +5,6 @@ every agent call. Off unless OTEL_ENABLED=true; needs the `otel` extra
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 from fastapi import FastAPI
 
@@ -23,15 +21,9 @@ def enable_tracing(app: FastAPI) -> None:
         ) from exc
     if not _has_sdk_provider(trace.get_tracer_provider()):
         trace.set_tracer_provider(_provider_from_environment())
+    # Its middleware wraps the whole stack, the turn middleware included: one server span per
+    # request, turns too.
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
-
-
-def traced_endpoint(endpoint: Any) -> Any:
-    """The ASGI endpoint the app serves ahead of FastAPI (hot_path.py), with a server span
-    continuing the caller's `traceparent`, as FastAPI's instrumentation does for the rest."""
-    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
-
-    return OpenTelemetryMiddleware(endpoint)
 
 
 def traced(transport: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:

@@ -19,6 +19,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = structlog.get_logger("orchestrator.http")
 _DIGIT = re.compile(r"\d")
+# Set in a request's scope by an endpoint that leaves no `request` line to write: the turn's
+# own line says it all, or the client left before it could be answered.
+NO_REQUEST_LINE = "orchestrator.no_request_line"
 
 
 def log_request(
@@ -44,7 +47,8 @@ def logged_path(scope: Scope, status: int) -> str:
 
 class RequestLog:
     """ASGI middleware writing each request's line once it is answered (500 if the app
-    raised). Inside the request-id middleware, so that the line carries the id."""
+    raised), unless the endpoint marked it NO_REQUEST_LINE. Inside the request-id middleware,
+    so that the line carries the id."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -64,6 +68,7 @@ class RequestLog:
         try:
             await self.app(scope, receive, noting_status)
         finally:
-            status = answered["status"]
-            path = logged_path(scope, status)
-            log_request(scope["method"], path, status, started, correlation_id.get())
+            if NO_REQUEST_LINE not in scope:
+                status = answered["status"]
+                path = logged_path(scope, status)
+                log_request(scope["method"], path, status, started, correlation_id.get())

@@ -18,7 +18,6 @@ import httpx
 import orjson
 import redis.asyncio as redis
 import structlog
-from asgi_correlation_id import CorrelationIdMiddleware
 from fastapi import Depends, FastAPI, Path, Request, Response, Security
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -63,7 +62,7 @@ from orchestrator_flows.infra.settings import VERSION, Settings, settings_from_e
 from orchestrator_flows.ops.logs import configure_logging
 from orchestrator_flows.ops.metrics import Metrics
 from orchestrator_flows.ops.runtime import tune_garbage_collector
-from orchestrator_flows.ops.tracing import enable_tracing, traced_endpoint
+from orchestrator_flows.ops.tracing import enable_tracing
 from orchestrator_flows.service.breakers import Breakers
 from orchestrator_flows.service.fingerprints import fingerprint_key
 from orchestrator_flows.service.turns import TurnRules, TurnService
@@ -71,13 +70,12 @@ from orchestrator_flows.web.access_log import RequestLog
 from orchestrator_flows.web.api_docs import add_offline_docs, error_responses, turn_answer
 from orchestrator_flows.web.auth import Caller, Permission, keyring_from, require
 from orchestrator_flows.web.error_answers import add_error_handlers
+from orchestrator_flows.web.request_ids import add_request_ids
 from orchestrator_flows.web.turn_endpoint import (
-    REQUEST_ID_HEADER,
-    FlowsApp,
+    Served,
     TurnEndpoint,
-    new_request_id,
+    TurnMiddleware,
     openapi_extra,
-    valid_request_id,
 )
 
 log = logging.getLogger("orchestrator")
@@ -119,7 +117,7 @@ def create_app(
     circuit breakers time their reset period by."""
     settings = settings or Settings()
     flows = load_flows(settings.flows_file, settings.agent_urls)
-    app = FlowsApp(
+    app = FastAPI(
         title="Orchestrator Flows",
         version=VERSION,
         summary="Drives a call through five stages, one A2A agent per intent, audited in Redis.",
@@ -135,23 +133,18 @@ def create_app(
     )
     app.state.metrics = Metrics(set(flows.stage_of_intent), lambda: app.state.breakers.snapshot())
     app.state.keyring = keyring_from(settings)
+    turn = TurnEndpoint(app, app.state.keyring, settings.max_body_bytes)
     add_error_handlers(app)
-    _add_routes(app, settings)
+    _add_routes(app, settings, turn)
     add_offline_docs(app)
+    # From the outside in: the request id (so that every answer and log line carries it), the
+    # request's log line, then POST /orchestrate answered ahead of the router. Middleware added
+    # later (by whoever builds the app) wraps all three, the turn included.
+    app.add_middleware(TurnMiddleware, endpoint=turn)
     app.add_middleware(RequestLog)
-    # Outermost, so that every answer (errors included) carries X-Request-ID and every request
-    # line its id; the turn endpoint, which the app serves ahead of it, sets its own the same
-    # way.
-    app.add_middleware(
-        CorrelationIdMiddleware,
-        header_name=REQUEST_ID_HEADER,
-        validator=valid_request_id,
-        generator=new_request_id,
-    )
-    app.turn_endpoint = TurnEndpoint(app, app.state.keyring)
+    add_request_ids(app)
     if settings.otel_enabled:
         enable_tracing(app)
-        app.turn_endpoint = traced_endpoint(app.turn_endpoint)
     return app
 
 
@@ -235,15 +228,15 @@ async def _store(request: Request) -> RedisStore:
     return request.app.state.store
 
 
-def _add_routes(app: FastAPI, settings: Settings) -> None:
+def _add_routes(app: FastAPI, settings: Settings, turn: TurnEndpoint) -> None:
     @app.get("/healthz", summary="The process is alive (it does not check Redis or agents)")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    async def orchestrate() -> None:
-        # Never called: FlowsApp answers POST /orchestrate before routing (hot_path.py).
-        # The route is here so that OpenAPI documents the operation like the others.
-        raise RuntimeError("POST /orchestrate is served by hot_path.TurnEndpoint")
+    async def orchestrate() -> Response:
+        # TurnMiddleware serves POST /orchestrate before routing; were it not there, this route
+        # would, with the same endpoint. FastAPI documents the operation from here.
+        return Served(turn)
 
     app.router.add_api_route(
         "/orchestrate",

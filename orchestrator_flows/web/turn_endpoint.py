@@ -1,32 +1,29 @@
-"""POST /orchestrate served straight from ASGI, ahead of FastAPI's middleware and routing.
+"""POST /orchestrate, answered by `TurnMiddleware` ahead of FastAPI's routing.
 
-A turn is the one request this service serves in volume, and through FastAPI's stack (seven
-middleware layers, the router, a Request object, the request-id middleware) it cost more CPU
-than any other part of the turn bar its Redis and agent I/O (bench/RESULTS.md). So `FlowsApp`
-hands it to `TurnEndpoint` first, and every other request goes through FastAPI as usual. The
-endpoint does for a turn what the stack did, in the same order and with the same answers:
-request id, body limit, API key, Idempotency-Key and body validation, errors rendered by
-http_errors.error_answer, the `request` log line (access_log.py) for a turn that did not run.
-OpenAPI documents the operation from the route main.py declares.
+A turn is the one request this service serves in volume, and through FastAPI's router, its
+exception middleware, a Request object and the dependency machinery it cost more CPU than any
+other part of the turn bar its Redis and agent I/O (bench/RESULTS.md). So the turn is answered
+by `TurnEndpoint`, a plain ASGI app, from `TurnMiddleware`: an ordinary middleware, inside the
+request-id and request-log middleware and every middleware added after them, ahead of the
+router. The endpoint does for a turn what the framework does for a route, with the same
+answers: body limit, API key, Idempotency-Key and body validation, errors rendered by
+error_answers.error_answer. The route app.py declares for POST /orchestrate is the same
+endpoint: OpenAPI documents it, and without the middleware the router would serve it.
 """
 
 from __future__ import annotations
 
-import re
-import secrets
-import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
-from asgi_correlation_id import correlation_id
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, ValidationError
 
 from orchestrator_flows.core.errors import BodyTooLarge
 from orchestrator_flows.core.models import OrchestrateRequest
 from orchestrator_flows.service.turns import TurnAnswer, TurnService
-from orchestrator_flows.web.access_log import log_request
+from orchestrator_flows.web.access_log import NO_REQUEST_LINE
 from orchestrator_flows.web.auth import SECURITY, KeyRing, Permission, presented_key
 from orchestrator_flows.web.error_answers import error_answer
 
@@ -38,9 +35,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Body = TypeVar("Body", bound=BaseModel)
 Result = TypeVar("Result")
 
-MAX_BODY_BYTES = 64 * 1024
 PATH = "/orchestrate"
-REQUEST_ID_HEADER = "X-Request-ID"
 IDEMPOTENCY_KEY = "Idempotency-Key"
 IdempotencyKey = TypeAdapter(
     Annotated[
@@ -51,38 +46,8 @@ IdempotencyKey = TypeAdapter(
         ),
     ]
 )  # printable ASCII without spaces
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # The request headers a turn reads; the first of each counts, as with Starlette's Headers.get.
-_READ = frozenset(
-    {b"authorization", b"x-api-key", b"idempotency-key", b"x-request-id", b"content-length"}
-)
-
-
-def valid_request_id(value: str) -> bool:
-    """Accept a caller's request id only if it is short and plain (it goes into logs)."""
-    return _REQUEST_ID.fullmatch(value) is not None
-
-
-def new_request_id() -> str:
-    """32 random hex digits, like a uuid4's hex without building a UUID object."""
-    return secrets.token_hex(16)
-
-
-class FlowsApp(FastAPI):
-    """FastAPI, with POST /orchestrate answered by `turn_endpoint` before any middleware."""
-
-    turn_endpoint: ASGIApp | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            self.turn_endpoint is not None
-            and scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"] in (PATH, scope.get("root_path", "") + PATH)
-        ):
-            await self.turn_endpoint(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
+_READ = frozenset({b"authorization", b"x-api-key", b"idempotency-key", b"content-length"})
 
 
 class ClientGone(Exception):
@@ -90,32 +55,27 @@ class ClientGone(Exception):
 
 
 class TurnEndpoint:
-    def __init__(self, app: FastAPI, keyring: KeyRing, max_body_bytes: int = MAX_BODY_BYTES):
+    """POST /orchestrate as an ASGI app. Its `request` line is RequestLog's, but for a turn
+    that ran (its `turn` line says it all, turns.py) or a client gone before its body."""
+
+    def __init__(self, app: FastAPI, keyring: KeyRing, max_body_bytes: int):
         self._state = app.state  # `turns` is set there by the lifespan
         self._keyring = keyring
         self._max_body = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
         headers = {name: value for name, value in reversed(scope["headers"]) if name in _READ}
-        given = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if given and valid_request_id(given) else new_request_id()
-        token = correlation_id.set(request_id)
         try:
             answer = await self._turn(headers, receive)
         except ClientGone:
+            scope[NO_REQUEST_LINE] = True
             return
         except Exception as exc:
-            response = error_answer(exc, "POST", scope["path"])
-            response.raw_headers.append((b"x-request-id", request_id.encode()))
-            await response(scope, receive, send)
-            log_request("POST", PATH, response.status_code, started, request_id)
+            await error_answer(exc, "POST", scope["path"])(scope, receive, send)
             return
-        finally:
-            correlation_id.reset(token)
-        await _send_answer(send, answer, request_id)
-        if answer.replayed:  # a turn that ran has written its own line (turns.py)
-            log_request("POST", PATH, answer.status_code, started, request_id)
+        if not answer.replayed:
+            scope[NO_REQUEST_LINE] = True
+        await _send_answer(send, answer)
 
     async def _turn(self, headers: dict[bytes, bytes], receive: Receive) -> TurnAnswer:
         # In the order the framework checked them: body size, key (so a caller without one
@@ -131,12 +91,41 @@ class TurnEndpoint:
         return await turns.run_turn(turn, idempotency_key, caller.key_id)
 
 
-async def _send_answer(send: Send, answer: TurnAnswer, request_id: str) -> None:
+class TurnMiddleware:
+    """Hands POST /orchestrate to the turn endpoint and every other request to `app`."""
+
+    def __init__(self, app: ASGIApp, endpoint: TurnEndpoint) -> None:
+        self.app = app
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] in (PATH, scope.get("root_path", "") + PATH)
+        ):
+            await self.endpoint(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+class Served(Response):
+    """A route's answer that is an ASGI app's: FastAPI sends a Response by calling it with the
+    request's scope, receive and send, and this one lets the app answer instead."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+async def _send_answer(send: Send, answer: TurnAnswer) -> None:
     body = answer.body
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", request_id.encode()),
     ]
     if answer.replayed:
         headers.append((b"idempotent-replayed", b"true"))

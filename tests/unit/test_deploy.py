@@ -37,11 +37,11 @@ from orchestrator_flows.infra.settings import AGENT_URL_PREFIX, DEFAULT_FLOWS_FI
 from orchestrator_flows.web.app import create_app
 from orchestrator_flows.web.error_answers import error_bytes
 from orchestrator_flows.web.http_limits import HttpLimits
-from orchestrator_flows.web.turn_endpoint import MAX_BODY_BYTES
 from tests.support import nginx
 from tests.support.service import API_KEYS, IDEMPOTENCY_SECRET
 
 ROOT = Path(__file__).parents[2]
+MAX_BODY_BYTES = Settings.model_fields["max_body_bytes"].default
 
 
 # --- reading the files -------------------------------------------------------------------------
