@@ -220,7 +220,8 @@ def run_serve(args: argparse.Namespace) -> int:
             port=args.port,
             workers=args.workers,
             log_config=None,  # uvicorn's lines go through our structured logging too
-            timeout_graceful_shutdown=int(settings.shutdown_grace_sec),  # finish turns in flight
+            # SIGTERM: stop taking requests, finish the turns in flight for up to this long.
+            timeout_graceful_shutdown=settings.shutdown_grace_sec,
             http=PROTOCOL,  # the HTTP limits, read by each worker from its environment
             access_log=False,  # access_log.py logs each request, without its query string
         )

@@ -90,11 +90,6 @@ class KeyRing:
         # miss from a far one. Still no key is held, only hashes.
         self._allowed: dict[tuple[bytes, Permission], Caller] = {}
 
-    def identify(self, presented: str | None) -> Caller:
-        if self.disabled:
-            return ANONYMOUS
-        return self._caller_of(_digest(presented))
-
     def authorize(self, presented: str | None, permission: Permission) -> Caller:
         if self.disabled:
             return ANONYMOUS  # every role: every permission

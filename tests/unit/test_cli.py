@@ -7,10 +7,13 @@ import hashlib
 from collections.abc import Iterator
 
 import pytest
+import uvicorn
 
 from orchestrator_flows import cli
-from orchestrator_flows.web.auth import KeyRing, Role, parse_api_keys
-from orchestrator_flows.web.http_limits import HttpLimits, LimitedHttpProtocol
+from orchestrator_flows.web.auth import KeyRing, Permission, Role, parse_api_keys
+from orchestrator_flows.web.http_limits import PROTOCOL, HttpLimits, LimitedHttpProtocol
+from tests.support.agents import free_port
+from tests.support.service import API_KEYS, IDEMPOTENCY_SECRET
 
 
 def test_keys_new_prints_a_working_key_and_only_its_hash_for_the_file(
@@ -21,7 +24,7 @@ def test_keys_new_prints_a_working_key_and_only_its_hash_for_the_file(
     lines = dict(line.split(":", 1) for line in capsys.readouterr().out.splitlines())
     entry = lines["API_KEYS entry"].strip()
     key = entry.removeprefix("auditor:")
-    assert KeyRing(parse_api_keys(entry)).identify(key).roles == {Role.AUDITOR}
+    assert KeyRing(parse_api_keys(entry)).authorize(key, Permission.READ).roles == {Role.AUDITOR}
     assert lines["API_KEYS_FILE line"].strip() == (
         f"auditor sha256:{hashlib.sha256(key.encode()).hexdigest()}"
     )
@@ -79,3 +82,23 @@ def test_servers_the_demo_and_agents_commands_start_have_the_http_limits_and_no_
         assert issubclass(server.config.http, LimitedHttpProtocol)
         assert server.config.http.limits == limits
         assert server.config.access_log is False
+
+
+def test_serve_gives_uvicorn_the_configured_shutdown_grace(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SHUTDOWN_GRACE_SEC", "7.5")
+    monkeypatch.setenv("API_KEYS", API_KEYS)
+    # A Redis URL: no embedded Redis is started (nothing connects to it before uvicorn would).
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("IDEMPOTENCY_SECRET", IDEMPOTENCY_SECRET)
+    configs: list[uvicorn.Config] = []
+    monkeypatch.setattr(
+        cli.uvicorn, "run", lambda app, **options: configs.append(uvicorn.Config(app, **options))
+    )
+
+    assert cli.run_serve(cli.parser().parse_args(["serve", "--port", str(free_port())])) == 0
+
+    [config] = configs
+    assert config.timeout_graceful_shutdown == 7.5
+    assert (config.http, config.access_log) == (PROTOCOL, False)  # the limits, no access log

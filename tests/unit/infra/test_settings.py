@@ -17,6 +17,8 @@ from orchestrator_flows.infra.settings import (
 
 OUR_VARIABLES = (
     "REDIS_URL",
+    "MAX_BODY_BYTES",
+    "SHUTDOWN_GRACE_SEC",
     "SESSION_TTL_SEC",
     "A2A_TIMEOUT_SEC",
     "FLOWS_FILE",
@@ -49,6 +51,8 @@ def test_defaults_without_environment() -> None:
     assert settings.session_ttl_sec == 3600
     assert settings.flows_file == DEFAULT_FLOWS_FILE
     assert settings.agent_urls == {}
+    assert settings.max_body_bytes == 64 * 1024
+    assert settings.shutdown_grace_sec == 20
 
 
 def test_settings_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -112,6 +116,8 @@ def test_explicit_arguments_win_over_the_environment(monkeypatch: pytest.MonkeyP
         ("A2A_TIMEOUT_SEC", "-1"),
         ("KEY_PREFIX", "orch:{bad}"),
         ("MASK_PHONE_REGION", "Atlantis"),
+        ("MAX_BODY_BYTES", "0"),
+        ("SHUTDOWN_GRACE_SEC", "-1"),
     ],
 )
 def test_invalid_environment_value_fails_validation(

@@ -208,6 +208,20 @@ async def test_body_over_64_kib_is_413(service: Service) -> None:
         assert answer.json()["error"]["code"] == "body_too_large"
 
 
+async def test_a_configured_smaller_body_limit_is_413_with_the_same_code(
+    make_service: ServiceFactory,
+) -> None:
+    service: Service = await make_service(max_body_bytes=1024)
+
+    fits = await service.turn("greeting", "x" * 800)
+    over = await service.turn("verify_identity", "x" * 1100)
+
+    assert fits.status_code == 200, fits.text
+    assert (over.status_code, over.json()["error"]["code"]) == (413, "body_too_large")
+    assert over.json()["error"]["limit"] == 1024
+    assert len((await service.http.get("/session/CALL-001/steps")).json()) == 1
+
+
 async def test_invalid_call_id_in_path_is_422(service: Service) -> None:
     answer = await service.http.get("/session/" + "x" * 129)
 

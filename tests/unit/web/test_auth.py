@@ -37,18 +37,19 @@ def sha256_line(role: str, key: str) -> str:
 def test_api_keys_give_each_key_its_role() -> None:
     ring = KeyRing(parse_api_keys(f"client:{CLIENT_KEY}, auditor:{'b' * 20}"))
 
-    assert ring.identify(CLIENT_KEY).roles == {Role.CLIENT}
-    assert ring.identify("b" * 20).roles == {Role.AUDITOR}
+    assert ring.authorize(CLIENT_KEY, Permission.ORCHESTRATE).roles == {Role.CLIENT}
+    assert ring.authorize("b" * 20, Permission.READ).roles == {Role.AUDITOR}
 
 
 def test_a_key_listed_under_two_roles_has_both() -> None:
     ring = KeyRing(parse_api_keys(f"client:{CLIENT_KEY},auditor:{CLIENT_KEY}"))
 
-    assert ring.identify(CLIENT_KEY).roles == {Role.CLIENT, Role.AUDITOR}
+    assert ring.authorize(CLIENT_KEY, Permission.READ).roles == {Role.CLIENT, Role.AUDITOR}
 
 
 def test_caller_is_named_by_the_start_of_its_key_hash_never_the_key() -> None:
-    caller = KeyRing(parse_api_keys(f"client:{CLIENT_KEY}")).identify(CLIENT_KEY)
+    ring = KeyRing(parse_api_keys(f"client:{CLIENT_KEY}"))
+    caller = ring.authorize(CLIENT_KEY, Permission.ORCHESTRATE)
 
     assert caller.key_id == hashlib.sha256(CLIENT_KEY.encode()).hexdigest()[:12]
     assert CLIENT_KEY not in repr(caller)
@@ -73,8 +74,8 @@ def test_key_file_holds_hashes_and_comments(tmp_path: Path) -> None:
 
     ring = KeyRing(parse_key_file(path))
 
-    assert ring.identify(CLIENT_KEY).roles == {Role.CLIENT}
-    assert ring.identify(auditor_key).roles == {Role.AUDITOR}
+    assert ring.authorize(CLIENT_KEY, Permission.ORCHESTRATE).roles == {Role.CLIENT}
+    assert ring.authorize(auditor_key, Permission.READ).roles == {Role.AUDITOR}
     assert CLIENT_KEY not in path.read_text()
 
 
@@ -105,7 +106,8 @@ def test_no_keys_at_all_stops_start_up_unless_auth_is_disabled() -> None:
     with pytest.raises(ConfigError, match="no API keys"):
         keyring_from(Settings())
 
-    assert keyring_from(Settings(auth_disabled=True)).identify(None).roles == set(Role)
+    anyone = keyring_from(Settings(auth_disabled=True)).authorize(None, Permission.DELETE)
+    assert anyone.roles == set(Role)
 
 
 def test_disabling_auth_is_logged_loudly(caplog: pytest.LogCaptureFixture) -> None:
@@ -118,9 +120,9 @@ def test_unknown_and_missing_keys_are_unauthenticated_with_a_challenge() -> None
     ring = KeyRing(parse_api_keys(f"client:{CLIENT_KEY}"))
 
     with pytest.raises(Unauthenticated) as missing:
-        ring.identify(None)
+        ring.authorize(None, Permission.ORCHESTRATE)
     with pytest.raises(Unauthenticated) as unknown:
-        ring.identify(CLIENT_KEY + "x")
+        ring.authorize(CLIENT_KEY + "x", Permission.ORCHESTRATE)
 
     assert missing.value.headers["WWW-Authenticate"].startswith("Bearer")
     assert 'error="invalid_token"' in unknown.value.headers["WWW-Authenticate"]

@@ -1,15 +1,18 @@
-"""The turn endpoint the app serves ahead of FastAPI: it must answer as the framework would."""
+"""The turn endpoint the app serves ahead of FastAPI's router: it must answer as the framework
+would, and sit where every other middleware sees it."""
 
 from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import httpx
 import pytest
 from fastapi import Request
 
 from orchestrator_flows.web.auth import API_KEY_HEADER, BEARER, presented_key
+from orchestrator_flows.web.turn_endpoint import TurnMiddleware
 from tests.support.service import KEYS, Service
 
 TURN = {
@@ -145,3 +148,50 @@ async def test_other_methods_on_the_turn_path_are_the_frameworks(service: Servic
     assert answer.status_code == 405
     assert answer.json()["error"]["code"] == "method_not_allowed"
     assert answer.headers["X-Request-ID"]
+
+
+class StampingMiddleware:
+    """A middleware of the kind an operator adds (CORS, trusted hosts, rate limits)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        async def stamped(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message["headers"], (b"x-stamped", b"yes")]
+            await send(message)
+
+        await self.app(scope, receive, stamped)
+
+
+async def test_a_middleware_added_after_create_app_sees_turns_like_every_request(
+    service: Service,
+) -> None:
+    service.app.add_middleware(StampingMiddleware)
+
+    turn = await service.http.post("/orchestrate", json=TURN)
+    refused = await service.http.post("/orchestrate", json=TURN | {"intent": "closing"})
+    health = await service.http.get("/healthz")
+
+    assert turn.status_code == 200, turn.text
+    assert refused.status_code == 409
+    assert [a.headers.get("x-stamped") for a in (turn, refused, health)] == ["yes"] * 3
+
+
+async def test_without_the_turn_middleware_the_documented_route_serves_turns_the_same(
+    service: Service, capsys: pytest.CaptureFixture[str]
+) -> None:
+    service.app.user_middleware = [
+        m for m in service.app.user_middleware if m.cls is not TurnMiddleware
+    ]
+    capsys.readouterr()
+
+    ran = await service.http.post("/orchestrate", json=TURN, headers={"X-Request-ID": "req-1"})
+    refused = await service.http.post("/orchestrate", json=TURN | {"intent": "closing"})
+
+    assert (ran.status_code, ran.json()["step_seq"]) == (200, 1)
+    assert ran.headers["X-Request-ID"] == "req-1"
+    assert (refused.status_code, refused.json()["error"]["code"]) == (409, "intent_not_allowed")
+    logged = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [(e["event"], e.get("status")) for e in logged] == [("turn", None), ("request", 409)]
