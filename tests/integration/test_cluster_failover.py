@@ -30,7 +30,7 @@ from tests.integration.conftest import (
     start_redis_cluster,
 )
 from tests.support.agents import serve_in_thread
-from tests.support.service import API_KEYS
+from tests.support.service import API_KEYS, IDEMPOTENCY_SECRET
 from tests.support.timing import eventually
 
 pytestmark = pytest.mark.integration
@@ -125,6 +125,7 @@ async def serve(cluster: RedisClusterNodes, agents: Agents) -> AsyncIterator[Ser
             turn_lease_margin_sec=1,
             agent_urls=agents.urls,
             api_keys=API_KEYS,
+            idempotency_secret=IDEMPOTENCY_SECRET,
         )
         url, stop = serve_in_thread(lambda _: create_app(settings))
         stops.append(stop)

@@ -41,7 +41,7 @@ from tests.integration.conftest import (
     wait_until_serving,
 )
 from tests.support.agents import free_port
-from tests.support.service import bearer
+from tests.support.service import IDEMPOTENCY_SECRET, bearer
 from tests.support.timing import DEADLINE_SEC
 
 # Each test starts its own redis-server with a password, ACL users or TLS.
@@ -269,6 +269,7 @@ async def start_service_process(
 
     def start(store_url: str) -> ServiceProcess:
         env = clean_environment() | {"REDIS_URL": store_url, "LOG_LEVEL": "DEBUG"}
+        env |= {"IDEMPOTENCY_SECRET": IDEMPOTENCY_SECRET}
         env |= {f"AGENT_URL_{role.upper()}": url for role, url in agents.urls.items()}
         port, log_file = free_port(), tmp_path / "service.log"
         with log_file.open("w") as log:
