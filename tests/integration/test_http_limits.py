@@ -1,4 +1,4 @@
-"""The HTTP server's own limits (http_limits.py), against the service as the image starts it:
+"""The HTTP server's own limits (orchestrator_flows/web/http_limits.py), against the service as the image starts it:
 `orchestrator-flows serve` in its own process, a real redis-server and real a2a-sdk agents,
 probed over raw sockets the way slow or hostile clients behave."""
 
