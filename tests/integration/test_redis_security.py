@@ -1,7 +1,7 @@
 """Redis behind a password, an ACL user or TLS, reached with nothing but REDIS_URL.
 
 Each test starts its own `redis-server` on a loopback port, locked as a production Redis would
-be, and points the service at it. The URL forms proven here are the ones the README gives:
+be, and points the service at it. The URL forms proven here are the ones docs/security.md gives:
 
     redis://:<password>@host:6379/0                 (requirepass)
     redis://<user>:<password>@host:6379/0           (an ACL user)
