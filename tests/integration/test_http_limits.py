@@ -1,6 +1,6 @@
-"""The HTTP server's own limits (orchestrator_flows/web/http_limits.py), against the service as the image starts it:
-`orchestrator-flows serve` in its own process, a real redis-server and real a2a-sdk agents,
-probed over raw sockets the way slow or hostile clients behave."""
+"""The HTTP server's own limits (orchestrator_flows/web/http_limits.py), against the service as
+the image starts it: `orchestrator-flows serve` in its own process, a real redis-server and real
+a2a-sdk agents, probed over raw sockets the way slow or hostile clients behave."""
 
 from __future__ import annotations
 
