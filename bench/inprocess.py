@@ -1,7 +1,7 @@
 """The service's (or the floor's) ASGI app driven in this process: CPU per turn, no HTTP server.
 
-The full benchmark's rounds vary by ±20 % on a shared machine, which hides any single change
-worth a few per cent. This drives the app directly (real `redis-server`, the stub agent in its
+The full benchmark's rounds vary from round to round on a shared machine, more than a single
+small change is worth. This drives the app directly (real `redis-server`, the stub agent in its
 own process, no uvicorn, no load generator) and prints the CPU this process spent per turn, so
 two versions can be compared side by side. Under valgrind the count is exact: run it twice
 with different --turns and divide the difference in instructions by the difference in turns

@@ -1,7 +1,7 @@
 """Per-call cost of masking one turn, as turns.py masks it: mask_caller_words on the caller's
 words, then mask_text on the agent's answer with the secrets found. Medians of timeit repeats.
 
-    python bench/masking_cost.py                             # this checkout's masking.py
+    python bench/masking_cost.py                             # this checkout's core/masking/mask.py
     python bench/masking_cost.py --before /tmp/old/masking.py  # and another, interleaved
 
 With --before, the two are timed in alternate repeats, so that a busy machine slows both alike.

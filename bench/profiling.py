@@ -31,7 +31,8 @@ LIBRARIES = [
     ("fastapi (routing, dependencies, encoding)", r"(^|/)fastapi/"),
     ("starlette (middleware, requests, responses)", r"(^|/)starlette/"),
     ("uvicorn + httptools (HTTP server)", r"(^|/)uvicorn/"),
-    ("service code (turns, router, store, ...)", r"(^|/)orchestrator_flows/"),
+    ("service code (orchestrator_flows/ and the root's entry points)",
+     r"(^|/)orchestrator_flows/|^(main|models|router|redis_store|a2a_client)\.py$"),
 ]  # fmt: skip
 # A thread parked on a lock or queue is not using CPU, though py-spy may sample it as busy.
 WAITING = re.compile(r"^(Condition\.wait|Queue\.get|Event\.wait|Thread\.join)$")

@@ -22,7 +22,7 @@ from orchestrator_flows.core.models import CallState, StepRecord
 from orchestrator_flows.infra.redis_store import RedisStore, ReplicaWait, connect
 
 STAMP = "2026-11-23T00:00:00Z"
-# A step of the usual size (the service's are about 1 kB).
+# A step shaped like the service's own (a refund request at INTENT_CAPTURE).
 STEP = {
     "intent_flow_id": 3, "flow_label": "INTENT_CAPTURE", "intent": "refund_request",
     "input_message": "I want a refund for order 7", "agent_role": "refund",

@@ -302,7 +302,7 @@ def parser() -> argparse.ArgumentParser:
         "--role",
         choices=[role.value for role in Role],
         required=True,
-        help="what the key may do (see README, Security)",
+        help="what the key may do (see docs/security.md)",
     )
     new.set_defaults(run=run_new_key)
     return top

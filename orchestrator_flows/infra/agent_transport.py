@@ -1,12 +1,11 @@
 """The agents' HTTP transport: httpx's transport API over aiohttp's connection pool.
 
-Chosen by measurement (bench/RESULTS.md): at 64 turns in flight httpx's own pool cost more CPU
-per agent call than everything else a turn did. This began as httpx-aiohttp's transport; it is
-ours now because both of its jobs turned out to be: aiohttp's faults must be mapped by what they
-mean for a retry (never connected, timed out, or broken after the request went out; httpx-aiohttp
-reported a refused connection and a reset alike as ConnectTimeout), and handing the request and
-the answer over without conversions this service does not need saved about a fifth of an agent
-call's CPU. Bodies are passed through as they came: httpx decodes any Content-Encoding.
+aiohttp's pool rather than httpx's own, because under many turns in flight httpx's pool costs
+more CPU per agent call than the rest of the turn (bench/RESULTS.md). The transport is ours for
+two jobs: aiohttp's faults are mapped by what they mean for a retry (never connected, timed out,
+or broken after the request went out: a refused connection and a reset must not look alike),
+and the request and the answer are handed over without conversions this service does not need.
+Bodies are passed through as they came: httpx decodes any Content-Encoding.
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     api_keys_file: Path | None = None
     auth_disabled: bool = False  # only for a closed test network; logged loudly
     protect_monitoring: bool = False  # /metrics, /stats, /agents need a monitor/auditor key
-    # What the audit trail masks besides cards, CVVs, SSNs, codes and passwords (masking.py).
+    # What the audit trail masks besides cards, CVVs, SSNs, codes and passwords (core/masking).
     mask_emails: bool = True
     mask_phones: bool = True
     mask_auth_digits: bool = True  # every digit the caller says at the AUTHENTICATION stage

@@ -1,8 +1,9 @@
 """Logging: structlog events, JSON lines by default (LOG_FORMAT=console for a terminal).
 
 Our own events (one per turn, `call_deleted`, ...) are rendered by structlog and written straight
-to stderr: sent through the standard library, the turn line cost five times as much CPU (about
-70 µs against 13, bench/RESULTS.md). Standard-library records (uvicorn's, libraries', ours from
+to stderr, never through the standard library's records, handlers and formatters, which would
+cost the busiest line several times its own work (bench/RESULTS.md, "What step 2 changed, and
+what each was worth"). Standard-library records (uvicorn's, libraries', ours from
 `logging.getLogger`) go through a formatter with the same processors and renderer, so every line
 of the process has one shape. Events never carry what the caller said: only ids, stages and
 outcomes.

@@ -1,13 +1,12 @@
 """Process-level tuning for a long-running server: the cyclic garbage collector.
 
-With CPython's defaults a collection starts every 700 net allocations of container objects.
-A busy worker holds a few thousand objects for its turns in flight, so it collected about once
-every ten turns, and every full collection walked the whole heap (FastAPI, pydantic's schemas,
-the a2a-sdk: about 100,000 objects, some 90 ms per pause): together about a tenth of a turn's
-CPU and the worst of its tail latency (bench/RESULTS.md). Almost everything a turn allocates is
-freed by reference counting as soon as the turn ends, so collecting far less often loses
-nothing; and the objects made at start-up live as long as the process, so they are moved out
-of the collector's sight (`gc.freeze`).
+With CPython's defaults a collection starts every 700 net allocations of container objects,
+which a busy worker reaches within a few turns, and every full collection walks the whole heap
+(FastAPI, pydantic's schemas, the a2a-sdk), pausing every turn in flight. Almost everything a
+turn allocates is freed by reference counting as soon as the turn ends, so collecting far less
+often loses nothing; and the objects made at start-up live as long as the process, so they are
+moved out of the collector's sight (`gc.freeze`). What this was worth: bench/RESULTS.md, "What
+step 2 changed, and what each was worth".
 """
 
 from __future__ import annotations

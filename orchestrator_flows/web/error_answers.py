@@ -1,6 +1,6 @@
 """The one place where errors become HTTP answers: `{"error": {"code", "message", ...details}}`.
 
-FastAPI's exception handlers and the turn endpoint (turn_endpoint.py) both answer through
+FastAPI's exception handlers and the /orchestrate endpoint (turn_endpoint.py) both answer through
 `error_answer`, so every error has one shape whichever way the request came in; the HTTP
 server's own refusals (http_limits.py), written before any app runs, through `error_bytes`.
 """

@@ -71,7 +71,7 @@ class HttpLimits:
 
 def uvicorn_options(limits: HttpLimits) -> dict[str, Any]:
     """What every uvicorn serving the service in this process is given: the limits, and no
-    access log (it writes query strings as they came; main.py logs each request instead)."""
+    access log (it writes query strings as they came; access_log.py logs each request instead)."""
     make_room_for(limits.descriptors)
     return {"http": limited_protocol(limits), "access_log": False}
 

@@ -34,7 +34,7 @@ from orchestrator_flows.infra.settings import Settings
 from orchestrator_flows.web.app import create_app
 from tests.support.agents import Recording, Seen, agent_app, free_port, serve_in_thread
 from tests.support.misbehavers import AnyAgent, serve
-from tests.support.service import API_KEYS, bearer, default_executors
+from tests.support.service import API_KEYS, IDEMPOTENCY_SECRET, bearer, default_executors
 from tests.support.timing import DEADLINE_SEC, Gate
 
 CALL_ID = "CALL-001"
@@ -66,11 +66,19 @@ class RedisTarget:
 
     @property
     def settings(self) -> dict[str, Any]:
-        return {"redis_url": self.url, "redis_cluster": self.cluster}
+        return {
+            "redis_url": self.url,
+            "redis_cluster": self.cluster,
+            "idempotency_secret": IDEMPOTENCY_SECRET,
+        }
 
     @property
     def env(self) -> dict[str, str]:
-        return {"REDIS_URL": self.url, "REDIS_CLUSTER": str(self.cluster).lower()}
+        return {
+            "REDIS_URL": self.url,
+            "REDIS_CLUSTER": str(self.cluster).lower(),
+            "IDEMPOTENCY_SECRET": IDEMPOTENCY_SECRET,
+        }
 
     def client(self) -> redis.Redis:
         kind = redis.RedisCluster if self.cluster else redis.Redis
@@ -101,6 +109,23 @@ class RedisView:
 
     def keys(self) -> list[str]:
         return sorted(k.decode() for k in self.client.scan_iter("*"))
+
+    def stored(self, match: str = "*") -> dict[str, list[str]]:
+        """Every key (matching `match`) with every value it holds, as text: a string's value,
+        a list's items, a hash's fields and values; any other type as its DUMP."""
+        stored = {}
+        for key in self.client.scan_iter(match):
+            kind = self.client.type(key).decode()
+            if kind == "string":
+                values = [self.client.get(key)]
+            elif kind == "list":
+                values = self.client.lrange(key, 0, -1)
+            elif kind == "hash":
+                values = [v for pair in self.client.hgetall(key).items() for v in pair]
+            else:
+                values = [self.client.dump(key)]
+            stored[key.decode()] = [v.decode(errors="replace") for v in values if v is not None]
+        return stored
 
     def snapshot(self) -> dict[bytes, bytes | None]:
         """Every key with its serialised value: equal snapshots mean nothing was written."""
@@ -397,6 +422,39 @@ def wait_until_serving(url: str, process: subprocess.Popen) -> None:
         except httpx.TransportError:
             time.sleep(0.05)
     raise RuntimeError(f"service did not start: {process.communicate(timeout=5)[1]}")
+
+
+LoggedService = Callable[[dict[str, str]], str]
+
+
+@pytest.fixture
+def logged_service(
+    tmp_path: Path, redis_target: RedisTarget, agents: Agents
+) -> Iterator[tuple[LoggedService, Path]]:
+    """Starts the service as `uvicorn main:app` at DEBUG, its log in a file: (start, log path),
+    `start({role: agent url})` -> the service's URL; unnamed roles keep their default agent."""
+    log_path = tmp_path / "service.log"
+    processes: list[subprocess.Popen] = []
+
+    def start(agent_urls: dict[str, str]) -> str:
+        env = clean_environment() | redis_target.env | {"LOG_LEVEL": "DEBUG"}
+        urls = agents.urls | agent_urls
+        env |= {f"AGENT_URL_{role.upper()}": url for role, url in urls.items()}
+        port = free_port()
+        with log_path.open("a") as log:
+            processes.append(
+                subprocess.Popen(
+                    uvicorn_command(port), cwd=SERVICE_DIR, env=env, stdout=log, stderr=log
+                )
+            )
+        url = f"http://127.0.0.1:{port}"
+        wait_until_serving(url, processes[-1])
+        return url
+
+    yield start, log_path
+    for process in processes:
+        process.terminate()
+        process.wait(10)
 
 
 @dataclass

@@ -12,7 +12,13 @@ from tests.integration.conftest import (
     RedisView,
     ServiceFactory,
 )
-from tests.support.agents import FailingTaskAgent, GatedAgent, OtpAgent, RaisingAgent, free_port
+from tests.support.agents import (
+    FailingTaskAgent,
+    GatedAgent,
+    OtpAgent,
+    RaisingAgent,
+    free_port,
+)
 from tests.support.timing import Gate
 
 pytestmark = pytest.mark.integration

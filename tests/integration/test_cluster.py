@@ -29,7 +29,7 @@ from tests.integration.conftest import (
     wait_until_serving,
 )
 from tests.support.agents import GatedAgent, free_port, serve_in_thread
-from tests.support.service import API_KEYS
+from tests.support.service import API_KEYS, IDEMPOTENCY_SECRET
 from tests.support.timing import DEADLINE_SEC, Gate
 
 pytestmark = pytest.mark.integration
@@ -86,7 +86,11 @@ async def cluster_service(
     cluster: RedisClusterNodes, cluster_store: ClusterView, agents: Agents
 ) -> AsyncIterator[Caller]:
     settings = Settings(
-        redis_url=cluster.url, redis_cluster=True, agent_urls=agents.urls, api_keys=API_KEYS
+        redis_url=cluster.url,
+        redis_cluster=True,
+        agent_urls=agents.urls,
+        api_keys=API_KEYS,
+        idempotency_secret=IDEMPOTENCY_SECRET,
     )
     url, stop = serve_in_thread(lambda _: create_app(settings))
     async with service_client(url) as http:
@@ -125,6 +129,7 @@ def _start_processes(
         env = clean_environment() | {
             "REDIS_URL": cluster.url_of(index % len(cluster.ports)),
             "REDIS_CLUSTER": "true",
+            "IDEMPOTENCY_SECRET": IDEMPOTENCY_SECRET,
             **{f"AGENT_URL_{role.upper()}": url for role, url in agent_urls.items()},
         }
         log = (tmp_path / f"service-{index}.log").open("wb")
@@ -215,7 +220,8 @@ async def test_one_calls_turns_on_two_processes_at_once_never_overlap(
 async def test_cluster_down_at_start_is_not_ready_and_turns_answer_503(agents: Agents) -> None:
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
     settings = Settings(redis_url=nowhere, redis_cluster=True, agent_urls=agents.urls,
-                        api_keys=API_KEYS, redis_timeout_sec=0.2)  # fmt: skip
+                        api_keys=API_KEYS, redis_timeout_sec=0.2,
+                        idempotency_secret=IDEMPOTENCY_SECRET)  # fmt: skip
     url, stop = serve_in_thread(lambda _: create_app(settings))
     try:
         async with service_client(url) as http:

@@ -30,7 +30,7 @@ from tests.integration.conftest import (
     start_redis_cluster,
 )
 from tests.support.agents import serve_in_thread
-from tests.support.service import API_KEYS
+from tests.support.service import API_KEYS, IDEMPOTENCY_SECRET
 from tests.support.timing import eventually
 
 pytestmark = pytest.mark.integration
@@ -95,7 +95,7 @@ class Topology:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[RedisClusterNodes]:
-    # As the README advises: without it, the whole cluster refuses every command from the
+    # As docs/operations.md advises: without it, the whole cluster refuses every command from the
     # moment a primary is marked failed until its replica has taken over. A node that does
     # not answer for 2 s is failed: two busy cores must not fail one by mistake.
     coverage = ("--cluster-require-full-coverage", "no")
@@ -125,6 +125,7 @@ async def serve(cluster: RedisClusterNodes, agents: Agents) -> AsyncIterator[Ser
             turn_lease_margin_sec=1,
             agent_urls=agents.urls,
             api_keys=API_KEYS,
+            idempotency_secret=IDEMPOTENCY_SECRET,
         )
         url, stop = serve_in_thread(lambda _: create_app(settings))
         stops.append(stop)
@@ -228,8 +229,8 @@ async def test_primary_killed_under_load_answers_503_until_its_replica_takes_ove
     serve: ServiceOn, cluster: RedisClusterNodes
 ) -> None:
     # One service throughout: a client's retry that reached another would find there no
-    # agent's answer kept for it and call the agent again (README, "Redis failing after the
-    # agent answered"). Its wait is short: once the heir is primary it has no replica of its
+    # agent's answer kept for it and call the agent again (docs/reliability.md, "Redis failing after
+    # the agent answered"). Its wait is short: once the heir is primary it has no replica of its
     # own, and each step on its slots waits that long. So this test still assumes what the
     # others no longer do: that a running replica confirms a step within LOAD_WAIT_SEC.
     service = serve(LOAD_WAIT_SEC)

@@ -70,7 +70,7 @@ async def test_lease_left_by_a_dead_turn_blocks_until_it_expires(
 
     assert later.status_code == 200
     assert later.json()["step_seq"] == 2
-    assert store.keys() == [call_key(CALL_ID, "state"), call_key(CALL_ID, "steps")]
+    assert store.keys() == [call_key(CALL_ID, kind) for kind in ("bytes", "state", "steps")]
 
 
 async def test_fifty_calls_at_once_each_keep_their_own_ordered_trail(

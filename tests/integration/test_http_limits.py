@@ -1,9 +1,10 @@
-"""The HTTP server's own limits (http_limits.py), against the service as the image starts it:
-`orchestrator-flows serve` in its own process, a real redis-server and real a2a-sdk agents,
-probed over raw sockets the way slow or hostile clients behave."""
+"""The HTTP server's own limits (orchestrator_flows/web/http_limits.py), against the service as
+the image starts it: `orchestrator-flows serve` in its own process, a real redis-server and real
+a2a-sdk agents, probed over raw sockets the way slow or hostile clients behave."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import resource
 import select
@@ -29,8 +30,9 @@ from tests.integration.conftest import (
     clean_environment,
     service_client,
 )
-from tests.support.agents import SlowAgent, free_port
+from tests.support.agents import GatedAgent, free_port
 from tests.support.service import bearer
+from tests.support.timing import Gate
 
 pytestmark = [pytest.mark.integration, pytest.mark.single_redis]
 
@@ -234,8 +236,10 @@ def test_a_header_just_over_the_limit_is_refused_whole_and_one_within_it_served(
 async def test_connections_that_do_not_send_their_header_or_body_in_time_are_closed(
     serve_with: ServeWith, serve_agent: AgentServer, store: RedisView
 ) -> None:
-    # An agent slower than both deadlines: they bound what the client sends, not the turn.
-    slow_greeting = serve_agent(SlowAgent(delay=1.5))
+    # The greeting's agent holds the call's first turn until the server has closed every slow
+    # connection: the deadlines bound what a client sends, not a turn in progress.
+    gate = Gate()
+    slow_greeting = serve_agent(GatedAgent(gate))
     served = serve_with(
         HTTP_HEADER_TIMEOUT_SEC="0.5",
         HTTP_BODY_TIMEOUT_SEC="0.5",
@@ -258,9 +262,12 @@ async def test_connections_that_do_not_send_their_header_or_body_in_time_are_clo
     assert second.recv(4096).startswith(b"HTTP/1.1 200")
     second.sendall(SLOW_START)
     every = [*silent, *slow_header, *slow_body, second]
+    call = asyncio.create_task(play_a_whole_call(served.url, "CALL-001"))
     try:
-        closed = closed_by_server(every, within_sec=60)
-        await play_a_whole_call(served.url, "CALL-001")
+        await gate.arrived()
+        closed = await asyncio.to_thread(closed_by_server, every, within_sec=60)
+        gate.open()
+        await call
     finally:
         for sock in every:
             sock.close()

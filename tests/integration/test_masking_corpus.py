@@ -10,7 +10,7 @@ searched for the secret in any of its forms:
 - a password or an e-mail address: no stored text or log line may hold it (NFKC, any case).
 A phrasing to keep must be stored exactly as said, and the agent's quote of it too.
 
-A second test replays the README's demo refund, where the demo agent repeated a card as
+A second test replays the demo's refund, where the demo agent repeated a card as
 "4111, 1111, 1111, 1111" and that was stored in clear.
 """
 

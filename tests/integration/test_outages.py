@@ -470,3 +470,30 @@ async def test_script_whose_answer_was_lost_is_sent_again_and_the_step_recorded_
         (2, "verify_identity"),
     ]
     assert store.state()["step_count"] == 2
+
+
+@ON_ITS_OWN_REDIS
+def test_redis_down_at_start_is_said_in_one_line_and_the_service_is_ready_once_it_comes(
+    spawn_service: Callable[..., ServiceProcess], tmp_path: Path
+) -> None:
+    later = OwnRedis(tmp_path)  # not started yet
+    service = spawn_service({"REDIS_URL": later.url, "REDIS_TIMEOUT_SEC": "0.5"})
+    try:
+        before = httpx.get(service.url + "/readyz", timeout=5)
+        later.start()
+        after = _until(
+            lambda: httpx.get(service.url + "/readyz", timeout=5).raise_for_status(),
+            httpx.HTTPStatusError,
+            what="/readyz to answer 200",
+        )
+    finally:
+        if later.process is not None:
+            later.stop()
+
+    port = service.url.rsplit(":", 1)[1]
+    log = (tmp_path / f"service-{port}.log").read_text()
+    said = [line for line in log.splitlines() if "not reachable at start" in line]
+    assert before.status_code == 503
+    assert after.json()["status"] == "ready"
+    assert len(said) == 1, log
+    assert later.url in said[0] and "ConnectionError" in said[0]

@@ -82,7 +82,7 @@ async def test_a_whole_call_passes_through_the_proxy_logged_without_query_string
     assert tagged.headers["X-Request-ID"] == "r-1"  # the caller's id reaches the service
     logged = log.read_text()
     assert '"GET /healthz" 200' in logged and "r-1" in logged
-    assert "4111" not in logged
+    assert "pan=" not in logged and "4111111111111111" not in logged
 
 
 def test_the_proxy_refuses_an_oversized_header_or_body_in_the_services_words(

@@ -1,7 +1,7 @@
 """Redis behind a password, an ACL user or TLS, reached with nothing but REDIS_URL.
 
 Each test starts its own `redis-server` on a loopback port, locked as a production Redis would
-be, and points the service at it. The URL forms proven here are the ones the README gives:
+be, and points the service at it. The URL forms proven here are the ones docs/security.md gives:
 
     redis://:<password>@host:6379/0                 (requirepass)
     redis://<user>:<password>@host:6379/0           (an ACL user)
@@ -41,7 +41,7 @@ from tests.integration.conftest import (
     wait_until_serving,
 )
 from tests.support.agents import free_port
-from tests.support.service import bearer
+from tests.support.service import IDEMPOTENCY_SECRET, bearer
 from tests.support.timing import DEADLINE_SEC
 
 # Each test starts its own redis-server with a password, ACL users or TLS.
@@ -269,6 +269,7 @@ async def start_service_process(
 
     def start(store_url: str) -> ServiceProcess:
         env = clean_environment() | {"REDIS_URL": store_url, "LOG_LEVEL": "DEBUG"}
+        env |= {"IDEMPOTENCY_SECRET": IDEMPOTENCY_SECRET}
         env |= {f"AGENT_URL_{role.upper()}": url for role, url in agents.urls.items()}
         port, log_file = free_port(), tmp_path / "service.log"
         with log_file.open("w") as log:

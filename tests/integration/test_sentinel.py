@@ -29,7 +29,7 @@ from tests.integration.conftest import (
     wait_for_ping,
 )
 from tests.support.agents import free_port, serve_in_thread
-from tests.support.service import API_KEYS
+from tests.support.service import API_KEYS, IDEMPOTENCY_SECRET
 from tests.support.timing import eventually, wait_until
 
 pytestmark = pytest.mark.integration
@@ -119,6 +119,7 @@ def served(watched: Watched, agents: Agents, wait_ms: int) -> Iterator[str]:
         redis_wait_timeout_ms=wait_ms,
         agent_urls=agents.urls,
         api_keys=API_KEYS,
+        idempotency_secret=IDEMPOTENCY_SECRET,
         redis_timeout_sec=2 * wait_ms / 1000,  # the least the settings allow with wait_ms
     )
     url, stop = serve_in_thread(lambda _: create_app(settings))

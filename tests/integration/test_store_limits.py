@@ -23,7 +23,8 @@ from tests.integration.conftest import (
     wait_for_ping,
 )
 from tests.support.agents import free_port
-from tests.support.misbehavers import Slow
+from tests.support.misbehavers import Held
+from tests.support.timing import Gate
 
 pytestmark = pytest.mark.integration
 MiB = 1024 * 1024
@@ -112,15 +113,16 @@ async def test_a_step_refused_by_a_full_redis_is_committed_by_the_keyed_retry_on
     store: RedisView,
 ) -> None:
     full_redis.config_set("maxmemory", 0)
-    agent = Slow(delay=0.5)
+    gate = Gate()
+    agent = Held(gate)
     caller = make_service(
         agent_urls={"greeting": serve_misbehaver(agent)}, redis_url=url_of(full_redis)
     )
     key = {"Idempotency-Key": "key-1"}
     first = asyncio.create_task(caller.turn("greeting", headers=key))
-    while agent.requests == 0:
-        await asyncio.sleep(0.01)
+    await gate.arrived()
     full_redis.config_set("maxmemory", 1)  # full while the agent works: the commit is refused
+    gate.open()
     refused = await first
     written = full_redis.keys("*")
     full_redis.config_set("maxmemory", 0)

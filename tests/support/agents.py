@@ -8,15 +8,22 @@ several under paths for in-process tests.
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
 import uvicorn
-from a2a.helpers import new_task_from_user_message, new_text_message, new_text_part
+from a2a.helpers import (
+    new_data_part,
+    new_task_from_user_message,
+    new_text_message,
+    new_text_part,
+)
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
@@ -101,6 +108,53 @@ class OtpAgent(Recording):
             return
         await up.add_artifact([new_text_part("identity verified")], name="answer")
         await up.complete()
+
+
+_DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+_SPOKEN_DIGITS = {word: str(digit) for digit, word in enumerate(_DIGIT_WORDS)}
+_SPOKEN = re.compile(r"\b(?:oh|" + "|".join(_SPOKEN_DIGITS) + r")\b", re.I)
+_NUMBER = re.compile(r"[0-9](?:[^\w]{0,3}[0-9])*")
+_STANDING_NUMBER = re.compile(r"(?<![^\W\d_])[0-9](?:[^\w]{0,3}[0-9])*")
+
+
+def numbers_heard(words: str, *, glued: bool = True) -> list[str]:
+    """The digits of each number in `words`, however written: Unicode digits, digits spelled
+    out, any separators ("4111, 1111" -> "41111111"); with `glued` False, not the digits of
+    a word ("cvv2", "exp1226"). Written apart from the service's own reading, so that a test
+    can check what the service stored with it."""
+    chars = []
+    for char in unicodedata.normalize("NFKC", words):
+        if unicodedata.category(char) == "Cf":
+            continue
+        chars.append(str(unicodedata.digit(char)) if char.isdigit() else char)
+    text = _SPOKEN.sub(lambda m: _SPOKEN_DIGITS.get(m[0].lower(), "0"), "".join(chars))
+    numbers = (_NUMBER if glued else _STANDING_NUMBER).findall(text)
+    return [re.sub(r"[^0-9]", "", number) for number in numbers]
+
+
+class RepeatingAgent(Recording):
+    """Repeats what it heard in its own way, as a careless agent might: the caller's words
+    quoted, then each number in pairs with commas and spelled out, and all of it again in a
+    data part (the words upper-cased, each number in threes with dashes)."""
+
+    async def answer(self, ctx: RequestContext, queue: EventQueue) -> None:
+        words = ctx.get_user_input()
+        numbers = numbers_heard(words, glued=False)
+        text = f'You said: "{words}". I noted: ' + "; ".join(
+            f"{_grouped(n, 2, ', ')} ({' '.join(_SPELLED[d] for d in n)})" for n in numbers
+        )
+        data = {"heard": words.upper(), "numbers": [_grouped(n, 3, "-") for n in numbers]}
+        await queue.enqueue_event(new_task_from_user_message(ctx.message))
+        up = TaskUpdater(queue, ctx.task_id, ctx.context_id)
+        await up.add_artifact([new_text_part(text), new_data_part(data)], name="answer")
+        await up.complete()
+
+
+_SPELLED = {digit: word for word, digit in _SPOKEN_DIGITS.items()}
+
+
+def _grouped(digits: str, size: int, separator: str) -> str:
+    return separator.join(digits[i : i + size] for i in range(0, len(digits), size))
 
 
 class GatedAgent(Recording):

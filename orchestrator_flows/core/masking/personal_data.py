@@ -1,5 +1,5 @@
 """The detectors of personal data but phone numbers (phones.py), each masking what it finds in
-a `Scan` of one text. masking.py says what each takes and what it leaves, and runs them in order.
+a `Scan` of one text. mask.py says what each takes and what it leaves, and runs them in order.
 """
 
 from __future__ import annotations

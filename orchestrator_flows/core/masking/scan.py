@@ -2,9 +2,9 @@
 stretches masked so far, and labels found where their first word stands.
 
 A detector (personal_data.py, phones.py) reads the normalised text (normalise.py); keyword
-patterns read it lowered, without re.I (case-insensitive alternations cost several times as
-much). What a detector masks is blanked out for the ones after it, and its raw value is added to
-`found` (a number as its digits).
+patterns read it lowered, without re.I (case-insensitive alternations are far slower;
+bench/RESULTS.md, "What masking one turn costs"). What a detector masks is blanked out for the
+ones after it, and its raw value is added to `found` (a number as its digits).
 """
 
 from __future__ import annotations
@@ -136,8 +136,8 @@ def _joined(text: str, end: int, start: int, join: re.Pattern[str]) -> bool:
 @dataclass(frozen=True)
 class Label:
     """A label and the filler words after it, up to the value's first digit. Tried only where
-    one of `first_words` stands (found with str.find): patterns that may start anywhere and
-    must be tried at every position cost several times as much."""
+    one of `first_words` stands (found with str.find), so that no pattern is tried at every
+    position of the text."""
 
     pattern: re.Pattern[str]
     first_words: tuple[str, ...]

@@ -105,7 +105,7 @@ async def test_steps_endpoint_returns_the_trail_in_order(service: Service) -> No
 
     assert [s["intent"] for s in steps] == [intent for intent, _ in WHOLE_CALL]
     said = [words for _, words in WHOLE_CALL]
-    said[2] = "******"  # the one-time code, masked in the trail (masking.py)
+    said[2] = "******"  # the one-time code, masked in the trail (core/masking)
     assert [s["input_message"] for s in steps] == said
     assert steps[1]["a2a_task_id"] == steps[2]["a2a_task_id"]  # OTP continued the same task
     assert steps[1]["a2a_task_state"] == "input_required"
