@@ -91,12 +91,12 @@ class A2AClient:
             async with asyncio.timeout(self._timeout):
                 reply = await self._attempts(attempt, idempotent, deadline)
         except TimeoutError as exc:
-            fault = AgentTimeout(f"agent did not answer within {self._timeout:g}s")
-            fault.attempts = attempts
-            raise fault from exc
+            late = f"agent did not answer within {self._timeout:g}s"
+            raise AgentTimeout(late, attempts=attempts) from exc
         except AgentFault as fault:
-            fault.attempts = attempts
-            raise
+            if attempts == 1:
+                raise
+            raise fault.after(attempts) from fault.__cause__
         return reply if attempts == 1 else replace(reply, attempts=attempts)
 
     async def _attempts(

@@ -271,7 +271,6 @@ class TurnService:
         try:
             self._breakers.admit(plan.role)
         except AgentUnavailable as refused:
-            refused.attempts = 0
             self._metrics.agent_faults_by(plan.role, refused.code).inc()
             return refused
         started = time.perf_counter()
