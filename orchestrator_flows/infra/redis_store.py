@@ -219,28 +219,6 @@ def _host_port(address: str) -> tuple[str, int]:
     return (host, int(port)) if host else (address, 26379)
 
 
-class StoreErrors:
-    """Turns redis-py's connection faults into StoreUnavailable, once, at the boundary.
-    A class, not a generator: it wraps every Redis round trip of every turn, and it keeps no
-    state, so one instance serves all (`with store_errors():`)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
-        if exc is not None:
-            unavailable = _unavailable_for(exc)
-            if unavailable is not None:
-                raise unavailable from exc
-
-
-_STORE_ERRORS = StoreErrors()
-
-
-def store_errors() -> StoreErrors:
-    return _STORE_ERRORS
-
-
 # NoPermissionError: an ACL user without rights to our keys, an operator's fix like the others.
 # The cluster's: no primary for the slot yet (failover under way), the cluster is down, or
 # no node answers (RedisClusterException; our keys share a slot by construction, so its
@@ -322,8 +300,9 @@ class ReplicaWait:
 
 
 class _RoundTrip:
-    """Times one Redis operation for the metrics and maps its faults (as StoreErrors does),
-    each one counted."""
+    """Times one Redis operation for the metrics and turns redis-py's faults into
+    StoreUnavailable, each one counted: the one place where Redis's exceptions become ours.
+    A class, not a generator: it wraps every Redis round trip of every turn."""
 
     __slots__ = ("_fault", "_observe", "_operation", "_started")
 
@@ -335,11 +314,10 @@ class _RoundTrip:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
         self._observe(self._operation, time.perf_counter() - self._started)
-        try:
-            _STORE_ERRORS.__exit__(kind, exc, _)
-        except StoreUnavailable as unavailable:
+        unavailable = _unavailable_for(exc) if exc is not None else None
+        if unavailable is not None:
             self._fault(self._operation, unavailable.details["reason"])
-            raise
+            raise unavailable from exc
 
 
 class RedisStore:

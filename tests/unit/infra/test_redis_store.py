@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import fakeredis
 import orjson
@@ -394,6 +395,22 @@ async def test_redis_down_is_store_unavailable_with_retry_after(
     assert caught.value.details["reason"] == "ConnectionError"
 
 
+async def ping_meeting(
+    fault: BaseException | Callable[[], Awaitable[Any]],
+    redis: fakeredis.FakeAsyncRedis,
+    store: RedisStore,
+) -> bool:
+    """The store's ping, its Redis command raising `fault` (or running a failing command)."""
+
+    async def ping() -> bool:
+        if isinstance(fault, BaseException):
+            raise fault
+        return await fault()
+
+    redis.ping = ping  # type: ignore[method-assign]
+    return await store.ping()
+
+
 @pytest.mark.parametrize(
     "fault",
     [
@@ -403,32 +420,38 @@ async def test_redis_down_is_store_unavailable_with_retry_after(
         redis_exceptions.SlotNotCoveredError("Slot 1234 is not covered by the cluster"),
     ],
 )
-def test_cluster_faults_are_store_unavailable(fault: Exception) -> None:
-    with pytest.raises(StoreUnavailable) as caught, redis_store.store_errors():
-        raise fault
+async def test_cluster_faults_are_store_unavailable(
+    fault: Exception, redis: fakeredis.FakeAsyncRedis, store: RedisStore
+) -> None:
+    with pytest.raises(StoreUnavailable) as caught:
+        await ping_meeting(fault, redis, store)
 
     assert caught.value.status_code == 503
     assert caught.value.details["reason"] == type(fault).__name__
     assert caught.value.headers == {"Retry-After": "1"}
 
 
-def test_write_on_a_connection_the_cluster_client_closed_meanwhile_is_store_unavailable() -> None:
+async def test_write_on_a_connection_the_cluster_client_closed_meanwhile_is_store_unavailable(
+    redis: fakeredis.FakeAsyncRedis, store: RedisStore
+) -> None:
     closed = RuntimeError("unable to perform operation on <TCPTransport>; the handler is closed")
-    with pytest.raises(StoreUnavailable) as caught, redis_store.store_errors():
-        raise closed
+    with pytest.raises(StoreUnavailable) as caught:
+        await ping_meeting(closed, redis, store)
 
     assert caught.value.details["reason"] == "ConnectionClosed"
     assert caught.value.__cause__ is closed
 
 
-async def test_write_on_a_connection_torn_down_meanwhile_is_store_unavailable() -> None:
+async def test_write_on_a_connection_torn_down_meanwhile_is_store_unavailable(
+    redis: fakeredis.FakeAsyncRedis, store: RedisStore
+) -> None:
     # What redis-py's cluster client does in a failover: another turn's command disconnects
     # the connection after this one took it, before it writes. Whatever redis-py raises for
     # that, the turn hears the service's answer: 503 store_unavailable, retry shortly.
     torn_down = AsyncConnection()
     torn_down._writer = None
-    with pytest.raises(StoreUnavailable) as caught, redis_store.store_errors():
-        await torn_down._send_packed_command([b"PING"])
+    with pytest.raises(StoreUnavailable) as caught:
+        await ping_meeting(lambda: torn_down._send_packed_command([b"PING"]), redis, store)
 
     assert caught.value.status_code == 503
     assert caught.value.code == "store_unavailable"
@@ -449,26 +472,32 @@ async def test_write_on_a_connection_torn_down_meanwhile_is_store_unavailable() 
         ),
     ],
 )
-def test_a_full_redis_is_store_unavailable_for_a_while(refusal: Exception) -> None:
-    with pytest.raises(StoreUnavailable) as caught, redis_store.store_errors():
-        raise refusal
+async def test_a_full_redis_is_store_unavailable_for_a_while(
+    refusal: Exception, redis: fakeredis.FakeAsyncRedis, store: RedisStore
+) -> None:
+    with pytest.raises(StoreUnavailable) as caught:
+        await ping_meeting(refusal, redis, store)
 
     assert caught.value.status_code == 503
     assert caught.value.details["reason"] == "OutOfMemoryError"
     assert caught.value.headers == {"Retry-After": "5"}
 
 
-def test_other_script_errors_are_not_taken_for_a_full_redis() -> None:
+async def test_other_script_errors_are_not_taken_for_a_full_redis(
+    redis: fakeredis.FakeAsyncRedis, store: RedisStore
+) -> None:
     bug = redis_exceptions.ResponseError(
         "Error running script: @user_script:3: attempt to index nil"
     )
-    with pytest.raises(redis_exceptions.ResponseError), redis_store.store_errors():
-        raise bug
+    with pytest.raises(redis_exceptions.ResponseError):
+        await ping_meeting(bug, redis, store)
 
 
-def test_other_runtime_errors_are_not_taken_for_a_store_outage() -> None:
-    with pytest.raises(RuntimeError, match="no running event loop"), redis_store.store_errors():
-        raise RuntimeError("no running event loop")
+async def test_other_runtime_errors_are_not_taken_for_a_store_outage(
+    redis: fakeredis.FakeAsyncRedis, store: RedisStore
+) -> None:
+    with pytest.raises(RuntimeError, match="no running event loop"):
+        await ping_meeting(RuntimeError("no running event loop"), redis, store)
 
 
 def test_sentinel_url_names_the_sentinels_and_the_primarys_password_and_database() -> None:
