@@ -157,6 +157,23 @@ class StoreUnavailable(OrchestratorError):
     answer_headers: ClassVar[dict[str, str]] = RETRY_AFTER
 
 
+class StoredRecordUnreadable(OrchestratorError):
+    """A record of the call in Redis is in a format this release cannot read; nothing was
+    changed. `reason` says why: `newer_version` (written by a newer release during a rolling
+    deploy: retry after Retry-After, when an instance of the newer release may answer) or
+    `malformed` (damaged: an operator must look; retrying does not help)."""
+
+    status_code = 503
+    code = "store_record_unreadable"
+    example_details: ClassVar[dict[str, Any]] = {
+        "call_identify_id": "CALL-001",
+        "record": "state",
+        "version": 2,
+        "reason": "newer_version",
+    }
+    answer_headers: ClassVar[dict[str, str]] = RETRY_AFTER
+
+
 class BodyTooLarge(OrchestratorError):
     """The request body is over the limit (64 KiB); it was not read."""
 
