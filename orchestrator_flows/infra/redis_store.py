@@ -110,7 +110,7 @@ class CallKeys(NamedTuple):
     steps: str
     lease: str
     idempotency: str  # hash: Idempotency-Key -> the answer given
-    size: str  # bytes the steps and the remembered answers hold (the state is measured)
+    size: str  # bytes the steps and the remembered answers hold (the state's: its STRLEN)
 
     @property
     def all(self) -> list[str]:
