@@ -1,10 +1,10 @@
-"""Our error tree: each error knows its HTTP status and stable code; http_errors.py renders
+"""Our error tree: each error knows its HTTP status and stable code; web/error_answers.py renders
 them. Each class's docstring says when it happens: OpenAPI documents every code from here
-(api_docs.py), with an example answer built from the docstring and `example_details`."""
+(web/api_docs.py), with an example answer built from the docstring and `example_details`."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 RETRY_AFTER = {"Retry-After": "seconds to wait before sending the same request again"}
 
@@ -157,6 +157,23 @@ class StoreUnavailable(OrchestratorError):
     answer_headers: ClassVar[dict[str, str]] = RETRY_AFTER
 
 
+class StoredRecordUnreadable(OrchestratorError):
+    """A record of the call in Redis is in a format this release cannot read; nothing was
+    changed. `reason` says why: `newer_version` (written by a newer release during a rolling
+    deploy: retry after Retry-After, when an instance of the newer release may answer) or
+    `malformed` (damaged: an operator must look; retrying does not help)."""
+
+    status_code = 503
+    code = "store_record_unreadable"
+    example_details: ClassVar[dict[str, Any]] = {
+        "call_identify_id": "CALL-001",
+        "record": "state",
+        "version": 2,
+        "reason": "newer_version",
+    }
+    answer_headers: ClassVar[dict[str, str]] = RETRY_AFTER
+
+
 class BodyTooLarge(OrchestratorError):
     """The request body is over the limit (64 KiB); it was not read."""
 
@@ -177,7 +194,7 @@ class InvalidRequest(OrchestratorError):
 
 
 class HeaderTooLarge(OrchestratorError):
-    """Refused by the HTTP server itself (http_limits.py), before the app sees the request."""
+    """Refused by the HTTP server itself (web/http_limits.py), before the app sees the request."""
 
     status_code = 431
     code = "header_too_large"
@@ -185,7 +202,7 @@ class HeaderTooLarge(OrchestratorError):
 
 
 class TooManyConnections(OrchestratorError):
-    """Refused by the HTTP server itself (http_limits.py), as the connection opens."""
+    """Refused by the HTTP server itself (web/http_limits.py), as the connection opens."""
 
     status_code = 503
     code = "too_many_connections"
@@ -204,12 +221,25 @@ class AgentFault(Exception):
     # Whether the agent may have acted on the request before this fault.
     may_have_acted = True
 
-    def __init__(self, message: str, *, task_id: str | None = None, task_state: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        task_id: str | None = None,
+        task_state: str | None = None,
+        attempts: int = 1,
+    ):
         super().__init__(message)
         self.message = message
         self.task_id = task_id
         self.task_state = task_state
-        self.attempts = 1
+        self.attempts = attempts  # calls made to the agent, this fault ending the last one
+
+    def after(self, attempts: int) -> Self:
+        """The same fault as the outcome of `attempts` calls to the agent."""
+        return type(self)(
+            self.message, task_id=self.task_id, task_state=self.task_state, attempts=attempts
+        )
 
 
 class AgentTimeout(AgentFault):
@@ -238,11 +268,18 @@ class AgentHttpError(AgentFault):
     # The agent (or its proxy) said it did not take the request on: safe to send again.
     NOT_ACTED = frozenset({429, 502, 503, 504})
 
-    def __init__(self, message: str, *, status: int, retry_after: float | None = None):
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, status: int, retry_after: float | None = None, attempts: int = 1
+    ):
+        super().__init__(message, attempts=attempts)
         self.status = status
         self.retry_after = retry_after
         self.may_have_acted = status not in self.NOT_ACTED
+
+    def after(self, attempts: int) -> Self:
+        return type(self)(
+            self.message, status=self.status, retry_after=self.retry_after, attempts=attempts
+        )
 
 
 class AgentUnavailable(AgentFault):
@@ -262,7 +299,7 @@ class AgentBadResponse(AgentFault):
 class AgentError(AgentFault):
     """The agent answered a JSON-RPC error."""
 
-    code = "agent_error"
+    # Its code is AgentFault's own, agent_error.
 
 
 class AgentTaskFailed(AgentFault):

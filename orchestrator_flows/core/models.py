@@ -97,11 +97,12 @@ class ErrorResponse(BaseModel):
 
 
 # A call's records: plain JSON-shaped dicts, typed. The turn builds them, writes them to Redis
-# and reads them back with orjson, converting nothing: they hold only what this service wrote,
-# from a validated request and its own values, so they are not validated a second time on the
-# hot path (pydantic's models cost more CPU per turn than the turn's Redis and agent I/O,
-# bench/RESULTS.md). pydantic still knows them: OpenAPI documents them, the read endpoints
-# validate what they answer with them, and the tests check every stored record against them.
+# and reads them back with orjson (records.py: each stored with its format's version, checked
+# and upgraded as read, with its field names). Their values are not validated again on the hot
+# path: they hold only what this service wrote, from a validated request and its own values
+# (what pydantic would cost there: bench/RESULTS.md, step 3). pydantic still knows them: OpenAPI
+# documents them, the read endpoints validate what they answer with them, and the tests check
+# every stored record against them.
 Strict = ConfigDict(extra="forbid")
 
 
@@ -193,6 +194,15 @@ class StepRecord(TypedDict):
     timestamp: Annotated[
         str, Field(description="When the agent's answer (or fault) was recorded, UTC")
     ]
+
+
+@with_config(Strict)
+class StoredAnswer(TypedDict):
+    """The answer given to a request with an Idempotency-Key, kept to answer its retries."""
+
+    fingerprint: str  # of the request (fingerprints.py): a retry must be the same request
+    status_code: int
+    body: str  # the answer's JSON, as it was given
 
 
 @with_config(Strict)

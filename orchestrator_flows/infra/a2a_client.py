@@ -5,8 +5,8 @@ speaks 0.3 gets `message/send` instead. The card is read once per agent URL and 
 Every transport or protocol failure leaves here as an `AgentFault` subclass.
 
 It speaks httpx's transport API (`httpx.Request` in, `httpx.Response` out) rather than going
-through `httpx.AsyncClient`: a client's URL merging, cookie jar, auth and redirect machinery
-cost more CPU per turn than the rest of the turn, and an A2A call needs none of them.
+through `httpx.AsyncClient`: an A2A call needs none of a client's URL merging, cookie jar, auth
+and redirect machinery, which would run on every turn (their cost: bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -91,19 +91,19 @@ class A2AClient:
             async with asyncio.timeout(self._timeout):
                 reply = await self._attempts(attempt, idempotent, deadline)
         except TimeoutError as exc:
-            fault = AgentTimeout(f"agent did not answer within {self._timeout:g}s")
-            fault.attempts = attempts
-            raise fault from exc
+            late = f"agent did not answer within {self._timeout:g}s"
+            raise AgentTimeout(late, attempts=attempts) from exc
         except AgentFault as fault:
-            fault.attempts = attempts
-            raise
+            if attempts == 1:
+                raise
+            raise fault.after(attempts) from fault.__cause__
         return reply if attempts == 1 else replace(reply, attempts=attempts)
 
     async def _attempts(
         self, attempt: Callable[[], Awaitable[AgentReply]], idempotent: bool, deadline: float
     ) -> AgentReply:
-        """The first attempt on its own, since nearly every call ends there; tenacity's loop
-        (about 40 µs of set-up per call) only once it failed in a way worth retrying."""
+        """The first attempt on its own, since nearly every call ends there; tenacity's loop,
+        whose set-up every call would pay, only once it failed in a way worth retrying."""
         try:
             return await attempt()
         except AgentFault as fault:
@@ -175,8 +175,8 @@ class A2AClient:
             try:
                 body = await self._read_limited(answer) if answer.status_code == 200 else None
             finally:
-                # A body in memory holds no connection: closing its Response frees nothing and
-                # costs about 14 k instructions (httpx's request context), near 1 % of a turn.
+                # A body in memory holds no connection: closing its Response would free nothing,
+                # only run httpx's request context.
                 if not isinstance(answer.stream, httpx.ByteStream):
                     await answer.aclose()
         except httpx.HTTPError as exc:
@@ -185,9 +185,9 @@ class A2AClient:
 
     def _request(self, method: str, url: str, headers: RawHeaders, content: bytes) -> httpx.Request:
         # The headers given whole, Host and Content-Length included, and the body as a stream:
-        # from `content=` httpx rescans and rebuilds the headers on every request (about 12 µs
-        # of an agent call's CPU, bench/RESULTS.md). The request on the wire is the same. It is
-        # left unread: a transport reads it (httpx's own do; ours takes a ByteStream's bytes).
+        # from `content=` httpx rescans and rebuilds the headers on every request (its cost:
+        # bench/RESULTS.md). The request on the wire is the same. The stream is left unread: a
+        # transport reads it (httpx's own do; ours takes a ByteStream's bytes).
         target, host = self._target(url)
         raw = [host, *headers]
         if content:
@@ -210,7 +210,7 @@ class A2AClient:
 
     async def _read_limited(self, answer: httpx.Response) -> bytes:
         # A body without a Content-Encoding has nothing to decode: its stream is read as it
-        # is, without httpx's chunker and decoders around it (they cost more than the read).
+        # is, without httpx's chunker and decoders around it, which would have nothing to do.
         plain = not answer.is_stream_consumed and not _has_content_encoding(answer.headers)
         chunks, size = [], 0
         async for chunk in answer.stream if plain else answer.aiter_bytes():
@@ -223,7 +223,7 @@ class A2AClient:
 
 def _has_content_encoding(headers: httpx.Headers) -> bool:
     # Over the raw names: a lookup by name (`in`, `get`) first works out the headers' text
-    # encoding and raises KeyError when absent, 1.7 times the cost of this (bench/RESULTS.md).
+    # encoding and raises KeyError when absent, costlier than this scan (bench/RESULTS.md).
     return any(name.lower() == b"content-encoding" for name, _ in headers.raw)
 
 

@@ -3,6 +3,8 @@
 Every key of a call carries the call id as a hash tag (`orch:{CALL-1}:state`) so that a Redis
 Cluster keeps the whole call, and therefore every Lua script over it, on one slot.
 A turn costs two round trips: `begin_turn` (take the lease, read the state) and `commit_step`.
+Records are written and read through core/records.py, which versions their format: a record
+this release cannot read is refused (StoredRecordUnreadable), logged here, and changes nothing.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
-import orjson
 import redis.asyncio as redis
+import structlog
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import SSLConnection, parse_url
 from redis.asyncio.retry import Retry
@@ -39,11 +41,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from orchestrator_flows.core.errors import (
     CallSizeLimit,
     IdempotencyKeyInProgress,
+    StoredRecordUnreadable,
     StoreUnavailable,
     TurnConflict,
     TurnInProgress,
 )
-from orchestrator_flows.core.models import CallState, StepRecord
+from orchestrator_flows.core.models import CallState, StepRecord, StoredAnswer
+from orchestrator_flows.core.records import ANSWER, STATE, STEP, Record, RecordFormat
+
+log = structlog.get_logger("orchestrator.store")
 
 # Replay a finished request with the same Idempotency-Key; otherwise take the call's lease
 # (unless another turn holds it) and read the state and the bytes the call holds (its state,
@@ -104,7 +110,7 @@ class CallKeys(NamedTuple):
     steps: str
     lease: str
     idempotency: str  # hash: Idempotency-Key -> the answer given
-    size: str  # bytes the steps and the remembered answers hold (the state is measured)
+    size: str  # bytes the steps and the remembered answers hold (the state's: its STRLEN)
 
     @property
     def all(self) -> list[str]:
@@ -131,24 +137,6 @@ class Lease(NamedTuple):
     call_id: str
     token: str  # random, then "|" and the request's Idempotency-Key (if any)
     idempotency_key: str = ""
-
-
-@dataclass(frozen=True)
-class StoredAnswer:
-    """The answer given to an earlier request with the same Idempotency-Key."""
-
-    fingerprint: str
-    status_code: int
-    body: str
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(
-            {"fingerprint": self.fingerprint, "status_code": self.status_code, "body": self.body}
-        )
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> StoredAnswer:
-        return cls(**orjson.loads(raw))
 
 
 class TurnStart(NamedTuple):
@@ -217,28 +205,6 @@ async def disconnect(client: redis.Redis) -> None:
 def _host_port(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return (host, int(port)) if host else (address, 26379)
-
-
-class StoreErrors:
-    """Turns redis-py's connection faults into StoreUnavailable, once, at the boundary.
-    A class, not a generator: it wraps every Redis round trip of every turn, and it keeps no
-    state, so one instance serves all (`with store_errors():`)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
-        if exc is not None:
-            unavailable = _unavailable_for(exc)
-            if unavailable is not None:
-                raise unavailable from exc
-
-
-_STORE_ERRORS = StoreErrors()
-
-
-def store_errors() -> StoreErrors:
-    return _STORE_ERRORS
 
 
 # NoPermissionError: an ACL user without rights to our keys, an operator's fix like the others.
@@ -322,8 +288,9 @@ class ReplicaWait:
 
 
 class _RoundTrip:
-    """Times one Redis operation for the metrics and maps its faults (as StoreErrors does),
-    each one counted."""
+    """Times one Redis operation for the metrics and turns redis-py's faults into
+    StoreUnavailable, each one counted: the one place where Redis's exceptions become ours.
+    A class, not a generator: it wraps every Redis round trip of every turn."""
 
     __slots__ = ("_fault", "_observe", "_operation", "_started")
 
@@ -335,11 +302,10 @@ class _RoundTrip:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
         self._observe(self._operation, time.perf_counter() - self._started)
-        try:
-            _STORE_ERRORS.__exit__(kind, exc, _)
-        except StoreUnavailable as unavailable:
+        unavailable = _unavailable_for(exc) if exc is not None else None
+        if unavailable is not None:
             self._fault(self._operation, unavailable.details["reason"])
-            raise
+            raise unavailable from exc
 
 
 class RedisStore:
@@ -405,12 +371,15 @@ class RedisStore:
                 self.release_later(Lease(call_id, token, idempotency_key))
             raise
         if got[0] == 2:
-            return TurnStart(lease=None, replay=StoredAnswer.from_json(got[1]))
+            return TurnStart(lease=None, replay=_read(ANSWER, got[1], call_id))
         if got[0] == 0:
             raise _busy(call_id, idempotency_key, pttl=int(got[1]), holder=got[2])
-        # Written by commit_step from validated values: read back as it is (models.py).
-        state = orjson.loads(got[1]) if got[1] else None
         lease = Lease(call_id, token, idempotency_key)
+        try:
+            state = _read(STATE, got[1], call_id) if got[1] else None
+        except StoredRecordUnreadable:
+            await self.give_back(lease)  # the script took it: the refused turn leaves nothing
+            raise
         return TurnStart(lease=lease, state=state, held_bytes=int(got[2]))
 
     async def commit_step(
@@ -422,9 +391,9 @@ class RedisStore:
         answer: StoredAnswer | None = None,
     ) -> None:
         keys = self.keys(lease.call_id)
-        remember = [lease.idempotency_key, answer.to_json()] if answer else ["", ""]
+        remember = [lease.idempotency_key, ANSWER.write(answer)] if answer else ["", ""]
         args = [
-            expected_steps, orjson.dumps(state), orjson.dumps(step), self.ttl_sec, lease.token,
+            expected_steps, STATE.write(state), STEP.write(step), self.ttl_sec, lease.token,
             *remember, self.max_call_bytes,
         ]  # fmt: skip
         wanted = self._replica_wait.replicas
@@ -481,6 +450,15 @@ class RedisStore:
         with self._round_trip("release"):
             await self._eval(self._release, [self.keys(lease.call_id).lease], [lease.token])
 
+    async def give_back(self, lease: Lease) -> None:
+        """Releases the lease of a turn that failed: now, or if Redis fails too, once it answers
+        again (the lease would expire by itself)."""
+        try:
+            await self.release(lease)
+        except StoreUnavailable:
+            log.warning("lease release failed; retrying", call_identify_id=lease.call_id)
+            self.release_later(lease)
+
     def release_later(self, lease: Lease) -> None:
         """Releases the lease in the background once Redis answers (for at most its lifetime)."""
         task = asyncio.create_task(self._release_when_back(lease))
@@ -500,22 +478,23 @@ class RedisStore:
         for task in list(self._background):
             task.cancel()
 
-    async def read_call(self, call_id: str) -> tuple[CallState, list[bytes]] | None:
+    async def read_call(self, call_id: str) -> tuple[CallState, list[StepRecord]] | None:
+        """The call's state and its trail, in order, or None when the call is unknown."""
         keys = self.keys(call_id)
         with self._round_trip("read_call"):
             async with self._redis.pipeline(transaction=False) as pipe:
                 raw_state, steps = await pipe.get(keys.state).lrange(keys.steps, 0, -1).execute()
         if raw_state is None:
             return None
-        return orjson.loads(raw_state), steps
+        return _read(STATE, raw_state, call_id), [_read(STEP, raw, call_id) for raw in steps]
 
-    async def read_steps(self, call_id: str) -> list[bytes] | None:
-        """The trail as stored JSON documents, in order, or None when the call is unknown."""
+    async def read_steps(self, call_id: str) -> list[StepRecord] | None:
+        """The call's trail, in order, or None when the call is unknown."""
         keys = self.keys(call_id)
         with self._round_trip("read_steps"):
             async with self._redis.pipeline(transaction=False) as pipe:
                 exists, steps = await pipe.exists(keys.state).lrange(keys.steps, 0, -1).execute()
-        return steps if exists else None
+        return [_read(STEP, raw, call_id) for raw in steps] if exists else None
 
     async def delete_call(self, call_id: str) -> bool:
         keys = self.keys(call_id)
@@ -527,3 +506,13 @@ class RedisStore:
                     .execute()
                 )
         return bool(removed)
+
+
+def _read(record: RecordFormat[Record], raw: bytes, call_id: str) -> Record:
+    """A stored record in the current version; one this release cannot read is logged (for the
+    operator: which call, which record, what version) and refused."""
+    try:
+        return record.read(raw, call_id)
+    except StoredRecordUnreadable as refused:
+        log.warning("stored_record_unreadable", **refused.details)
+        raise

@@ -70,7 +70,8 @@ class Breakers:
             return
         raise AgentUnavailable(
             f"agent {role!r} is failing ({circuit.consecutive_faults} faults in a row); "
-            f"not calling it for up to {self._reset_sec:g}s"
+            f"not calling it for up to {self._reset_sec:g}s",
+            attempts=0,
         )
 
     def record(self, role: str, fault: AgentFault | None) -> None:

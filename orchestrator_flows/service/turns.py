@@ -35,6 +35,7 @@ from orchestrator_flows.core.models import (
     OrchestrateRequest,
     OrchestrateResponse,
     StepRecord,
+    StoredAnswer,
 )
 from orchestrator_flows.core.routing import DEFAULT_MAX_STEPS, CallSize, TurnPlan, plan_turn
 from orchestrator_flows.core.transitions import (
@@ -45,7 +46,7 @@ from orchestrator_flows.core.transitions import (
     new_call,
 )
 from orchestrator_flows.infra.a2a_client import A2AClient
-from orchestrator_flows.infra.redis_store import Lease, RedisStore, StoredAnswer
+from orchestrator_flows.infra.redis_store import Lease, RedisStore
 from orchestrator_flows.ops.metrics import Metrics
 from orchestrator_flows.service.breakers import Breakers
 from orchestrator_flows.service.fingerprints import fingerprint
@@ -104,8 +105,8 @@ class TurnService:
         self._rules = rules or TurnRules()
         self._clock = clock
         self._unsaved: OrderedDict[tuple[str, str], Unsaved] = OrderedDict()
-        # The logger as configured now, bound once: through the module's lazy proxy each
-        # turn's line first looked the bound logger up again (about 6 k instructions).
+        # The logger as configured now, bound once: the module's lazy proxy would look the
+        # bound logger up again for every turn's line.
         self._log = log.bind()
 
     async def run_turn(
@@ -129,7 +130,7 @@ class TurnService:
             masked = self._masked(transition, plan.stage)
             await self._commit(lease, start.state, state, transition, masked, fingerprint)
         except BaseException:
-            await self._release_quietly(lease)
+            await self._store.give_back(lease)
             raise
         self._count(transition, is_new=start.state is None)
         _log_turn(self._log, transition)
@@ -170,7 +171,9 @@ class TurnService:
         key = lease.idempotency_key
         # A replay answers from Redis, which never holds personal data: it has the masked copy.
         replay = orjson.dumps(_answer(masked)).decode() if key else ""
-        remembered = StoredAnswer(fingerprint, 200, replay) if key else None
+        remembered = (
+            StoredAnswer(fingerprint=fingerprint, status_code=200, body=replay) if key else None
+        )
         try:
             await self._store.commit_step(
                 lease, base["step_count"], masked.state, masked.step, remembered
@@ -271,7 +274,6 @@ class TurnService:
         try:
             self._breakers.admit(plan.role)
         except AgentUnavailable as refused:
-            refused.attempts = 0
             self._metrics.agent_faults_by(plan.role, refused.code).inc()
             return refused
         started = time.perf_counter()
@@ -296,16 +298,6 @@ class TurnService:
             self._metrics.agent_faults_by(plan.role, fault.code).inc()
         return outcome
 
-    async def _release_quietly(self, lease: Lease | None) -> None:
-        # The turn already failed; if Redis is down too, the lease expires by itself.
-        if lease is None:
-            return
-        try:
-            await self._store.release(lease)
-        except StoreUnavailable:
-            log.warning("lease release failed; retrying", call_identify_id=lease.call_id)
-            self._store.release_later(lease)
-
 
 def _message_id(turn: OrchestrateRequest, idempotency_key: str) -> str:
     """A client's retry (same Idempotency-Key) reaches the agent with the same messageId."""
@@ -315,12 +307,12 @@ def _message_id(turn: OrchestrateRequest, idempotency_key: str) -> str:
 
 
 def _replay(stored: StoredAnswer, fingerprint: str, idempotency_key: str) -> TurnAnswer:
-    if stored.fingerprint != fingerprint:
+    if stored["fingerprint"] != fingerprint:
         raise IdempotencyKeyReused(
             "this Idempotency-Key was used for a different request; use a new key",
             idempotency_key=idempotency_key,
         )
-    return TurnAnswer(stored.status_code, stored.body.encode(), replayed=True)
+    return TurnAnswer(stored["status_code"], stored["body"].encode(), replayed=True)
 
 
 def _call_context(turn: OrchestrateRequest, plan: TurnPlan) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from orchestrator_flows.core.errors import (
     IdempotencyKeyReused,
     IntentNotAllowed,
     InvalidRequest,
+    StoredRecordUnreadable,
     StoreUnavailable,
     TooManyConnections,
     TurnConflict,
@@ -99,11 +100,13 @@ TURN_ERRORS = (
     UnknownIntent,
     IdempotencyKeyReused,
     StoreUnavailable,
+    StoredRecordUnreadable,
     # Answered by the HTTP server itself (http_limits.py), before any endpoint.
     HeaderTooLarge,
     TooManyConnections,
 )
 SESSION_ERRORS = (*DENIED, CallNotFound, InvalidRequest, StoreUnavailable)
+SESSION_READ_ERRORS = (*SESSION_ERRORS, StoredRecordUnreadable)
 
 
 def create_app(
@@ -314,7 +317,7 @@ def _add_session_routes(app: FastAPI) -> None:
     @app.get(
         "/session/{call_identify_id}",
         response_model=SessionView,
-        responses=error_responses(*SESSION_ERRORS),
+        responses=error_responses(*SESSION_READ_ERRORS),
         summary="The call's state and its steps",
         dependencies=reader,
     )
@@ -324,13 +327,13 @@ def _add_session_routes(app: FastAPI) -> None:
         found = await store.read_call(call_identify_id)
         if found is None:
             raise _not_found(call_identify_id)
-        state, raw_steps = found
+        state, steps = found
         expires = datetime.fromisoformat(state["updated_at"]) + timedelta(seconds=store.ttl_sec)
         return SessionView.model_validate(
             {key: value for key, value in state.items() if key in SessionView.model_fields}
             | {
                 "current_flow_label": Stage(state["current_flow_id"]).label,
-                "steps": [orjson.loads(raw) for raw in raw_steps],
+                "steps": steps,
                 "expires_at": iso(expires),
             }
         )
@@ -338,7 +341,7 @@ def _add_session_routes(app: FastAPI) -> None:
     @app.get(
         "/session/{call_identify_id}/steps",
         response_model=list[StepRecord],
-        responses=error_responses(*SESSION_ERRORS),
+        responses=error_responses(*SESSION_READ_ERRORS),
         summary="The call's audit trail, oldest step first",
         dependencies=reader,
     )
@@ -348,8 +351,7 @@ def _add_session_routes(app: FastAPI) -> None:
         steps = await store.read_steps(call_identify_id)
         if steps is None:
             raise _not_found(call_identify_id)
-        # The steps are stored as JSON documents we wrote ourselves: send them as they are.
-        return Response(b"[" + b",".join(steps) + b"]", media_type="application/json")
+        return Response(orjson.dumps(steps), media_type="application/json")
 
     @app.delete(
         "/session/{call_identify_id}",

@@ -709,6 +709,22 @@ async def test_attempts_stop_at_the_configured_maximum(connect) -> None:
     assert len(message_ids) == 2
 
 
+async def test_fault_after_several_attempts_keeps_what_the_agent_said(connect) -> None:
+    handler, message_ids = failing_first(
+        10, lambda: httpx.Response(503, headers={"Retry-After": "0"})
+    )
+    wire = connect(handler=handler, max_attempts=3)
+
+    with pytest.raises(AgentHttpError) as caught:
+        await wire.send()
+
+    fault = caught.value
+    assert (fault.attempts, fault.status, fault.retry_after) == (3, 503, 0)
+    assert fault.may_have_acted is False
+    assert str(fault) == "agent answered HTTP 503"
+    assert len(message_ids) == 3
+
+
 async def test_retry_after_beyond_the_deadline_gives_up_at_once(connect) -> None:
     handler, message_ids = failing_first(
         1, lambda: httpx.Response(503, headers={"Retry-After": "60"})

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import fakeredis
 import orjson
@@ -12,11 +13,13 @@ from redis.asyncio.connection import Connection as AsyncConnection
 
 from orchestrator_flows.core.errors import (
     CallSizeLimit,
+    StoredRecordUnreadable,
     StoreUnavailable,
     TurnConflict,
     TurnInProgress,
 )
 from orchestrator_flows.core.models import CallState, StepRecord
+from orchestrator_flows.core.records import ANSWER, STATE, STEP
 from orchestrator_flows.infra import redis_store
 from orchestrator_flows.infra.redis_store import Lease, RedisStore, StoredAnswer, call_keys
 from tests.support.agents import free_port
@@ -101,7 +104,7 @@ async def test_commit_writes_the_state_and_appends_the_step(store: RedisStore) -
     assert found is not None
     state, steps = found
     assert state == state_after(1)
-    assert [orjson.loads(s) for s in steps] == [step(1)]
+    assert steps == [step(1)]
     assert await store.read_steps(CALL) == steps
 
 
@@ -113,21 +116,21 @@ async def test_next_turn_reads_what_the_last_one_committed(store: RedisStore) ->
 
     assert state == state_after(2)
     steps = await store.read_steps(CALL)
-    assert [orjson.loads(s)["seq"] for s in steps] == [1, 2]
+    assert [s["seq"] for s in steps] == [1, 2]
 
 
 async def test_the_bytes_a_call_holds_are_its_state_steps_and_remembered_answers(
     store: RedisStore,
 ) -> None:
-    answer = StoredAnswer("fingerprint", 200, '{"step_seq": 1}')
+    answer = StoredAnswer(fingerprint="fingerprint", status_code=200, body='{"step_seq": 1}')
     start = await store.begin_turn(CALL, "key-1")
     await store.commit_step(start.lease, 0, state_after(1), step(1), answer)
     await run_turn(store)
 
     start = await store.begin_turn(CALL)
 
-    stored = [orjson.dumps(state_after(2)), orjson.dumps(step(1)), orjson.dumps(step(2))]
-    remembered = len("key-1") + len(answer.to_json())
+    stored = [STATE.write(state_after(2)), STEP.write(step(1)), STEP.write(step(2))]
+    remembered = len("key-1") + len(ANSWER.write(answer))
     assert start.held_bytes == sum(map(len, stored)) + remembered
 
 
@@ -135,8 +138,8 @@ async def test_commit_past_the_call_size_is_refused_and_changes_nothing(
     redis: fakeredis.FakeAsyncRedis,
 ) -> None:
     # Room for exactly four steps and the state after them.
-    limit = sum(len(orjson.dumps(step(seq))) for seq in range(1, 5))
-    limit += len(orjson.dumps(state_after(4)))
+    limit = sum(len(STEP.write(step(seq))) for seq in range(1, 5))
+    limit += len(STATE.write(state_after(4)))
     small = RedisStore(redis, prefix="orch", ttl_sec=TTL, lease_sec=2.5, max_call_bytes=limit)
     for _ in range(4):
         await run_turn(small)
@@ -231,7 +234,7 @@ async def test_commit_sent_again_after_its_answer_was_lost_is_recorded_once(
 
     await store.commit_step(lease, 0, state_after(1), step(1))  # the same command, resent
 
-    assert [orjson.loads(s)["seq"] for s in await store.read_steps(CALL)] == [1]
+    assert [s["seq"] for s in await store.read_steps(CALL)] == [1]
 
 
 async def test_commit_of_another_step_after_the_lease_went_is_still_a_conflict(
@@ -394,6 +397,22 @@ async def test_redis_down_is_store_unavailable_with_retry_after(
     assert caught.value.details["reason"] == "ConnectionError"
 
 
+async def ping_meeting(
+    fault: BaseException | Callable[[], Awaitable[Any]],
+    redis: fakeredis.FakeAsyncRedis,
+    store: RedisStore,
+) -> bool:
+    """The store's ping, its Redis command raising `fault` (or running a failing command)."""
+
+    async def ping() -> bool:
+        if isinstance(fault, BaseException):
+            raise fault
+        return await fault()
+
+    redis.ping = ping  # type: ignore[method-assign]
+    return await store.ping()
+
+
 @pytest.mark.parametrize(
     "fault",
     [
@@ -403,32 +422,38 @@ async def test_redis_down_is_store_unavailable_with_retry_after(
         redis_exceptions.SlotNotCoveredError("Slot 1234 is not covered by the cluster"),
     ],
 )
-def test_cluster_faults_are_store_unavailable(fault: Exception) -> None:
-    with pytest.raises(StoreUnavailable) as caught, redis_store.store_errors():
-        raise fault
+async def test_cluster_faults_are_store_unavailable(
+    fault: Exception, redis: fakeredis.FakeAsyncRedis, store: RedisStore
+) -> None:
+    with pytest.raises(StoreUnavailable) as caught:
+        await ping_meeting(fault, redis, store)
 
     assert caught.value.status_code == 503
     assert caught.value.details["reason"] == type(fault).__name__
     assert caught.value.headers == {"Retry-After": "1"}
 
 
-def test_write_on_a_connection_the_cluster_client_closed_meanwhile_is_store_unavailable() -> None:
+async def test_write_on_a_connection_the_cluster_client_closed_meanwhile_is_store_unavailable(
+    redis: fakeredis.FakeAsyncRedis, store: RedisStore
+) -> None:
     closed = RuntimeError("unable to perform operation on <TCPTransport>; the handler is closed")
-    with pytest.raises(StoreUnavailable) as caught, redis_store.store_errors():
-        raise closed
+    with pytest.raises(StoreUnavailable) as caught:
+        await ping_meeting(closed, redis, store)
 
     assert caught.value.details["reason"] == "ConnectionClosed"
     assert caught.value.__cause__ is closed
 
 
-async def test_write_on_a_connection_torn_down_meanwhile_is_store_unavailable() -> None:
+async def test_write_on_a_connection_torn_down_meanwhile_is_store_unavailable(
+    redis: fakeredis.FakeAsyncRedis, store: RedisStore
+) -> None:
     # What redis-py's cluster client does in a failover: another turn's command disconnects
     # the connection after this one took it, before it writes. Whatever redis-py raises for
     # that, the turn hears the service's answer: 503 store_unavailable, retry shortly.
     torn_down = AsyncConnection()
     torn_down._writer = None
-    with pytest.raises(StoreUnavailable) as caught, redis_store.store_errors():
-        await torn_down._send_packed_command([b"PING"])
+    with pytest.raises(StoreUnavailable) as caught:
+        await ping_meeting(lambda: torn_down._send_packed_command([b"PING"]), redis, store)
 
     assert caught.value.status_code == 503
     assert caught.value.code == "store_unavailable"
@@ -449,26 +474,32 @@ async def test_write_on_a_connection_torn_down_meanwhile_is_store_unavailable() 
         ),
     ],
 )
-def test_a_full_redis_is_store_unavailable_for_a_while(refusal: Exception) -> None:
-    with pytest.raises(StoreUnavailable) as caught, redis_store.store_errors():
-        raise refusal
+async def test_a_full_redis_is_store_unavailable_for_a_while(
+    refusal: Exception, redis: fakeredis.FakeAsyncRedis, store: RedisStore
+) -> None:
+    with pytest.raises(StoreUnavailable) as caught:
+        await ping_meeting(refusal, redis, store)
 
     assert caught.value.status_code == 503
     assert caught.value.details["reason"] == "OutOfMemoryError"
     assert caught.value.headers == {"Retry-After": "5"}
 
 
-def test_other_script_errors_are_not_taken_for_a_full_redis() -> None:
+async def test_other_script_errors_are_not_taken_for_a_full_redis(
+    redis: fakeredis.FakeAsyncRedis, store: RedisStore
+) -> None:
     bug = redis_exceptions.ResponseError(
         "Error running script: @user_script:3: attempt to index nil"
     )
-    with pytest.raises(redis_exceptions.ResponseError), redis_store.store_errors():
-        raise bug
+    with pytest.raises(redis_exceptions.ResponseError):
+        await ping_meeting(bug, redis, store)
 
 
-def test_other_runtime_errors_are_not_taken_for_a_store_outage() -> None:
-    with pytest.raises(RuntimeError, match="no running event loop"), redis_store.store_errors():
-        raise RuntimeError("no running event loop")
+async def test_other_runtime_errors_are_not_taken_for_a_store_outage(
+    redis: fakeredis.FakeAsyncRedis, store: RedisStore
+) -> None:
+    with pytest.raises(RuntimeError, match="no running event loop"):
+        await ping_meeting(RuntimeError("no running event loop"), redis, store)
 
 
 def test_sentinel_url_names_the_sentinels_and_the_primarys_password_and_database() -> None:
@@ -487,3 +518,101 @@ def test_sentinel_url_names_the_sentinels_and_the_primarys_password_and_database
     assert (pool.connection_kwargs["password"], pool.connection_kwargs["db"]) == ("s3cret", 4)
     assert pool.connection_kwargs["socket_timeout"] == 0.5
     assert sentinels[0]["password"] is None  # the sentinels themselves are asked without it
+
+
+# Records of another format version: core/records.py decides, the store gives back and logs.
+
+
+async def store_unversioned_call(redis: fakeredis.FakeAsyncRedis, answer: StoredAnswer) -> None:
+    """CALL after one turn, as the release before record versions left it in Redis."""
+    keys = call_keys("orch", CALL)
+    old_step, old_answer = orjson.dumps(step(1)), orjson.dumps(answer)
+    await redis.set(keys.state, orjson.dumps(state_after(1)), ex=TTL)
+    await redis.rpush(keys.steps, old_step)
+    await redis.hset(keys.idempotency, "key-1", old_answer)
+    await redis.set(keys.size, len(old_step) + len("key-1") + len(old_answer), ex=TTL)
+
+
+async def snapshot(redis: fakeredis.FakeAsyncRedis) -> dict[bytes, bytes]:
+    return {key: await redis.dump(key) for key in await redis.keys("*")}
+
+
+def logged(capsys: pytest.CaptureFixture[str], event: str) -> list[dict]:
+    lines = capsys.readouterr().err.splitlines()
+    return [entry for entry in map(orjson.loads, lines) if entry["event"] == event]
+
+
+async def test_a_call_stored_before_record_versions_is_read_and_goes_on(
+    store: RedisStore, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    answer = StoredAnswer(fingerprint="f" * 64, status_code=200, body='{"step_seq": 1}')
+    await store_unversioned_call(redis, answer)
+
+    assert (await store.begin_turn(CALL, "key-1")).replay == answer
+    assert await store.read_call(CALL) == (state_after(1), [step(1)])
+    assert await run_turn(store) == state_after(2)
+
+    assert await store.read_call(CALL) == (state_after(2), [step(1), step(2)])
+    keys = call_keys("orch", CALL)
+    assert orjson.loads(await redis.get(keys.state))["v"] == 1  # rewritten in the current one
+    old, new = [orjson.loads(raw) for raw in await redis.lrange(keys.steps, 0, -1)]
+    assert "v" not in old and new["v"] == 1  # a step, once written, is not rewritten
+
+
+async def test_a_state_from_a_newer_release_refuses_the_turn_changes_nothing_and_is_logged(
+    store: RedisStore, redis: fakeredis.FakeAsyncRedis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await run_turn(store)
+    newer = orjson.loads(STATE.write(state_after(1))) | {"v": 2, "stage": 2}
+    await redis.set(call_keys("orch", CALL).state, orjson.dumps(newer), keepttl=True)
+    before = await snapshot(redis)
+    capsys.readouterr()
+
+    for _ in range(2):  # refused again, not busy: the lease its script took was given back
+        with pytest.raises(StoredRecordUnreadable) as caught:
+            await store.begin_turn(CALL)
+
+    assert caught.value.details == {
+        "call_identify_id": CALL,
+        "record": "state",
+        "version": 2,
+        "reason": "newer_version",
+    }
+    assert await snapshot(redis) == before
+    [line, _] = logged(capsys, "stored_record_unreadable")
+    assert line["level"] == "warning"
+    assert {key: line[key] for key in ("call_identify_id", "record", "version")} == {
+        "call_identify_id": CALL,
+        "record": "state",
+        "version": 2,
+    }
+
+
+async def test_a_kept_answer_from_a_newer_release_refuses_its_retry_and_changes_nothing(
+    store: RedisStore, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    answer = StoredAnswer(fingerprint="f" * 64, status_code=200, body="{}")
+    start = await store.begin_turn(CALL, "key-1")
+    await store.commit_step(start.lease, 0, state_after(1), step(1), answer)
+    newer = {"v": 2, "fingerprint": "f" * 64, "status": 200, "body": "{}"}
+    await redis.hset(call_keys("orch", CALL).idempotency, "key-1", orjson.dumps(newer))
+    before = await snapshot(redis)
+
+    with pytest.raises(StoredRecordUnreadable) as caught:
+        await store.begin_turn(CALL, "key-1")
+
+    assert caught.value.details["record"] == "answer"
+    assert await snapshot(redis) == before
+
+
+async def test_a_step_from_a_newer_release_refuses_reading_the_trail(
+    store: RedisStore, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    await run_turn(store)
+    await redis.rpush(call_keys("orch", CALL).steps, orjson.dumps({"v": 7, **step(2)}))
+
+    for read in (store.read_call, store.read_steps):
+        with pytest.raises(StoredRecordUnreadable) as caught:
+            await read(CALL)
+        assert caught.value.details["record"] == "step"
+        assert caught.value.details["version"] == 7

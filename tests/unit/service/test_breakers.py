@@ -36,8 +36,9 @@ def test_circuit_opens_after_the_threshold_of_consecutive_faults(breakers: Break
 
     breakers.record("refund", AgentHttpError("HTTP 500", status=500))
 
-    with pytest.raises(AgentUnavailable, match="refund"):
+    with pytest.raises(AgentUnavailable, match="refund") as refused:
         breakers.admit("refund")
+    assert refused.value.attempts == 0  # the step will say the agent was not called
     state = breakers.snapshot()["refund"]
     assert state["state"] == "open"
     assert state["consecutive_faults"] == 3

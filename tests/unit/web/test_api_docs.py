@@ -67,7 +67,11 @@ async def test_each_status_lists_its_codes_and_only_documented_ones(spec: dict[s
         "turn_conflict",
     }
     assert set(listed["422"]) == {"validation_error", "unknown_intent", "idempotency_key_reused"}
-    assert set(listed["503"]) == {"store_unavailable", "too_many_connections"}
+    assert set(listed["503"]) == {
+        "store_unavailable",
+        "store_record_unreadable",
+        "too_many_connections",
+    }
     assert listed["413"] == ["body_too_large"] and listed["431"] == ["header_too_large"]
     for status in ("401", "403", "409", "413", "422", "431", "503"):
         examples = turn[status]["content"]["application/json"]["examples"]
@@ -81,6 +85,7 @@ async def test_each_status_lists_its_codes_and_only_documented_ones(spec: dict[s
         ("/orchestrate", "post", "503"),
         ("/session/{call_identify_id}", "get", "503"),
         ("/session/{call_identify_id}", "delete", "503"),
+        ("/session/{call_identify_id}/steps", "get", "503"),
     ],
 )
 async def test_retry_after_is_documented_where_it_is_sent(
@@ -89,6 +94,22 @@ async def test_retry_after_is_documented_where_it_is_sent(
     headers = spec["paths"][path][method]["responses"][status]["headers"]
 
     assert headers["Retry-After"]["schema"] == {"type": "integer", "minimum": 1}
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "listed"),
+    [
+        ("/session/{call_identify_id}", "get", True),
+        ("/session/{call_identify_id}/steps", "get", True),
+        ("/session/{call_identify_id}", "delete", False),  # it reads no record
+    ],
+)
+async def test_an_unreadable_record_is_documented_where_records_are_read(
+    spec: dict[str, Any], path: str, method: str, listed: bool
+) -> None:
+    unavailable = spec["paths"][path][method]["responses"]["503"]["description"]
+
+    assert ("store_record_unreadable" in listed_codes(unavailable)) is listed
 
 
 async def test_every_agent_fault_code_is_documented_in_the_turns_200(

@@ -7,7 +7,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import TypeAdapter
 
-from orchestrator_flows.core.models import CallState, OrchestrateResponse, StepRecord
+from orchestrator_flows.core.models import (
+    CallState,
+    OrchestrateResponse,
+    StepRecord,
+    StoredAnswer,
+)
+from orchestrator_flows.core.records import ANSWER, STATE, STEP, VERSION_FIELD, RecordFormat
 from tests.support.agents import RaisingAgent
 from tests.support.service import Service, ServiceFactory
 
@@ -50,7 +56,9 @@ async def test_what_a_call_stores_and_answers_is_exactly_what_the_models_say(
     # A turn builds plain dicts and validates none of them again (models.py): every record in
     # Redis and every answer must still be whole and typed as documented.
     service = await make_service(agents={"billing": RaisingAgent()})
-    answers = [await service.turn(intent, words) for intent, words in WHOLE_CALL]
+    keyed = {"Idempotency-Key": "turn-1"}
+    answers = [await service.turn(*WHOLE_CALL[0], headers=keyed)]
+    answers += [await service.turn(intent, words) for intent, words in WHOLE_CALL[1:]]
     other = [*WHOLE_CALL[:3], ("weather_chat", "nice day"), ("billing_inquiry", "my bill")]
     for intent, words in other:  # a fallback step and an agent's fault
         answers.append(await service.turn(intent, words, call_identify_id="CALL-002"))
@@ -58,9 +66,11 @@ async def test_what_a_call_stores_and_answers_is_exactly_what_the_models_say(
     for answer in answers:
         assert_exact(OrchestrateResponse, answer.content)
     for call in ("CALL-001", "CALL-002"):
-        assert_exact(CallState, await service.redis.get(f"orch:{{{call}}}:state"))
+        assert_stored(CallState, STATE, await service.redis.get(f"orch:{{{call}}}:state"))
         for step in await service.redis.lrange(f"orch:{{{call}}}:steps", 0, -1):
-            assert_exact(StepRecord, step)
+            assert_stored(StepRecord, STEP, step)
+    kept = await service.redis.hget("orch:{CALL-001}:idempotency", "turn-1")
+    assert_stored(StoredAnswer, ANSWER, kept)
     statuses = {answer.json()["response_status"] for answer in answers}
     assert statuses == {"success", "input_required", "error"}
     assert answers[5].json()["session_summary"]
@@ -70,6 +80,13 @@ async def test_what_a_call_stores_and_answers_is_exactly_what_the_models_say(
 def assert_exact(record: type, raw: bytes) -> None:
     """Every field present, none more, each of its documented type, nothing coerced."""
     assert TypeAdapter(record).validate_json(raw, strict=True) == orjson.loads(raw)
+
+
+def assert_stored(record: type, stored_as: RecordFormat, raw: bytes) -> None:
+    """Stored in its format's current version, and otherwise exactly the model."""
+    fields = orjson.loads(raw)
+    assert fields.pop(VERSION_FIELD) == stored_as.version
+    assert_exact(record, orjson.dumps(fields))
 
 
 async def test_answer_carries_the_agents_words_and_the_call_context(service: Service) -> None:
