@@ -50,7 +50,7 @@ EXPOSE 8000
 # slim has no curl: Python's urllib fails (exit 1) on a refused connection or a non-2xx answer.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=3)"]
-# uvicorn serving main:app with the HTTP limits (HTTP_* settings) and no access log (requests
+# uvicorn serving the app with the HTTP limits (HTTP_* settings) and no access log (requests
 # are logged without their query strings); on SIGTERM it finishes the turns in flight (up to
-# SHUTDOWN_GRACE_SEC, 20 s) before exiting.
+# SHUTDOWN_GRACE_SEC, 20 s by default) before exiting.
 CMD ["orchestrator-flows", "serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,8 +1,8 @@
 """POST /orchestrate, answered by `TurnMiddleware` ahead of FastAPI's routing.
 
-A turn is the one request this service serves in volume, and through FastAPI's router, its
-exception middleware, a Request object and the dependency machinery it cost more CPU than any
-other part of the turn bar its Redis and agent I/O (bench/RESULTS.md). So the turn is answered
+A turn is the one request this service serves in volume, so it skips FastAPI's router, its
+exception middleware, a Request object and the dependency machinery (their cost per turn:
+bench/RESULTS.md, "Step 3" and "The turn as an ordinary middleware"). The turn is answered
 by `TurnEndpoint`, a plain ASGI app, from `TurnMiddleware`: an ordinary middleware, inside the
 request-id and request-log middleware and every middleware added after them, ahead of the
 router. The endpoint does for a turn what the framework does for a route, with the same
