@@ -38,7 +38,7 @@ from orchestrator_flows.web.app import create_app
 from orchestrator_flows.web.error_answers import error_bytes
 from orchestrator_flows.web.http_limits import HttpLimits
 from tests.support import nginx
-from tests.support.service import API_KEYS, IDEMPOTENCY_SECRET
+from tests.support.service import API_KEYS, IDEMPOTENCY_SECRET, bearer
 
 ROOT = Path(__file__).parents[2]
 MAX_BODY_BYTES = Settings.model_fields["max_body_bytes"].default
@@ -572,6 +572,56 @@ def test_the_package_holds_every_module_and_the_root_only_the_cards_entry_points
     assert at_root == {"main", "models", "router", "redis_store", "a2a_client"}
     for name in at_root:
         assert len((ROOT / f"{name}.py").read_text(encoding="utf-8").splitlines()) < 30, name
+
+
+def test_the_wheel_installed_not_editable_serves_turns_from_any_directory(tmp_path: Path) -> None:
+    # What the image does, without Docker: build the wheel, install it (no source tree beside
+    # it), run its console script from a directory that holds nothing of ours.
+    wheels, site, elsewhere = tmp_path / "wheels", tmp_path / "site", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)],
+        check=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    [wheel] = wheels.glob("orchestrator_flows-*.whl")
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True, timeout=300
+    )
+    [port] = free_ports(1)
+    env = container_environment(ORCH_STATE_DIR=str(tmp_path / "state"), PYTHONPATH=str(site))
+    process = subprocess.Popen(
+        [sys.executable, str(site / "bin" / "orchestrator-flows"), "serve", "--port", str(port)],
+        cwd=elsewhere,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_until_answering(f"http://127.0.0.1:{port}/healthz", process, wait_sec=30)
+        turn = httpx.post(
+            f"http://127.0.0.1:{port}/orchestrate",
+            json={
+                "call_identify_id": "CALL-1",
+                "account_id": "ACC-1",
+                "eci": "ECI-1",
+                "input_message": "hello",
+                "intent": "greeting",
+            },
+            headers=bearer("client"),
+            timeout=30,
+        )
+    finally:
+        _, log = stop(process, signal.SIGTERM, within_sec=10)
+
+    # The packaged flows.toml was found: greeting is stage 1's intent (its demo agent is not
+    # running here, so the turn records the agent's fault).
+    assert turn.status_code == 200, turn.text
+    assert (turn.json()["flow_label"], turn.json()["step_seq"]) == ("GREETING", 1)
+    assert "Traceback" not in log
+    assert list(elsewhere.iterdir()) == []  # nothing written where it was started
 
 
 # --- monitoring: deploy/prometheus.yml, deploy/grafana-dashboard.json, deploy/grafana/ --------
