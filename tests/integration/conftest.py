@@ -344,9 +344,14 @@ def _stop_all(stops: list[Callable[[], None]]) -> None:
         list(pool.map(lambda stop: stop(), stops))
 
 
+# A client drops an idle connection before the server's keep-alive timeout (uvicorn's, 5 s)
+# would: a request sent on a connection the server is closing gets no answer at all (ReadError).
+CLIENT_LIMITS = httpx.Limits(keepalive_expiry=2)
+
+
 def service_client(url: str) -> httpx.AsyncClient:
     # Generous timeout: fifty calls at once share two cores with every server in this process.
-    return httpx.AsyncClient(base_url=url, timeout=30, headers=bearer())
+    return httpx.AsyncClient(base_url=url, timeout=30, headers=bearer(), limits=CLIENT_LIMITS)
 
 
 @pytest.fixture(scope="session")

@@ -254,9 +254,12 @@ async def test_primary_killed_under_load_answers_503_until_its_replica_takes_ove
     assert load.unexpected == []
     unavailable = {call_id for call_id, code in load.retried if code == "store_unavailable"}
     assert unavailable, "no turn met the dead primary: the kill proved nothing"
-    # Only calls kept on the dead primary's slots (now its heir's) had to wait.
-    assert {topology.primary_of(call_id) for call_id in unavailable} == {heir}, load.reasons
-    assert sum(topology.primary_of(c) == heir for c in load.answered) > len(unavailable) // 2
+    # The dead primary's calls (now its heir's) had to wait. Others may have too, briefly:
+    # redis-py's cluster client drops its connections to every node when it re-reads the
+    # topology, so a turn on a live primary can meet a closed connection (503, retried).
+    assert heir in {topology.primary_of(call_id) for call_id in unavailable}, load.reasons
+    # The heir took over: a call that waited on it went on (every call is checked whole below).
+    assert any(topology.primary_of(c) == heir for c in unavailable & load.answered.keys())
     with redis.RedisCluster.from_url(cluster.url_of(topology.a_live_node())) as client:
         for call_id, seqs in load.answered.items():
             assert seqs == list(range(1, len(HAPPY_PATH) + 1)), call_id
