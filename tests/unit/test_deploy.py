@@ -38,6 +38,7 @@ from orchestrator_flows.web.app import create_app
 from orchestrator_flows.web.error_answers import error_bytes
 from orchestrator_flows.web.http_limits import HttpLimits
 from tests.support import nginx
+from tests.support.leaks import shows_test_card
 from tests.support.service import API_KEYS, IDEMPOTENCY_SECRET, bearer
 
 ROOT = Path(__file__).parents[2]
@@ -507,7 +508,7 @@ def test_image_command_serves_healthz_on_the_embedded_store_and_stops_on_sigterm
     assert healthy == 0
     # Requests are logged by the service, without their query strings; uvicorn's log is off.
     assert '"path":"/healthz","status":200' in log
-    assert "4111" not in log
+    assert not shows_test_card(log)
     assert "uvicorn.access" not in log
     assert f"session store: Redis at unix://{tmp_path / 'state'}" in log  # the embedded one
     assert "Application shutdown complete" in log
