@@ -113,6 +113,8 @@ def test_every_phrasing_of_the_corpus_is_masked_or_kept_as_it_should_be(
                 say(http, call_id, intent, words, f"t{turn}")
             answer = say(http, call_id, "refund_request", entry["said"], "said")
             stored = store.stored(f"*{{{call_id}}}*")
+            # The size counter is the service's own number, never anyone's words.
+            stored = {key: values for key, values in stored.items() if not key.endswith(":bytes")}
             raw = "\n".join(v for values in stored.values() for v in values)
             texts = [t for values in stored.values() for v in values for t in texts_in(v)]
             for secret in entry.get("mask", []):
