@@ -100,6 +100,34 @@ class UnknownIntent(OrchestratorError):
     }
 
 
+class IntentRequired(OrchestratorError):
+    """The turn has no intent, and the call's stage cannot classify one: none of its intents
+    has examples in the flows file and no classifier agent is configured. Send `intent`."""
+
+    status_code = 422
+    code = "intent_required"
+    example_details: ClassVar[dict[str, Any]] = {
+        "current_flow_id": 2,
+        "current_flow_label": "AUTHENTICATION",
+        "allowed_intents": ["authenticate", "otp_verify", "verify_identity"],
+    }
+
+
+class NoIntentMatched(OrchestratorError):
+    """The classifier found no intent of the call's stage in what the caller said, and no
+    fallback agent is configured to answer such turns. Nothing was recorded."""
+
+    status_code = 422
+    code = "no_intent_matched"
+    example_details: ClassVar[dict[str, Any]] = {
+        "current_flow_id": 3,
+        "current_flow_label": "INTENT_CAPTURE",
+        "allowed_intents": ["billing_inquiry", "refund_request"],
+        "no_match_reason": "low_confidence",
+        "intent_alternatives": [{"intent": "refund_request", "confidence": 0.21}],
+    }
+
+
 class CallComplete(OrchestratorError):
     """The call is complete (it finished stage 5): start a new call for a new conversation."""
 

@@ -10,6 +10,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, with_config
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict  # pydantic needs this one on Python 3.11
 
+from orchestrator_flows.core.intents import Alternative, IntentSource, NoMatchReason
+
 # Not only dots: clients and proxies rewrite "." and ".." in a path (/session/..).
 ID_PATTERN = r"^[A-Za-z0-9._:-]*[A-Za-z0-9_:-][A-Za-z0-9._:-]*$"
 INTENT_PATTERN = r"^[a-z0-9_]{1,64}$"
@@ -82,7 +84,14 @@ class OrchestrateRequest(BaseModel):
     account_id: CallId
     eci: CallId
     input_message: CallerWords
-    intent: str = Field(min_length=1, max_length=64, pattern=INTENT_PATTERN)
+    intent: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=INTENT_PATTERN,
+        description="The caller's intent; absent or null: the service classifies input_message"
+        " among the intents of the call's stage",
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -120,7 +129,7 @@ class StageOutcome(TypedDict):
     flow_label: str
     steps: int
     errors: int
-    outcome: Literal["pending", "input_required", "error", "success"]
+    outcome: Literal["pending", "input_required", "error", "success", "no_match"]
     intent: str | None
     agent_role: str | None
 
@@ -129,7 +138,10 @@ class StageOutcome(TypedDict):
 class SessionSummary(TypedDict):
     call_identify_id: str
     account_id: str
-    outcome: Literal["completed"]
+    outcome: Annotated[
+        Literal["completed", "no_match"],
+        Field(description="no_match: the call was sent to CLOSING after repeated no-matches"),
+    ]
     started_at: str
     completed_at: str
     duration_sec: float
@@ -157,6 +169,8 @@ class CallState(TypedDict):
     pending_tasks: dict[str, PendingTask]
     stages: dict[str, StageOutcome]  # str(flow id) -> how the stage went so far
     session_summary: SessionSummary | None
+    no_match_streak: int  # the classifier's no-matches in a row at the current stage
+    escalation: Literal["no_match"] | None  # why the call was sent to CLOSING early, if it was
 
 
 @with_config(Strict)
@@ -173,6 +187,23 @@ class StepRecord(TypedDict):
     intent_flow_id: int
     flow_label: str
     intent: str
+    intent_source: Annotated[
+        IntentSource, Field(description="Who chose the intent: the client or the classifier")
+    ]
+    intent_confidence: Annotated[
+        float | None, Field(description="The classifier's confidence in its top intent (0-1)")
+    ]
+    intent_alternatives: Annotated[
+        list[Alternative], Field(description="The classifier's next best intents, best first")
+    ]
+    no_match_reason: Annotated[
+        NoMatchReason | None,
+        Field(description="Why no intent was taken (intent no_match), else null"),
+    ]
+    intent_classifier: Annotated[
+        Literal["model", "agent"] | None,
+        Field(description="What classified: the built-in model or the classifier agent"),
+    ]
     input_message: str
     agent_role: str
     a2a_agent_url: str
@@ -211,6 +242,19 @@ class OrchestrateResponse(TypedDict):
     intent_flow_id: int
     flow_label: str
     intent: str
+    intent_source: Annotated[
+        IntentSource, Field(description="Who chose the intent: the client or the classifier")
+    ]
+    intent_confidence: Annotated[
+        float | None, Field(description="The classifier's confidence in its top intent (0-1)")
+    ]
+    intent_alternatives: Annotated[
+        list[Alternative], Field(description="The classifier's next best intents, best first")
+    ]
+    no_match_reason: Annotated[
+        NoMatchReason | None,
+        Field(description="Why no intent was taken (intent no_match), else null"),
+    ]
     status: Literal["success", "error"]
     response: Annotated[
         dict[str, Any],

@@ -31,6 +31,22 @@ def _unversioned(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+def _state_1_to_2(record: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 counts the classifier's no-matches and says why a call was sent to CLOSING."""
+    return record | {"no_match_streak": 0, "escalation": None}
+
+
+def _step_1_to_2(record: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 says who chose the intent; before, only the client could."""
+    return record | {
+        "intent_source": "client",
+        "intent_confidence": None,
+        "intent_alternatives": [],
+        "no_match_reason": None,
+        "intent_classifier": None,
+    }
+
+
 @dataclass(frozen=True)
 class RecordFormat(Generic[Record]):
     kind: str  # as logs and error answers name it
@@ -92,6 +108,6 @@ def _fields(record: type[Mapping[str, Any]]) -> frozenset[str]:
     return frozenset(record.__required_keys__ | record.__optional_keys__)  # type: ignore[attr-defined]
 
 
-STATE = RecordFormat[CallState]("state", _fields(CallState), (_unversioned,))
-STEP = RecordFormat[StepRecord]("step", _fields(StepRecord), (_unversioned,))
+STATE = RecordFormat[CallState]("state", _fields(CallState), (_unversioned, _state_1_to_2))
+STEP = RecordFormat[StepRecord]("step", _fields(StepRecord), (_unversioned, _step_1_to_2))
 ANSWER = RecordFormat[StoredAnswer]("answer", _fields(StoredAnswer), (_unversioned,))

@@ -14,9 +14,12 @@ from orchestrator_flows.core.errors import (
     CallSizeLimit,
     CallStepLimit,
     IntentNotAllowed,
+    IntentRequired,
+    NoIntentMatched,
     UnknownIntent,
 )
 from orchestrator_flows.core.flows import FlowConfig, Stage
+from orchestrator_flows.core.intents import IntentChoice, client_choice
 from orchestrator_flows.core.models import CallState, OrchestrateRequest, PendingTask
 
 
@@ -28,6 +31,9 @@ class TurnPlan(NamedTuple):
     is_fallback: bool
     continues: PendingTask | None  # the A2A task this turn answers, if the agent asked
     idempotent: bool = False  # the agent deduplicates by messageId: safe to resend
+    choice: IntentChoice | None = None  # how the intent was chosen (None: sent by the client)
+    # After this many no-matches in a row at the stage the call goes to CLOSING (None: never).
+    no_match_limit: int | None = None
 
 
 DEFAULT_MAX_STEPS = 200
@@ -46,22 +52,74 @@ def plan_turn(
     turn: OrchestrateRequest,
     max_steps: int = DEFAULT_MAX_STEPS,
     size: CallSize | None = None,
+    choice: IntentChoice | None = None,
 ) -> TurnPlan:
-    stage = Stage.of(state["current_flow_id"]) if state else Stage.GREETING
-    if state is not None:
-        _check_call_accepts_turns(state, turn, max_steps)
-    if size is not None:
-        _check_call_has_room(size, turn)
-    role, is_fallback = _route(flows, stage, turn.intent)
+    """The agent for the turn's intent: the client's, else `choice` (the classifier's, made
+    after admit_turn said the call takes the turn)."""
+    stage = admit_turn(flows, state, turn, max_steps, size)
+    if choice is None:
+        if turn.intent is None:
+            raise _intent_required(flows, stage)
+        choice = client_choice(turn.intent)
+    if choice.no_match:
+        role, is_fallback = _no_match_role(flows, stage, choice)
+    else:
+        role, is_fallback = _route(flows, stage, choice.intent)
     continues = state["pending_tasks"].get(role) if state else None
+    rules = flows.classifier
     return TurnPlan(
         stage=stage,
-        intent=turn.intent,
+        intent=choice.intent,
         role=role,
         agent_url=flows.agents[role],
         is_fallback=is_fallback,
         continues=continues,
         idempotent=role in flows.idempotent_roles,
+        choice=None if choice.source == "client" else choice,
+        no_match_limit=rules.no_match_limit if rules.on_no_match == "closing" else None,
+    )
+
+
+def admit_turn(
+    flows: FlowConfig,
+    state: CallState | None,
+    turn: OrchestrateRequest,
+    max_steps: int = DEFAULT_MAX_STEPS,
+    size: CallSize | None = None,
+) -> Stage:
+    """The stage that takes the turn, or the error that refuses it before any agent is asked
+    (a classifier agent included)."""
+    stage = Stage.of(state["current_flow_id"]) if state else Stage.GREETING
+    if state is not None:
+        _check_call_accepts_turns(state, turn, max_steps)
+    if size is not None:
+        _check_call_has_room(size, turn)
+    if turn.intent is None and not flows.classifiable(stage):
+        raise _intent_required(flows, stage)
+    return stage
+
+
+def _intent_required(flows: FlowConfig, stage: Stage) -> IntentRequired:
+    return IntentRequired(
+        f"send an intent: no intent of stage {stage.value} ({stage.label}) has examples in the"
+        " flows file, and no classifier agent is configured",
+        current_flow_id=stage.value,
+        current_flow_label=stage.label,
+        allowed_intents=flows.allowed_intents(stage),
+    )
+
+
+def _no_match_role(flows: FlowConfig, stage: Stage, choice: IntentChoice) -> tuple[str, bool]:
+    if flows.fallback_role is not None:
+        return flows.fallback_role, True
+    raise NoIntentMatched(
+        f"no intent of stage {stage.value} ({stage.label}) fits what the caller said"
+        f" ({choice.no_match_reason}), and no fallback agent is configured",
+        current_flow_id=stage.value,
+        current_flow_label=stage.label,
+        allowed_intents=flows.allowed_intents(stage),
+        no_match_reason=choice.no_match_reason,
+        intent_alternatives=list(choice.alternatives),
     )
 
 

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 
 from orchestrator_flows.core.errors import AgentError, AgentFault, AgentTaskFailed
 from orchestrator_flows.core.flows import Stage
+from orchestrator_flows.core.intents import NO_MATCH
 from orchestrator_flows.core.models import (
     CallState,
     OrchestrateRequest,
@@ -55,6 +56,8 @@ def new_call(turn: OrchestrateRequest, now: datetime) -> CallState:
         "pending_tasks": {},
         "stages": {},
         "session_summary": None,
+        "no_match_streak": 0,
+        "escalation": None,
     }
 
 
@@ -77,7 +80,30 @@ def apply_outcome(state: CallState, ctx: TurnContext, outcome: Outcome) -> Trans
         _count_stage(new, plan, status)
     if status == "success" and not plan.is_fallback:
         _complete_stage(new, plan.stage, step["timestamp"])
+    _count_no_matches(new, plan, step["timestamp"])
     return Transition(state=new, step=step)
+
+
+def _count_no_matches(state: CallState, plan: TurnPlan, stamp: str) -> None:
+    """The classifier's no-matches in a row at a stage: any other turn, or a new stage, starts
+    the count again; at the plan's limit the call goes to CLOSING, or ends if it is there."""
+    if plan.choice is None or not plan.choice.no_match or state["current_flow_id"] != plan.stage:
+        state["no_match_streak"] = 0
+        return
+    state["no_match_streak"] += 1
+    if plan.no_match_limit is None or state["no_match_streak"] < plan.no_match_limit:
+        return
+    state["no_match_streak"] = 0
+    state["escalation"] = "no_match"
+    state["pending_tasks"] = {}
+    key = str(int(plan.stage))
+    before = state["stages"].get(key) or _pending_stage(plan.stage)
+    state["stages"][key] = {**before, "outcome": "no_match", "intent": NO_MATCH}
+    if plan.stage is Stage.CLOSING:
+        state["is_complete"] = True
+        state["session_summary"] = summarise(state, stamp)
+    else:
+        state["current_flow_id"] = int(Stage.CLOSING)
 
 
 def response_status(outcome: Outcome) -> ResponseStatus:
@@ -97,11 +123,17 @@ def _step_record(
 ) -> StepRecord:
     plan = ctx.plan
     fault = outcome if isinstance(outcome, AgentFault) else None
+    choice = plan.choice
     return {
         "seq": seq,
         "intent_flow_id": int(plan.stage),
         "flow_label": plan.stage.label,
         "intent": plan.intent,
+        "intent_source": "classifier" if choice else "client",
+        "intent_confidence": choice.confidence if choice else None,
+        "intent_alternatives": list(choice.alternatives) if choice else [],
+        "no_match_reason": choice.no_match_reason if choice else None,
+        "intent_classifier": choice.classifier if choice else None,
         "input_message": ctx.turn.input_message,
         "agent_role": plan.role,
         "a2a_agent_url": plan.agent_url,
@@ -165,7 +197,7 @@ def summarise(state: CallState, completed_at: str) -> SessionSummary:
     return {
         "call_identify_id": state["call_identify_id"],
         "account_id": state["account_id"],
-        "outcome": "completed",
+        "outcome": "no_match" if state["escalation"] == "no_match" else "completed",
         "started_at": state["created_at"],
         "completed_at": completed_at,
         "duration_sec": round((ended - started).total_seconds(), 3),

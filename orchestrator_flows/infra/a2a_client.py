@@ -72,6 +72,7 @@ class A2AClient:
         message_id: str,
         continues: PendingTask | None = None,
         idempotent: bool = False,
+        data: dict[str, Any] | None = None,
     ) -> AgentReply:
         """SendMessage, card look-up included, retried while safe, all within the turn's deadline.
 
@@ -83,7 +84,7 @@ class A2AClient:
             nonlocal attempts
             attempts += 1
             protocol = await self._protocol_of(url)
-            body = _request(protocol, text, metadata, message_id, continues)
+            body = _request(protocol, text, metadata, message_id, continues, data)
             return _parse_answer(await self._post(url, body, protocol), protocol)
 
         deadline = time.monotonic() + self._timeout
@@ -304,12 +305,21 @@ def _request(
     metadata: dict[str, Any],
     message_id: str,
     continues: PendingTask | None,
+    data: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """The JSON-RPC request: the caller's words as a text part, and `data`, if any, as a data
+    part after it."""
     if protocol == "1.0":
-        message: dict[str, Any] = {"role": "ROLE_USER", "parts": [{"text": text}]}
+        parts: list[dict[str, Any]] = [{"text": text}]
+        if data is not None:
+            parts.append({"data": data})
+        message: dict[str, Any] = {"role": "ROLE_USER", "parts": parts}
         method, params_extra = "SendMessage", {"configuration": {}}
     else:
-        message = {"kind": "message", "role": "user", "parts": [{"kind": "text", "text": text}]}
+        parts = [{"kind": "text", "text": text}]
+        if data is not None:
+            parts.append({"kind": "data", "data": data})
+        message = {"kind": "message", "role": "user", "parts": parts}
         method, params_extra = "message/send", {}
     message |= {"messageId": message_id, "metadata": metadata}
     if continues is not None:

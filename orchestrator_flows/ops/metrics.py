@@ -17,9 +17,12 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from orchestrator_flows.core.intents import NO_MATCH
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30)
 CALL_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 3600)
 REDIS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+CLASSIFY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, 0.5, 1, 2.5, 5)
 CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 
@@ -76,6 +79,23 @@ class Metrics:
             " confirmed in time",
             registry=r,
         )
+        self.classifications = Counter(
+            "orch_intent_classifications", "Turns classified, by stage, classifier (model or"
+            " agent) and result (matched, or the no-match reason)",
+            ["stage", "classifier", "result"], registry=r,
+        )  # fmt: skip
+        self.classification_seconds = Histogram(
+            "orch_intent_classification_seconds", "Time to classify a turn, by classifier",
+            ["classifier"], buckets=CLASSIFY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.classifier_agent_faults = Counter(
+            "orch_classifier_agent_fallbacks", "Turns the built-in model classified because"
+            " the classifier agent faulted or answered out of shape, by code",
+            ["code"], registry=r,
+        )  # fmt: skip
+        self.classifications_by = Children(self.classifications)
+        self.classification_seconds_by = Children(self.classification_seconds)
+        self.classifier_agent_faults_by = Children(self.classifier_agent_faults)
         self.turns_by = Children(self.turns)
         self.agent_seconds_by = Children(self.agent_seconds)
         self.agent_faults_by = Children(self.agent_faults)
@@ -83,7 +103,7 @@ class Metrics:
         self.redis_faults_by = Children(self.redis_faults)
 
     def intent_label(self, intent: str) -> str:
-        return intent if intent in self._known_intents else "unknown"
+        return intent if intent in self._known_intents or intent == NO_MATCH else "unknown"
 
     def exposition(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

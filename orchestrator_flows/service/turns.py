@@ -6,7 +6,8 @@ import secrets
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -24,6 +25,7 @@ from orchestrator_flows.core.errors import (
     StoreUnavailable,
 )
 from orchestrator_flows.core.flows import FlowConfig, Stage
+from orchestrator_flows.core.intents import IntentChoice
 from orchestrator_flows.core.masking.mask import (
     MaskingPolicy,
     mask_caller_words,
@@ -34,10 +36,17 @@ from orchestrator_flows.core.models import (
     CallState,
     OrchestrateRequest,
     OrchestrateResponse,
+    PendingTask,
     StepRecord,
     StoredAnswer,
 )
-from orchestrator_flows.core.routing import DEFAULT_MAX_STEPS, CallSize, TurnPlan, plan_turn
+from orchestrator_flows.core.routing import (
+    DEFAULT_MAX_STEPS,
+    CallSize,
+    TurnPlan,
+    admit_turn,
+    plan_turn,
+)
 from orchestrator_flows.core.transitions import (
     Outcome,
     Transition,
@@ -50,6 +59,7 @@ from orchestrator_flows.infra.redis_store import Lease, RedisStore
 from orchestrator_flows.ops.metrics import Metrics
 from orchestrator_flows.service.breakers import Breakers
 from orchestrator_flows.service.fingerprints import fingerprint
+from orchestrator_flows.service.intent_choice import IntentChooser
 
 log = structlog.get_logger("orchestrator.turns")
 Clock = Callable[[], datetime]
@@ -96,6 +106,7 @@ class TurnService:
         metrics: Metrics,
         rules: TurnRules | None = None,
         clock: Clock = utc_now,
+        intents: IntentChooser | None = None,
     ):
         self._store = store
         self._agents = agents
@@ -104,6 +115,7 @@ class TurnService:
         self._metrics = metrics
         self._rules = rules or TurnRules()
         self._clock = clock
+        self._intents = intents or IntentChooser(flows, None, metrics)
         self._unsaved: OrderedDict[tuple[str, str], Unsaved] = OrderedDict()
         # The logger as configured now, bound once: the module's lazy proxy would look the
         # bound logger up again for every turn's line.
@@ -119,15 +131,18 @@ class TurnService:
             return _replay(start.replay, fingerprint, idempotency_key)
         lease = start.lease
         try:
-            plan = self._plan(start.state, turn, start.held_bytes)
+            stage = self._admit(start.state, turn, start.held_bytes)
             state = start.state or new_call(turn, self._clock())
             unsaved = self._unsaved.pop((turn.call_identify_id, idempotency_key), None)
             if unsaved and unsaved.fingerprint == fingerprint and unsaved.based_on == start.state:
                 transition = unsaved.transition  # the agent already answered this very turn
             else:
-                ctx = (turn, plan, idempotency_key, api_key_id)
+                message_id = _message_id(turn, idempotency_key)
+                choice = await self._choose_intent(turn, stage, message_id)
+                plan = self._plan(start.state, turn, start.held_bytes, choice)
+                ctx = (turn, plan, message_id, idempotency_key, api_key_id)
                 transition = await self._call_agent(state, *ctx)
-            masked = self._masked(transition, plan.stage)
+            masked = self._masked(transition, stage)
             await self._commit(lease, start.state, state, transition, masked, fingerprint)
         except BaseException:
             await self._store.give_back(lease)
@@ -137,15 +152,50 @@ class TurnService:
         # The client hears the agent as it spoke; only the stored copies are masked.
         return TurnAnswer(200, orjson.dumps(_answer(transition)))
 
-    def _plan(self, stored: CallState | None, turn: OrchestrateRequest, held: int) -> TurnPlan:
+    def _admit(self, stored: CallState | None, turn: OrchestrateRequest, held: int) -> Stage:
         size = CallSize(held, self._store.max_call_bytes)
+        with self._counting_refusal(stored, turn.intent):
+            return admit_turn(self._flows, stored, turn, self._rules.max_steps, size)
+
+    def _plan(
+        self,
+        stored: CallState | None,
+        turn: OrchestrateRequest,
+        held: int,
+        choice: IntentChoice | None,
+    ) -> TurnPlan:
+        size = CallSize(held, self._store.max_call_bytes)
+        with self._counting_refusal(stored, choice.intent if choice else turn.intent):
+            return plan_turn(self._flows, stored, turn, self._rules.max_steps, size, choice)
+
+    @contextmanager
+    def _counting_refusal(self, stored: CallState | None, intent: str | None) -> Iterator[None]:
         try:
-            return plan_turn(self._flows, stored, turn, self._rules.max_steps, size)
+            yield
         except OrchestratorError as refused:
             stage = Stage.of(stored["current_flow_id"]) if stored else Stage.GREETING
-            intent = self._metrics.intent_label(turn.intent)
-            self._metrics.turns_by(stage.label, intent, "rejected", refused.code).inc()
+            label = self._metrics.intent_label(intent) if intent else "none"
+            self._metrics.turns_by(stage.label, label, "rejected", refused.code).inc()
             raise
+
+    async def _choose_intent(
+        self, turn: OrchestrateRequest, stage: Stage, message_id: str
+    ) -> IntentChoice | None:
+        """The classifier's choice for a turn without an intent; None when the client chose."""
+        if turn.intent is not None:
+            return None
+        role = self._flows.classifier.agent_role
+
+        async def ask_agent(words: str, data: dict[str, Any]) -> Outcome:
+            assert role is not None
+            # Its own messageId, the same on a retry of the turn: classifying has no effect.
+            classify_id = str(uuid.uuid5(MESSAGE_IDS, f"{message_id}|classify"))
+            context = _call_context(turn, stage, None)
+            return await self._guarded_send(
+                role, self._flows.agents[role], words, context, classify_id, data=data
+            )
+
+        return await self._intents.choose(turn.input_message, stage, ask_agent if role else None)
 
     def _count(self, transition: Transition, *, is_new: bool) -> None:
         step, summary, m = transition.step, transition.state["session_summary"], self._metrics
@@ -217,12 +267,20 @@ class TurnService:
         state: CallState,
         turn: OrchestrateRequest,
         plan: TurnPlan,
+        message_id: str,
         idempotency_key: str,
         api_key_id: str | None,
     ) -> Transition:
-        message_id = _message_id(turn, idempotency_key)
         started = self._clock()
-        outcome = await self._guarded_send(plan, turn, message_id)
+        outcome = await self._guarded_send(
+            plan.role,
+            plan.agent_url,
+            turn.input_message,
+            _call_context(turn, plan.stage, plan.intent),
+            message_id,
+            continues=plan.continues,
+            idempotent=plan.idempotent,
+        )
         ctx = TurnContext(
             turn,
             plan,
@@ -268,34 +326,44 @@ class TurnService:
         return fingerprint(self._rules.fingerprint_key, turn)
 
     async def _guarded_send(
-        self, plan: TurnPlan, turn: OrchestrateRequest, message_id: str
+        self,
+        role: str,
+        url: str,
+        words: str,
+        context: dict[str, Any],
+        message_id: str,
+        *,
+        continues: PendingTask | None = None,
+        idempotent: bool = False,
+        data: dict[str, Any] | None = None,
     ) -> Outcome:
         """The agent's answer or fault, through the agent's circuit breaker."""
         try:
-            self._breakers.admit(plan.role)
+            self._breakers.admit(role)
         except AgentUnavailable as refused:
-            self._metrics.agent_faults_by(plan.role, refused.code).inc()
+            self._metrics.agent_faults_by(role, refused.code).inc()
             return refused
         started = time.perf_counter()
         try:
             outcome: Outcome = await self._agents.send_message(
-                plan.agent_url,
-                turn.input_message,
-                _call_context(turn, plan),
+                url,
+                words,
+                context,
                 message_id=message_id,
-                continues=plan.continues,
-                idempotent=plan.idempotent,
+                continues=continues,
+                idempotent=idempotent,
+                data=data,
             )
         except AgentFault as fault:
             outcome = fault
         except BaseException:
-            self._breakers.abandon(plan.role)  # cancelled: no verdict on the agent
+            self._breakers.abandon(role)  # cancelled: no verdict on the agent
             raise
         fault = outcome if isinstance(outcome, AgentFault) else None
-        self._breakers.record(plan.role, fault)
-        self._metrics.agent_seconds_by(plan.role).observe(time.perf_counter() - started)
+        self._breakers.record(role, fault)
+        self._metrics.agent_seconds_by(role).observe(time.perf_counter() - started)
         if fault:
-            self._metrics.agent_faults_by(plan.role, fault.code).inc()
+            self._metrics.agent_faults_by(role, fault.code).inc()
         return outcome
 
 
@@ -315,14 +383,14 @@ def _replay(stored: StoredAnswer, fingerprint: str, idempotency_key: str) -> Tur
     return TurnAnswer(stored["status_code"], stored["body"].encode(), replayed=True)
 
 
-def _call_context(turn: OrchestrateRequest, plan: TurnPlan) -> dict[str, Any]:
+def _call_context(turn: OrchestrateRequest, stage: Stage, intent: str | None) -> dict[str, Any]:
     return {
         "call_identify_id": turn.call_identify_id,
         "account_id": turn.account_id,
         "eci": turn.eci,
-        "flow_id": int(plan.stage),
-        "flow_label": plan.stage.label,
-        "intent": turn.intent,
+        "flow_id": int(stage),
+        "flow_label": stage.label,
+        "intent": intent,
     }
 
 
@@ -334,6 +402,10 @@ def _answer(transition: Transition) -> OrchestrateResponse:
         "intent_flow_id": step["intent_flow_id"],
         "flow_label": step["flow_label"],
         "intent": step["intent"],
+        "intent_source": step["intent_source"],
+        "intent_confidence": step["intent_confidence"],
+        "intent_alternatives": step["intent_alternatives"],
+        "no_match_reason": step["no_match_reason"],
         "status": "error" if step["response_status"] == "error" else "success",
         "response": step["response_data"],
         "response_status": step["response_status"],

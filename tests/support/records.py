@@ -24,8 +24,17 @@ def call_state(**fields: Any) -> CallState:
         "pending_tasks": {},
         "stages": {},
         "session_summary": None,
+        "no_match_streak": 0,
+        "escalation": None,
     }
     return state | fields  # type: ignore[return-value]
+
+
+def call_state_v1(**fields: Any) -> dict[str, Any]:
+    """A state as format version 1 held it (before intent classification)."""
+    state = dict(call_state())
+    del state["no_match_streak"], state["escalation"]
+    return state | fields
 
 
 def step_record(seq: int, **fields: Any) -> StepRecord:
@@ -34,6 +43,11 @@ def step_record(seq: int, **fields: Any) -> StepRecord:
         "intent_flow_id": 1,
         "flow_label": "GREETING",
         "intent": "greeting",
+        "intent_source": "client",
+        "intent_confidence": None,
+        "intent_alternatives": [],
+        "no_match_reason": None,
+        "intent_classifier": None,
         "input_message": f"turn {seq}",
         "agent_role": "greeting",
         "a2a_agent_url": "http://agents.test/greeting/",
@@ -52,3 +66,20 @@ def step_record(seq: int, **fields: Any) -> StepRecord:
         "timestamp": STAMP,
     }
     return step | fields  # type: ignore[return-value]
+
+
+def step_record_v1(seq: int, **fields: Any) -> dict[str, Any]:
+    """A step as format version 1 held it: only the client chose intents."""
+    step = dict(step_record(seq))
+    for name in CLASSIFIER_FIELDS:
+        del step[name]
+    return step | fields
+
+
+CLASSIFIER_FIELDS = (
+    "intent_source",
+    "intent_confidence",
+    "intent_alternatives",
+    "no_match_reason",
+    "intent_classifier",
+)

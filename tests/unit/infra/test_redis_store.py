@@ -23,7 +23,7 @@ from orchestrator_flows.core.records import ANSWER, STATE, STEP
 from orchestrator_flows.infra import redis_store
 from orchestrator_flows.infra.redis_store import Lease, RedisStore, StoredAnswer, call_keys
 from tests.support.agents import free_port
-from tests.support.records import call_state, step_record
+from tests.support.records import call_state, call_state_v1, step_record, step_record_v1
 
 CALL = "CALL-1"
 TTL = 3600
@@ -526,8 +526,10 @@ def test_sentinel_url_names_the_sentinels_and_the_primarys_password_and_database
 async def store_unversioned_call(redis: fakeredis.FakeAsyncRedis, answer: StoredAnswer) -> None:
     """CALL after one turn, as the release before record versions left it in Redis."""
     keys = call_keys("orch", CALL)
-    old_step, old_answer = orjson.dumps(step(1)), orjson.dumps(answer)
-    await redis.set(keys.state, orjson.dumps(state_after(1)), ex=TTL)
+    older = {"intent_flow_id": 1}  # the fields step(1) has that every version had
+    old_step, old_answer = orjson.dumps(step_record_v1(1, **older)), orjson.dumps(answer)
+    old_state = call_state_v1(**{k: v for k, v in state_after(1).items() if k in call_state_v1()})
+    await redis.set(keys.state, orjson.dumps(old_state), ex=TTL)
     await redis.rpush(keys.steps, old_step)
     await redis.hset(keys.idempotency, "key-1", old_answer)
     await redis.set(keys.size, len(old_step) + len("key-1") + len(old_answer), ex=TTL)
@@ -554,16 +556,17 @@ async def test_a_call_stored_before_record_versions_is_read_and_goes_on(
 
     assert await store.read_call(CALL) == (state_after(2), [step(1), step(2)])
     keys = call_keys("orch", CALL)
-    assert orjson.loads(await redis.get(keys.state))["v"] == 1  # rewritten in the current one
+    assert orjson.loads(await redis.get(keys.state))["v"] == STATE.version  # rewritten: current
     old, new = [orjson.loads(raw) for raw in await redis.lrange(keys.steps, 0, -1)]
-    assert "v" not in old and new["v"] == 1  # a step, once written, is not rewritten
+    assert "v" not in old and new["v"] == STEP.version  # a step, once written, is not rewritten
 
 
 async def test_a_state_from_a_newer_release_refuses_the_turn_changes_nothing_and_is_logged(
     store: RedisStore, redis: fakeredis.FakeAsyncRedis, capsys: pytest.CaptureFixture[str]
 ) -> None:
     await run_turn(store)
-    newer = orjson.loads(STATE.write(state_after(1))) | {"v": 2, "stage": 2}
+    newer_version = STATE.version + 1
+    newer = orjson.loads(STATE.write(state_after(1))) | {"v": newer_version, "stage": 2}
     await redis.set(call_keys("orch", CALL).state, orjson.dumps(newer), keepttl=True)
     before = await snapshot(redis)
     capsys.readouterr()
@@ -575,7 +578,7 @@ async def test_a_state_from_a_newer_release_refuses_the_turn_changes_nothing_and
     assert caught.value.details == {
         "call_identify_id": CALL,
         "record": "state",
-        "version": 2,
+        "version": newer_version,
         "reason": "newer_version",
     }
     assert await snapshot(redis) == before
@@ -584,7 +587,7 @@ async def test_a_state_from_a_newer_release_refuses_the_turn_changes_nothing_and
     assert {key: line[key] for key in ("call_identify_id", "record", "version")} == {
         "call_identify_id": CALL,
         "record": "state",
-        "version": 2,
+        "version": newer_version,
     }
 
 

@@ -66,7 +66,13 @@ async def test_each_status_lists_its_codes_and_only_documented_ones(spec: dict[s
         "idempotency_key_in_progress",
         "turn_conflict",
     }
-    assert set(listed["422"]) == {"validation_error", "unknown_intent", "idempotency_key_reused"}
+    assert set(listed["422"]) == {
+        "validation_error",
+        "unknown_intent",
+        "intent_required",
+        "no_intent_matched",
+        "idempotency_key_reused",
+    }
     assert set(listed["503"]) == {
         "store_unavailable",
         "store_record_unreadable",

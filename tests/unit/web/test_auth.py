@@ -284,5 +284,5 @@ async def test_openapi_documents_both_ways_to_send_a_key(service: Service) -> No
     assert {"bearer": []} in orchestrate["security"]
     assert {"401", "403"} <= set(orchestrate["responses"])
     body = orchestrate["requestBody"]["content"]["application/json"]["schema"]
-    assert body["required"] == ["call_identify_id", "account_id", "eci", "input_message", "intent"]
+    assert body["required"] == ["call_identify_id", "account_id", "eci", "input_message"]
     assert "security" not in spec["paths"]["/healthz"]["get"]
