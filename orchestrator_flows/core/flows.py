@@ -218,6 +218,8 @@ def _parse_examples(table: Any, stages: MappingProxyType) -> MappingProxyType:
             if not isinstance(text, str) or not text.strip():
                 raise ConfigError(f"{where} example {n} must be a non-blank string")
         examples[intent] = tuple(said)
+    if len(examples) == 1:
+        raise ConfigError("[examples] needs examples for at least two intents to tell apart")
     if sum(map(len, examples.values())) > MAX_EXAMPLES:
         raise ConfigError(f"[examples] holds more than {MAX_EXAMPLES} examples")
     return MappingProxyType(examples)

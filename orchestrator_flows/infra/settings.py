@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     agent_circuit_reset_sec: float = Field(30.0, gt=0)
     turn_lease_margin_sec: float = Field(5.0, gt=0)
     shutdown_grace_sec: float = Field(20.0, ge=0)
+    # The built-in intent classifier adds a sentence encoder to its n-gram model when the
+    # package's `encoder` extra is installed; false keeps it to the n-gram model alone.
+    classifier_encoder: bool = True
     max_agent_response_bytes: int = Field(1024 * 1024, gt=0)
     agent_max_connections: int = Field(200, gt=0)
     # Shorter than the agents' own idle timeout (uvicorn's is 5 s), so a turn never goes out on

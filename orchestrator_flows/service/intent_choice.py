@@ -4,15 +4,17 @@ else (or when it faults) the built-in model trained from the flows file's exampl
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 from asgi_correlation_id import correlation_id
 
-from orchestrator_flows.core.errors import AgentBadResponse, AgentFault
+from orchestrator_flows.core.errors import AgentBadResponse, AgentFault, ConfigError
 from orchestrator_flows.core.flows import FlowConfig, Stage
 from orchestrator_flows.core.intents import (
     NO_MATCH,
@@ -48,6 +50,46 @@ class IntentModel(Protocol):
     """The built-in model (orchestrator_flows/intents): trained once, then read-only."""
 
     def classify(self, text: str, allowed: Sequence[str], thresholds: Any) -> Classification: ...
+
+
+async def trained_chooser(
+    flows: FlowConfig, metrics: Metrics, *, cache_dir: Path, use_encoder: bool
+) -> IntentChooser:
+    """The chooser, its model trained from the flows file's examples (none: no model)."""
+    if not flows.examples:
+        return IntentChooser(flows, None, metrics)
+    started = time.perf_counter()
+    try:
+        examples = tuple(flows.examples.items())
+        model = await asyncio.to_thread(_trained, examples, cache_dir, use_encoder)
+    except ValueError as refused:
+        raise ConfigError(f"[examples] cannot train the intent classifier: {refused}") from None
+    log.info(
+        "intent_model_trained",
+        model=model.description,
+        intents=len(flows.examples),
+        examples=sum(map(len, flows.examples.values())),
+        seconds=round(time.perf_counter() - started, 3),
+        fingerprint=model.fingerprint(),
+    )
+    return IntentChooser(flows, model, metrics, _model_thresholds)
+
+
+@functools.cache
+def _trained(
+    examples: tuple[tuple[str, tuple[str, ...]], ...], cache_dir: Path, use_encoder: bool
+) -> Any:
+    """One model per process for the same examples: it is read-only once trained, and every
+    app built in the process (tests build many) may share it."""
+    from orchestrator_flows.intents.model import IntentModel
+
+    return IntentModel.train(dict(examples), cache_dir=cache_dir, use_encoder=use_encoder)
+
+
+def _model_thresholds(thresholds: Thresholds) -> Any:
+    from orchestrator_flows.intents.model import Thresholds as ModelThresholds
+
+    return ModelThresholds(confidence=thresholds.confidence, margin=thresholds.margin)
 
 
 class IntentChooser:

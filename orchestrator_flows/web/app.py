@@ -68,6 +68,7 @@ from orchestrator_flows.ops.runtime import tune_garbage_collector
 from orchestrator_flows.ops.tracing import enable_tracing
 from orchestrator_flows.service.breakers import Breakers
 from orchestrator_flows.service.fingerprints import fingerprint_key
+from orchestrator_flows.service.intent_choice import trained_chooser
 from orchestrator_flows.service.turns import TurnRules, TurnService
 from orchestrator_flows.web.access_log import RequestLog
 from orchestrator_flows.web.api_docs import add_offline_docs, error_responses, turn_answer
@@ -206,8 +207,14 @@ def _lifespan(
             )
             app.state.flows = flows
             rules = _turn_rules(settings, fingerprint_key(settings))
+            intents = await trained_chooser(
+                flows,
+                metrics,
+                cache_dir=settings.orch_state_dir / "models",
+                use_encoder=settings.classifier_encoder,
+            )
             app.state.turns = TurnService(
-                app.state.store, agents, flows, app.state.breakers, metrics, rules
+                app.state.store, agents, flows, app.state.breakers, metrics, rules, intents=intents
             )
             tune_garbage_collector()
             try:
