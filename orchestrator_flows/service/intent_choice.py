@@ -4,8 +4,8 @@ else (or when it faults) the built-in model trained from the flows file's exampl
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -75,15 +75,23 @@ async def trained_chooser(
     return IntentChooser(flows, model, metrics, _model_thresholds)
 
 
-@functools.cache
 def _trained(
     examples: tuple[tuple[str, tuple[str, ...]], ...], cache_dir: Path, use_encoder: bool
 ) -> Any:
     """One model per process for the same examples: it is read-only once trained, and every
-    app built in the process (tests build many) may share it."""
-    from orchestrator_flows.intents.model import IntentModel
+    app built in the process (tests build many) may share it, wherever its cache is."""
+    key = (examples, use_encoder)
+    with _TRAINING:
+        if (model := _MODELS.get(key)) is None:
+            from orchestrator_flows.intents.model import IntentModel
 
-    return IntentModel.train(dict(examples), cache_dir=cache_dir, use_encoder=use_encoder)
+            model = IntentModel.train(dict(examples), cache_dir=cache_dir, use_encoder=use_encoder)
+            _MODELS[key] = model
+    return model
+
+
+_MODELS: dict[tuple[Any, bool], Any] = {}
+_TRAINING = threading.Lock()
 
 
 def _model_thresholds(thresholds: Thresholds) -> Any:

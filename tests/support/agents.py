@@ -15,10 +15,12 @@ import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import uvicorn
 from a2a.helpers import (
+    new_data_message,
     new_data_part,
     new_task_from_user_message,
     new_text_message,
@@ -30,6 +32,7 @@ from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
 from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
 from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill
+from google.protobuf.json_format import MessageToDict
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
@@ -168,6 +171,24 @@ class GatedAgent(Recording):
     async def answer(self, ctx: RequestContext, queue: EventQueue) -> None:
         await self.gate.pass_through()
         await queue.enqueue_event(new_text_message("finally", context_id=ctx.context_id))
+
+
+class ClassifierAgent(Recording):
+    """A classifier agent (docs/flows.md): reads the question from the message's data part and
+    answers with a data part `decide(words, question)` gives; `questions` keeps each question."""
+
+    def __init__(self, decide: Callable[[str, dict], Any]) -> None:
+        super().__init__()
+        self.decide = decide
+        self.questions: list[dict] = []
+
+    async def answer(self, ctx: RequestContext, queue: EventQueue) -> None:
+        parts = ctx.message.parts if ctx.message else []
+        data = [MessageToDict(p.data) for p in parts if p.WhichOneof("content") == "data"]
+        question = data[0] if data else {}
+        self.questions.append(question)
+        answer = self.decide(ctx.get_user_input(), question)
+        await queue.enqueue_event(new_data_message(answer, context_id=ctx.context_id))
 
 
 class RaisingAgent(Recording):

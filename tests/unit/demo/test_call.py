@@ -20,10 +20,16 @@ def service_failing_at(number: int, failure: httpx.Response) -> httpx.MockTransp
         turns.append(json.loads(request.content))
         if len(turns) == number:
             return failure
-        intent = turns[-1]["intent"]
-        return httpx.Response(200, json=passed_turn(intent))
+        sent = turns[-1]
+        if "intent" in sent:
+            return httpx.Response(200, json=passed_turn(sent["intent"]))
+        return httpx.Response(200, json=classified_turn("refund_request", 0.91))
 
     return httpx.MockTransport(answer)
+
+
+def classified_turn(intent: str, confidence: float) -> dict:
+    return passed_turn(intent) | {"intent_source": "classifier", "intent_confidence": confidence}
 
 
 def passed_turn(intent: str) -> dict:
@@ -31,6 +37,8 @@ def passed_turn(intent: str) -> dict:
         "intent_flow_id": 1,
         "flow_label": "GREETING",
         "intent": intent,
+        "intent_source": "client",
+        "intent_confidence": None,
         "agent_role": "greeting",
         "response_status": "success",
         "status": "success",
@@ -50,6 +58,18 @@ def test_a_refused_turn_is_named_with_its_status_and_code(
 
     assert failure == f"turn 3 of {len(TURNS)} ({TURNS[2][0]}): HTTP 503 store_unavailable"
     assert "turn refused: HTTP 503" in capsys.readouterr().out
+
+
+def test_turns_sent_without_an_intent_print_the_classifiers_choice_and_confidence(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    refused = httpx.Response(503, json={"error": {"code": "store_unavailable", "message": "x"}})
+    unclassified = next(n for n, (intent, _) in enumerate(TURNS, 1) if intent is None)
+
+    walk_call("http://demo", "c", "a", transport=service_failing_at(unclassified + 1, refused))
+
+    printed = capsys.readouterr().out
+    assert "intent=refund_request (classified, confidence 0.91)" in printed
 
 
 def test_an_agent_fault_is_named_with_the_agent_and_its_code() -> None:
