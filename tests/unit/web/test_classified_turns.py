@@ -319,3 +319,42 @@ async def test_with_a_classifier_agent_every_stage_takes_turns_without_intent(
     assert answer.status_code == 200, answer.text
     assert answer.json()["intent"] == "verify_identity"
     assert answer.json()["intent_flow_id"] == 2
+
+
+class LeaseReadingClassifier(ClassifierAgent):
+    """Answers as ClassifierAgent does, and first reads how long the turn's lease has left."""
+
+    def __init__(self, service_box: list[Service]) -> None:
+        super().__init__({"intent": "greeting", "confidence": 0.9})
+        self.service_box = service_box
+        self.lease_left_ms: list[int] = []
+
+    async def answer(self, ctx: RequestContext, queue: EventQueue) -> None:
+        redis = self.service_box[0].redis
+        self.lease_left_ms.append(await redis.pttl("orch:{CALL-001}:lease"))
+        await super().answer(ctx, queue)
+
+
+async def test_turn_asking_the_classifier_agent_holds_its_lease_for_both_agents_deadlines(
+    tmp_path: Path, make_service: ServiceFactory, model: FakeModel
+) -> None:
+    box: list[Service] = []
+    agent = LeaseReadingClassifier(box)
+    path = tmp_path / "flows.toml"
+    path.write_text(flows_text(EXAMPLES, extra_roles=["classifier"]), encoding="utf-8")
+    urls = agent_urls() | {"classifier": f"{AGENTS_BASE}/classifier/"}
+    service = await make_service(
+        agents={"classifier": agent},
+        flows_file=path,
+        agent_urls=urls,
+        a2a_timeout_sec=10,
+        turn_lease_margin_sec=5,
+    )
+    box.append(service)
+
+    answer = await unclassified(service, "hello")
+
+    assert answer.status_code == 200, answer.text
+    # Asked first, the classifier may take its 10 s, then the greeting agent its own 10 s.
+    [left] = agent.lease_left_ms
+    assert left > 2 * 10 * 1000
