@@ -3,6 +3,7 @@ out of shape) the built-in model. A fake model and a fake agent stand in for bot
 
 from __future__ import annotations
 
+import json
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from orchestrator_flows.core.errors import (
     AgentBadResponse,
     AgentError,
     AgentFault,
+    AgentTaskFailed,
     AgentTimeout,
     AgentUnavailable,
     AgentUnreachable,
@@ -24,12 +26,14 @@ from orchestrator_flows.core.replies import AgentReply
 from orchestrator_flows.infra.settings import DEFAULT_FLOWS_FILE
 from orchestrator_flows.ops.metrics import Metrics
 from orchestrator_flows.service.intent_choice import IntentChooser
+from tests.support.leaks import shows_test_card
 
 EXAMPLES = {
     "refund_request": ["I want my money back", "quiero un reembolso"],
     "billing_inquiry": ["why is my bill so high"],
     "process_refund": ["go ahead with the refund"],
 }
+CARD_WORDS = "my card is 4111 1111 1111 1111"
 CAPTURE_INTENTS = [
     "account_inquiry", "balance_inquiry", "billing_inquiry",
     "booking_request", "complaint", "refund_request",
@@ -418,3 +422,32 @@ async def test_agent_is_not_asked_when_no_classifier_role_is_configured() -> Non
 
     assert agent.asked == []
     assert choice.classifier == "model"
+
+
+@pytest.mark.parametrize(
+    "agent",
+    [
+        pytest.param(agent_says({"intent": CARD_WORDS, "confidence": 0.9}), id="words-as-intent"),
+        pytest.param(
+            FakeAgent(AgentError(f"agent JSON-RPC error -32603: {CARD_WORDS}")), id="error"
+        ),
+        pytest.param(
+            FakeAgent(AgentTaskFailed(f"agent task failed: {CARD_WORDS}", task_state="failed")),
+            id="failed-task",
+        ),
+    ],
+)
+async def test_fallback_is_logged_by_code_without_the_agents_words(
+    agent: FakeAgent, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flows = flows_with(agent=True)
+
+    await IntentChooser(flows, FakeModel(REFUND), metrics_for(flows)).choose(
+        "money back", Stage.INTENT_CAPTURE, agent
+    )
+
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    [fallback] = [line for line in lines if line["event"] == "classifier_agent_fallback"]
+    assert fallback["error"] in {"agent_bad_response", "agent_error", "agent_task_failed"}
+    assert fallback["stage"] == 3
+    assert not shows_test_card(json.dumps(lines))
