@@ -157,11 +157,12 @@ class IntentChooser:
             ranked, declined = read_agent_answer(answer, allowed)
         except AgentFault as fault:
             self._metrics.classifier_agent_faults_by(fault.code).inc()
+            # By code only: a fault's message may quote the agent, and the agent the caller
+            # (docs/security.md: log lines carry neither's words).
             log.warning(
                 "classifier_agent_fallback",
                 stage=stage.value,
                 error=fault.code,
-                reason=fault.message,
                 request_id=correlation_id.get(),
             )
             return None

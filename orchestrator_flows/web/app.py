@@ -166,6 +166,15 @@ def _unreplicated(metrics: Metrics, call_id: str, acknowledged: int) -> None:
     )
 
 
+def _turn_lease_sec(settings: Settings, flows: FlowConfig) -> float:
+    """A turn asks at most two agents, one after the other, each within A2A_TIMEOUT_SEC: the
+    classifier agent (when one is configured and the turn has no intent), then the intent's.
+    Its lease on the call outlasts both, or the commit would find it gone after the agents
+    acted (and another turn could take the call meanwhile)."""
+    agent_calls = 2 if flows.classifier.agent_role is not None else 1
+    return settings.turn_lease_sec + (agent_calls - 1) * settings.a2a_timeout_sec
+
+
 def _lifespan(
     settings: Settings,
     flows: FlowConfig,
@@ -184,7 +193,7 @@ def _lifespan(
                 client,
                 prefix=settings.key_prefix,
                 ttl_sec=settings.session_ttl_sec,
-                lease_sec=settings.turn_lease_sec,
+                lease_sec=_turn_lease_sec(settings, flows),
                 max_call_bytes=settings.max_call_bytes,
                 observe=lambda op, sec: metrics.redis_seconds_by(op).observe(sec),
                 on_fault=lambda op, reason: metrics.redis_faults_by(op, reason).inc(),

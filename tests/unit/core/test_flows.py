@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from orchestrator_flows.core.errors import ConfigError
-from orchestrator_flows.core.flows import Stage, load_flows
+from orchestrator_flows.core.flows import Stage, load_flows, parse_flows
 from orchestrator_flows.infra.settings import DEFAULT_FLOWS_FILE
 
 SMALL_FLOWS = """\
@@ -233,4 +234,225 @@ def test_bad_agent_table_is_refused(write_flows, entry: str, problem: str) -> No
     text = SMALL_FLOWS.replace('refund = "https://agents.test/refund/"', f"refund = {entry}")
 
     with pytest.raises(ConfigError, match=re.escape(problem)):
+        load_flows(write_flows(text))
+
+
+# Intent classification: [examples] and [classifier].
+
+EXAMPLES = """
+[examples]
+refund_request = ["I want my money back", "quiero un reembolso"]
+process_refund = ["go ahead with the refund"]
+"""
+
+
+def test_flows_file_without_examples_or_classifier_loads_and_no_stage_classifies() -> None:
+    raw = tomllib.loads(DEFAULT_FLOWS_FILE.read_text(encoding="utf-8"))
+    raw.pop("examples", None)
+    raw.pop("classifier", None)
+    raw["agents"].pop("classifier", None)
+
+    flows = parse_flows(raw, {})
+
+    assert flows.examples == {}
+    assert flows.classifier.agent_role is None
+    assert [flows.classifiable(stage) for stage in Stage] == [False] * 5
+
+
+def test_examples_are_kept_per_intent_and_make_their_stages_classifiable(write_flows) -> None:
+    flows = load_flows(write_flows(SMALL_FLOWS + EXAMPLES))
+
+    assert flows.examples["refund_request"] == ("I want my money back", "quiero un reembolso")
+    assert flows.examples["process_refund"] == ("go ahead with the refund",)
+    assert [flows.classifiable(stage) for stage in Stage] == [False, False, True, True, False]
+
+
+def test_classifier_defaults_without_a_classifier_table(write_flows) -> None:
+    flows = load_flows(write_flows(SMALL_FLOWS + EXAMPLES))
+
+    rules = flows.classifier
+    assert rules.no_match_limit == 3
+    assert rules.on_no_match == "closing"
+    assert rules.agent_role is None
+    assert set(rules.thresholds) == set(Stage)
+    assert len(set(rules.thresholds.values())) == 1
+
+
+def test_classifier_table_sets_thresholds_and_a_stage_overrides_them(write_flows) -> None:
+    text = (
+        SMALL_FLOWS
+        + EXAMPLES
+        + """
+[classifier]
+confidence = 0.6
+margin = 0.1
+no_match_limit = 2
+on_no_match = "stay"
+
+[classifier.stages."3"]
+confidence = 0.8
+
+[classifier.stages."4"]
+margin = 0
+"""
+    )
+    flows = load_flows(write_flows(text))
+
+    rules = flows.classifier
+    assert rules.thresholds[Stage.GREETING] == (0.6, 0.1)
+    assert rules.thresholds[Stage.INTENT_CAPTURE] == (0.8, 0.1)
+    assert rules.thresholds[Stage.FULFILLMENT] == (0.6, 0.0)
+    assert rules.thresholds[Stage.CLOSING] == (0.6, 0.1)
+    assert rules.no_match_limit == 2
+    assert rules.on_no_match == "stay"
+
+
+def test_role_named_classifier_is_the_classifier_agent_and_every_stage_classifies(
+    write_flows,
+) -> None:
+    text = SMALL_FLOWS.replace(
+        "[stages]", 'classifier = "http://agents.test/classifier/"\n\n[stages]'
+    )
+
+    flows = load_flows(write_flows(text))
+
+    assert flows.classifier.agent_role == "classifier"
+    assert flows.agents["classifier"] == "http://agents.test/classifier/"
+    assert flows.examples == {}
+    assert all(flows.classifiable(stage) for stage in Stage)
+
+
+@pytest.mark.parametrize(
+    ("added", "problem"),
+    [
+        pytest.param(
+            '[examples]\nrefund_request = ["money back"]\nweather_chat = ["sunny?"]\n',
+            "[examples] 'weather_chat' is not an intent of any stage",
+            id="examples-of-an-unknown-intent",
+        ),
+        pytest.param(
+            '[examples]\nrefund_request = ["money back"]\nclosing = []\n',
+            "[examples] 'closing' must be a non-empty list of strings",
+            id="empty-list",
+        ),
+        pytest.param(
+            '[examples]\nrefund_request = ["money back"]\nclosing = "bye"\n',
+            "[examples] 'closing' must be a non-empty list of strings",
+            id="string-not-list",
+        ),
+        pytest.param(
+            '[examples]\nrefund_request = ["money back"]\nclosing = ["bye", "  "]\n',
+            "[examples] 'closing' example 2 must be a non-blank string",
+            id="blank-example",
+        ),
+        pytest.param(
+            '[examples]\nrefund_request = ["money back"]\nclosing = ["bye", 7]\n',
+            "[examples] 'closing' example 2 must be a non-blank string",
+            id="number-example",
+        ),
+        pytest.param(
+            '[examples]\nrefund_request = ["money back"]\n',
+            "[examples] needs examples for at least two intents",
+            id="one-intent-only",
+        ),
+        pytest.param(
+            'examples = ["money back"]\n',
+            "[examples] must map intents to lists",
+            id="examples-not-a-table",
+        ),
+        pytest.param(
+            "classifier = 0.5\n",
+            "[classifier] must be a table",
+            id="classifier-not-a-table",
+        ),
+        pytest.param(
+            "[classifier]\nthreshold = 0.5\n",
+            "[classifier] has unknown keys ['threshold']",
+            id="classifier-unknown-key",
+        ),
+        pytest.param(
+            "[classifier]\nconfidence = 1.5\n",
+            "[classifier] confidence must be a number from 0 to 1",
+            id="confidence-above-1",
+        ),
+        pytest.param(
+            "[classifier]\nmargin = -0.1\n",
+            "[classifier] margin must be a number from 0 to 1",
+            id="margin-below-0",
+        ),
+        pytest.param(
+            '[classifier]\nconfidence = "high"\n',
+            "[classifier] confidence must be a number from 0 to 1",
+            id="confidence-a-string",
+        ),
+        pytest.param(
+            "[classifier]\nconfidence = true\n",
+            "[classifier] confidence must be a number from 0 to 1",
+            id="confidence-a-bool",
+        ),
+        pytest.param(
+            "[classifier]\nconfidence = nan\n",
+            "[classifier] confidence must be a number from 0 to 1",
+            id="confidence-nan",
+        ),
+        pytest.param(
+            "[classifier]\nno_match_limit = 0\n",
+            "[classifier] no_match_limit must be a whole number, at least 1",
+            id="limit-zero",
+        ),
+        pytest.param(
+            "[classifier]\nno_match_limit = 2.0\n",
+            "[classifier] no_match_limit must be a whole number, at least 1",
+            id="limit-a-float",
+        ),
+        pytest.param(
+            "[classifier]\nno_match_limit = true\n",
+            "[classifier] no_match_limit must be a whole number, at least 1",
+            id="limit-a-bool",
+        ),
+        pytest.param(
+            '[classifier]\non_no_match = "hang_up"\n',
+            '[classifier] on_no_match must be "closing" or "stay"',
+            id="unknown-escalation",
+        ),
+        pytest.param(
+            "[classifier]\nstages = 3\n",
+            "[classifier.stages] must map stage numbers to thresholds",
+            id="stages-not-a-table",
+        ),
+        pytest.param(
+            '[classifier.stages."6"]\nconfidence = 0.5\n',
+            "[classifier.stages] '6' is not a stage (1..5)",
+            id="stage-unknown",
+        ),
+        pytest.param(
+            '[classifier.stages."3"]\nno_match_limit = 2\n',
+            "[classifier.stages] '3' may set only confidence and margin",
+            id="stage-sets-a-limit",
+        ),
+        pytest.param(
+            '[classifier.stages."3"]\nmargin = 2\n',
+            "[classifier.stages] '3' margin must be a number from 0 to 1",
+            id="stage-margin-above-1",
+        ),
+    ],
+)
+def test_bad_classification_table_stops_start_up_naming_the_table_and_key(
+    write_flows, added: str, problem: str
+) -> None:
+    # A top-level key goes before the first table; a table after the others.
+    text = SMALL_FLOWS + "\n" + added if added.startswith("[") else added + SMALL_FLOWS
+    path = write_flows(text)
+
+    with pytest.raises(ConfigError) as caught:
+        load_flows(path)
+
+    assert problem in str(caught.value)
+    assert str(path) in str(caught.value)
+
+
+def test_no_match_is_a_reserved_intent_name(write_flows) -> None:
+    text = SMALL_FLOWS.replace('{ refund_request = "refund" }', '{ no_match = "refund" }')
+
+    with pytest.raises(ConfigError, match="intent 'no_match' is reserved"):
         load_flows(write_flows(text))

@@ -13,11 +13,14 @@ from orchestrator_flows.core.errors import (
     CallSizeLimit,
     CallStepLimit,
     IntentNotAllowed,
+    IntentRequired,
+    NoIntentMatched,
     UnknownIntent,
 )
 from orchestrator_flows.core.flows import FlowConfig, Stage, load_flows, parse_flows
+from orchestrator_flows.core.intents import IntentChoice, Thresholds, choice_from_ranking
 from orchestrator_flows.core.models import CallState, OrchestrateRequest, PendingTask
-from orchestrator_flows.core.routing import CallSize, plan_turn
+from orchestrator_flows.core.routing import CallSize, admit_turn, plan_turn
 from orchestrator_flows.infra.settings import DEFAULT_FLOWS_FILE
 from tests.support.records import call_state
 
@@ -34,7 +37,7 @@ def flows_without_fallback() -> FlowConfig:
     return parse_flows(raw, {})
 
 
-def turn(intent: str, account_id: str = "ACC-1") -> OrchestrateRequest:
+def turn(intent: str | None, account_id: str = "ACC-1") -> OrchestrateRequest:
     return OrchestrateRequest(
         call_identify_id="CALL-1",
         account_id=account_id,
@@ -203,3 +206,153 @@ def test_turn_whose_words_would_take_the_call_past_its_size_is_refused_before_it
         "agent_called": False,
     }
     assert plan_turn(flows, state, turn("refund_request"), size=CallSize(20_000 - hello, 20_000))
+
+
+# Turns without an intent: the classifier's choice.
+
+EXAMPLES = {
+    "refund_request": ["I want my money back"],
+    "billing_inquiry": ["why is my bill so high"],
+}
+
+
+def classifying_flows(*, fallback: bool = True, **classifier) -> FlowConfig:
+    """The shipped flows with examples for two INTENT_CAPTURE intents only."""
+    raw = tomllib.loads(DEFAULT_FLOWS_FILE.read_text(encoding="utf-8"))
+    raw["examples"] = EXAMPLES
+    raw["classifier"] = classifier
+    if not fallback:
+        del raw["fallback_agent"]
+    return parse_flows(raw, {})
+
+
+def classified(intent: str, confidence: float = 0.9) -> IntentChoice:
+    ranked = [{"intent": intent, "confidence": confidence}, {"intent": "other", "confidence": 0.05}]
+    return choice_from_ranking(ranked, Thresholds(0.5, 0.1), "model")
+
+
+NO_MATCH_CHOICE = choice_from_ranking(
+    [{"intent": "refund_request", "confidence": 0.3}], Thresholds(0.5, 0.1), "model"
+)
+
+
+def test_turn_without_intent_at_a_stage_without_examples_requires_one() -> None:
+    flows = classifying_flows()
+    state = call_at(Stage.AUTHENTICATION)
+
+    with pytest.raises(IntentRequired) as caught:
+        admit_turn(flows, state, turn(None))
+
+    assert caught.value.code == "intent_required"
+    assert caught.value.status_code == 422
+    assert caught.value.details == {
+        "current_flow_id": 2,
+        "current_flow_label": "AUTHENTICATION",
+        "allowed_intents": ["authenticate", "otp_verify", "verify_identity"],
+    }
+    with pytest.raises(IntentRequired):
+        plan_turn(flows, state, turn(None))
+
+
+def test_turn_without_intent_is_admitted_at_a_stage_with_examples() -> None:
+    assert admit_turn(classifying_flows(), call_at(Stage.INTENT_CAPTURE), turn(None)) is (
+        Stage.INTENT_CAPTURE
+    )
+
+
+def test_new_call_without_intent_requires_one_when_greeting_has_no_examples() -> None:
+    with pytest.raises(IntentRequired) as caught:
+        admit_turn(classifying_flows(), None, turn(None))
+
+    assert caught.value.details["current_flow_id"] == 1
+
+
+def test_turn_without_intent_and_without_a_choice_is_not_planned() -> None:
+    with pytest.raises(IntentRequired):
+        plan_turn(classifying_flows(), call_at(Stage.INTENT_CAPTURE), turn(None))
+
+
+@pytest.mark.parametrize(
+    ("state", "size", "refusal"),
+    [
+        pytest.param(
+            call_at(Stage.AUTHENTICATION, account_id="ACC-2"), None, AccountMismatch, id="account"
+        ),
+        pytest.param(
+            call_at(Stage.AUTHENTICATION, is_complete=True), None, CallComplete, id="complete"
+        ),
+        pytest.param(
+            call_at(Stage.AUTHENTICATION, step_count=200), None, CallStepLimit, id="step-limit"
+        ),
+        pytest.param(
+            call_at(Stage.AUTHENTICATION), CallSize(20_000, 20_000), CallSizeLimit, id="size"
+        ),
+    ],
+)
+def test_call_refusals_come_before_intent_required(
+    state: CallState, size: CallSize | None, refusal: type[Exception]
+) -> None:
+    with pytest.raises(refusal):
+        admit_turn(classifying_flows(), state, turn(None), max_steps=200, size=size)
+
+
+def test_classifier_choice_routes_to_its_intents_agent() -> None:
+    flows = classifying_flows()
+    choice = classified("billing_inquiry")
+
+    plan = plan_turn(flows, call_at(Stage.INTENT_CAPTURE), turn(None), choice=choice)
+
+    assert plan.intent == "billing_inquiry"
+    assert plan.role == "billing"
+    assert plan.agent_url == flows.agents["billing"]
+    assert plan.is_fallback is False
+    assert plan.choice == choice
+
+
+def test_classifier_no_match_goes_to_the_fallback_agent_at_the_same_stage() -> None:
+    flows = classifying_flows()
+
+    plan = plan_turn(flows, call_at(Stage.INTENT_CAPTURE), turn(None), choice=NO_MATCH_CHOICE)
+
+    assert plan.intent == "no_match"
+    assert plan.role == "fallback"
+    assert plan.is_fallback is True
+    assert plan.stage == Stage.INTENT_CAPTURE
+    assert plan.choice == NO_MATCH_CHOICE
+
+
+def test_classifier_no_match_without_fallback_is_refused_with_what_the_classifier_found() -> None:
+    flows = classifying_flows(fallback=False)
+
+    with pytest.raises(NoIntentMatched) as caught:
+        plan_turn(flows, call_at(Stage.INTENT_CAPTURE), turn(None), choice=NO_MATCH_CHOICE)
+
+    assert caught.value.code == "no_intent_matched"
+    assert caught.value.status_code == 422
+    assert caught.value.details == {
+        "current_flow_id": 3,
+        "current_flow_label": "INTENT_CAPTURE",
+        "allowed_intents": flows.allowed_intents(Stage.INTENT_CAPTURE),
+        "no_match_reason": "low_confidence",
+        "intent_alternatives": [{"intent": "refund_request", "confidence": 0.3}],
+    }
+    assert "(low_confidence)" in caught.value.message
+
+
+def test_plan_carries_the_no_match_limit_and_none_when_the_call_stays() -> None:
+    state = call_at(Stage.INTENT_CAPTURE)
+
+    default = plan_turn(classifying_flows(), state, turn(None), choice=NO_MATCH_CHOICE)
+    five = plan_turn(classifying_flows(no_match_limit=5), state, turn(None), choice=NO_MATCH_CHOICE)
+    stay = plan_turn(
+        classifying_flows(on_no_match="stay"), state, turn(None), choice=NO_MATCH_CHOICE
+    )
+
+    assert (default.no_match_limit, five.no_match_limit, stay.no_match_limit) == (3, 5, None)
+
+
+def test_client_intent_plan_records_no_classifier_choice() -> None:
+    plan = plan_turn(classifying_flows(), call_at(Stage.INTENT_CAPTURE), turn("refund_request"))
+
+    assert plan.choice is None
+    assert plan.intent == "refund_request"

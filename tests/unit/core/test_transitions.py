@@ -17,6 +17,7 @@ from orchestrator_flows.core.errors import (
     AgentUnreachable,
 )
 from orchestrator_flows.core.flows import Stage
+from orchestrator_flows.core.intents import IntentChoice, Thresholds, choice_from_ranking
 from orchestrator_flows.core.models import CallState, OrchestrateRequest
 from orchestrator_flows.core.replies import AgentReply
 from orchestrator_flows.core.routing import TurnPlan
@@ -316,3 +317,207 @@ def test_summary_lists_untouched_stages_as_pending(fresh: CallState) -> None:
     assert [s["flow_label"] for s in summary["stages"]] == [s.label for s in Stage]
     assert summary["duration_sec"] == 30.0
     assert summary["total_steps"] == 1
+
+
+# Turns the classifier chose for: the step's intent fields, and no-matches in a row.
+
+RULES = Thresholds(confidence=0.5, margin=0.1)
+MATCHED = choice_from_ranking(
+    [
+        {"intent": "refund_request", "confidence": 0.87},
+        {"intent": "billing_inquiry", "confidence": 0.08},
+        {"intent": "booking_request", "confidence": 0.03},
+    ],
+    RULES,
+    "model",
+)
+NO_MATCH_CHOICE = choice_from_ranking(
+    [
+        {"intent": "refund_request", "confidence": 0.55},
+        {"intent": "billing_inquiry", "confidence": 0.5},
+    ],
+    RULES,
+    "agent",
+)
+
+
+def classified_plan(
+    stage: Stage, choice: IntentChoice, *, limit: int | None = 3, role: str | None = None
+) -> TurnPlan:
+    role = role or ("fallback" if choice.no_match else ROLE_OF[stage][1])
+    return TurnPlan(
+        stage=stage,
+        intent=choice.intent,
+        role=role,
+        agent_url=f"http://agents.test/{role}/",
+        is_fallback=choice.no_match,
+        continues=None,
+        choice=choice,
+        no_match_limit=limit,
+    )
+
+
+def apply_plan(
+    state: CallState, plan: TurnPlan, outcome: Outcome = DONE, *, seconds: int = 1
+) -> Transition:
+    at = T0 + timedelta(seconds=seconds)
+    ctx = TurnContext(request(plan.intent), plan, "msg-1", at, at)
+    return apply_outcome(state, ctx, outcome)
+
+
+def no_matches(state: CallState, times: int, *, limit: int | None = 3) -> CallState:
+    for _ in range(times):
+        stage = Stage(state["current_flow_id"])
+        state = apply_plan(state, classified_plan(stage, NO_MATCH_CHOICE, limit=limit)).state
+    return state
+
+
+def test_classifier_step_records_the_choice() -> None:
+    step = apply_plan(
+        at_stage(Stage.INTENT_CAPTURE), classified_plan(Stage.INTENT_CAPTURE, MATCHED)
+    ).step
+
+    assert step["intent"] == "refund_request"
+    assert step["intent_source"] == "classifier"
+    assert step["intent_confidence"] == 0.87
+    assert step["intent_alternatives"] == [
+        {"intent": "billing_inquiry", "confidence": 0.08},
+        {"intent": "booking_request", "confidence": 0.03},
+    ]
+    assert step["no_match_reason"] is None
+    assert step["intent_classifier"] == "model"
+    assert step["fallback"] is False
+
+
+def test_no_match_step_records_the_reason_and_the_intents_not_taken() -> None:
+    state = at_stage(Stage.INTENT_CAPTURE)
+
+    step = apply_plan(state, classified_plan(Stage.INTENT_CAPTURE, NO_MATCH_CHOICE)).step
+
+    assert step["intent"] == "no_match"
+    assert step["intent_source"] == "classifier"
+    assert step["intent_confidence"] == 0.55
+    assert [a["intent"] for a in step["intent_alternatives"]] == [
+        "refund_request",
+        "billing_inquiry",
+    ]
+    assert step["no_match_reason"] == "ambiguous"
+    assert step["intent_classifier"] == "agent"
+    assert step["agent_role"] == "fallback"
+    assert step["fallback"] is True
+
+
+def test_client_step_records_the_client_as_the_source_and_nothing_classified(
+    fresh: CallState,
+) -> None:
+    step = apply(fresh, DONE).step
+
+    assert step["intent_source"] == "client"
+    assert step["intent_confidence"] is None
+    assert step["intent_alternatives"] == []
+    assert step["no_match_reason"] is None
+    assert step["intent_classifier"] is None
+
+
+def test_no_matches_in_a_row_are_counted_and_the_call_stays_below_the_limit() -> None:
+    state = no_matches(at_stage(Stage.INTENT_CAPTURE), 2)
+
+    assert state["no_match_streak"] == 2
+    assert state["current_flow_id"] == 3
+    assert state["escalation"] is None
+    assert state["stages"] == {}
+
+
+def test_matched_turn_starts_the_count_again() -> None:
+    state = no_matches(at_stage(Stage.INTENT_CAPTURE), 2)
+
+    # The refund agent faulted: the call stays at the stage, the count does not.
+    after = apply_plan(state, classified_plan(Stage.INTENT_CAPTURE, MATCHED), AgentTimeout("slow"))
+
+    assert after.state["current_flow_id"] == 3
+    assert after.state["no_match_streak"] == 0
+    assert no_matches(after.state, 2)["current_flow_id"] == 3
+
+
+def test_client_turn_starts_the_count_again() -> None:
+    state = no_matches(at_stage(Stage.INTENT_CAPTURE), 2)
+
+    after = apply(state, DONE, fallback=True)  # the client's own (unknown) intent
+
+    assert after.state["no_match_streak"] == 0
+    assert after.state["current_flow_id"] == 3
+
+
+def test_no_match_limit_moves_the_call_to_closing_with_the_stage_outcome_no_match() -> None:
+    waiting = {"refund": {"task_id": "task-1", "context_id": "ctx-1"}}
+    state = no_matches(at_stage(Stage.INTENT_CAPTURE, pending_tasks=waiting), 3)
+
+    assert state["current_flow_id"] == 5
+    assert state["escalation"] == "no_match"
+    assert state["no_match_streak"] == 0
+    assert state["pending_tasks"] == {}
+    assert state["completed_flows"] == [1, 2]
+    assert state["stages"]["3"]["outcome"] == "no_match"
+    assert state["stages"]["3"]["intent"] == "no_match"
+    assert state["is_complete"] is False
+    assert state["session_summary"] is None
+
+
+def test_no_match_limit_keeps_what_the_stage_did_before() -> None:
+    state = at_stage(Stage.INTENT_CAPTURE)
+    state = apply_plan(state, classified_plan(Stage.INTENT_CAPTURE, MATCHED), ASK_OTP).state
+
+    state = no_matches(state, 3)
+
+    assert state["stages"]["3"]["steps"] == 1
+    assert state["stages"]["3"]["agent_role"] == "refund"
+    assert state["stages"]["3"]["outcome"] == "no_match"
+
+
+def test_no_match_limit_at_closing_ends_the_call_with_the_outcome_no_match() -> None:
+    state = no_matches(at_stage(Stage.INTENT_CAPTURE), 3)
+
+    state = no_matches(state, 3)
+
+    assert state["is_complete"] is True
+    summary = state["session_summary"]
+    assert summary is not None
+    assert summary["outcome"] == "no_match"
+    assert summary["total_steps"] == 2 + 6
+    outcomes = [s["outcome"] for s in summary["stages"]]
+    assert outcomes == ["pending", "pending", "no_match", "pending", "no_match"]
+
+
+def test_call_that_escalated_and_then_closed_keeps_the_outcome_no_match() -> None:
+    state = no_matches(at_stage(Stage.INTENT_CAPTURE), 3)
+
+    state = apply(state, DONE).state  # the closing agent said goodbye
+
+    assert state["is_complete"] is True
+    assert state["session_summary"] is not None
+    assert state["session_summary"]["outcome"] == "no_match"
+
+
+def test_call_completed_through_its_stages_has_the_outcome_completed(fresh: CallState) -> None:
+    state = fresh
+    for _ in Stage:
+        state = apply(state, DONE).state
+
+    assert state["session_summary"] is not None
+    assert state["session_summary"]["outcome"] == "completed"
+
+
+def test_on_no_match_stay_never_escalates() -> None:
+    state = no_matches(at_stage(Stage.INTENT_CAPTURE), 10, limit=None)
+
+    assert state["current_flow_id"] == 3
+    assert state["no_match_streak"] == 10
+    assert state["escalation"] is None
+    assert state["is_complete"] is False
+
+
+def test_limit_of_one_escalates_at_the_first_no_match() -> None:
+    state = no_matches(at_stage(Stage.AUTHENTICATION), 1, limit=1)
+
+    assert state["current_flow_id"] == 5
+    assert state["stages"]["2"]["outcome"] == "no_match"

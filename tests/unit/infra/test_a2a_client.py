@@ -11,6 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
+from a2a.helpers import get_data_parts
+from a2a.server.agent_execution import RequestContext
+from a2a.server.events import EventQueue
 
 from orchestrator_flows.core.errors import (
     AgentBadResponse,
@@ -267,6 +270,56 @@ async def test_request_for_1_0_is_a_send_message_call(connect) -> None:
     assert message["metadata"] == METADATA
     assert message["messageId"] == "msg-42"
     assert "taskId" not in message
+
+
+QUESTION = {"task": "classify_intent", "flow_id": 3, "intents": [{"intent": "a", "examples": []}]}
+
+
+async def test_data_goes_after_the_words_as_a_data_part_for_1_0(connect) -> None:
+    wire = connect(handler=rpc_result(AGENT_MESSAGE))
+
+    await wire.client.send_message(AGENT, "hello", METADATA, message_id="m-1", data=QUESTION)
+
+    parts = wire.posts()[0]["params"]["message"]["parts"]
+    assert parts == [{"text": "hello"}, {"data": QUESTION}]
+
+
+async def test_data_goes_after_the_words_as_a_data_part_for_0_3(connect) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json={"name": "old", "protocolVersion": "0.3.0"})
+        result = {"kind": "message", "messageId": "m-1", "role": "agent", "parts": [{"text": "x"}]}
+        return httpx.Response(200, json={"jsonrpc": "2.0", "id": "1", "result": result})
+
+    wire = connect(handler=handler)
+
+    await wire.client.send_message(AGENT, "hello", METADATA, message_id="m-1", data=QUESTION)
+
+    parts = wire.posts()[0]["params"]["message"]["parts"]
+    assert parts == [{"kind": "text", "text": "hello"}, {"kind": "data", "data": QUESTION}]
+
+
+class DataReadingAgent(MessageAgent):
+    """Answers as MessageAgent does, and keeps the data parts it was sent."""
+
+    def __init__(self) -> None:
+        super().__init__("classifier")
+        self.data: list[Any] = []
+
+    async def answer(self, ctx: RequestContext, queue: EventQueue) -> None:
+        self.data.extend(get_data_parts(ctx.message.parts))
+        await super().answer(ctx, queue)
+
+
+@pytest.mark.parametrize("v03", [False, True], ids=["1.0", "0.3"])
+async def test_real_agent_reads_the_words_and_the_data_part(connect, v03: bool) -> None:
+    agent = DataReadingAgent()
+    wire = connect(agent_app(AGENT, agent, v03=v03))
+
+    await wire.client.send_message(AGENT, "hello", METADATA, message_id="m-1", data=QUESTION)
+
+    assert agent.seen.texts == ["hello"]
+    assert agent.data == [QUESTION]
 
 
 async def test_agent_card_is_read_once_per_agent_url(connect) -> None:
