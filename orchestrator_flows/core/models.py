@@ -283,6 +283,13 @@ class SessionView(BaseModel):
     updated_at: str
     expires_at: str
     session_summary: SessionSummary | None = None
+    escalation: Literal["no_match"] | None = Field(
+        default=None,
+        description="no_match: the call was sent to CLOSING after repeated no-matches",
+    )
+    no_match_streak: int = Field(
+        default=0, description="The classifier's no-matches in a row at the current stage"
+    )
 
 
 class AgentHealth(BaseModel):

@@ -215,7 +215,9 @@ def _scored(item: Any, known: set[str]) -> Alternative:
 
 
 def _unit(confidence: float) -> float:
-    return round(min(max(float(confidence), 0.0), 1.0), 4)
+    """A probability, rounded; a broken model's NaN is no confidence at all."""
+    value = float(confidence)
+    return 0.0 if math.isnan(value) else round(min(max(value, 0.0), 1.0), 4)
 
 
 def _model_reason(reason: str | None) -> NoMatchReason | None:

@@ -191,8 +191,15 @@ class TurnService:
             # Its own messageId, the same on a retry of the turn: classifying has no effect.
             classify_id = str(uuid.uuid5(MESSAGE_IDS, f"{message_id}|classify"))
             context = _call_context(turn, stage, None)
+            # Classifying changes nothing: safe to send again after any fault, in the deadline.
             return await self._guarded_send(
-                role, self._flows.agents[role], words, context, classify_id, data=data
+                role,
+                self._flows.agents[role],
+                words,
+                context,
+                classify_id,
+                idempotent=True,
+                data=data,
             )
 
         return await self._intents.choose(turn.input_message, stage, ask_agent if role else None)

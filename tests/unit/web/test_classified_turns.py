@@ -62,7 +62,7 @@ class FakeModel:
 
 
 GREETING = Found("greeting", 0.92, [Scored("welcome", 0.05)])
-UNSURE = Found("welcome", 0.2, [Scored("greeting", 0.1)])
+UNSURE = Found("welcome", 0.15, [Scored("greeting", 0.1)])  # under the shipped 0.2
 
 
 @pytest.fixture
@@ -174,8 +174,12 @@ async def test_turn_without_intent_at_a_stage_without_examples_is_422_and_change
 
 
 async def test_service_without_examples_requires_an_intent_from_the_first_turn(
-    service: Service,
+    tmp_path: Path, make_service: ServiceFactory
 ) -> None:
+    path = tmp_path / "flows.toml"
+    path.write_text(flows_text({}), encoding="utf-8")
+    service = await make_service(flows_file=path)
+
     refused = await unclassified(service, "hello")
 
     assert refused.status_code == 422
@@ -211,7 +215,7 @@ async def test_no_match_goes_to_the_fallback_agent_and_the_call_stays(
     assert body["intent"] == "no_match"
     assert body["intent_source"] == "classifier"
     assert body["no_match_reason"] == "low_confidence"
-    assert body["intent_confidence"] == 0.2
+    assert body["intent_confidence"] == 0.15
     assert [a["intent"] for a in body["intent_alternatives"]] == ["welcome", "greeting"]
     assert body["next_flow_id"] == 1
     assert posts(classifying) == [classifying.settings.agent_urls["fallback"]]
