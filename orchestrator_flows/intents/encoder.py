@@ -13,6 +13,7 @@ the vocabulary the model was trained with, read by the `tokenizers` library.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 import threading
@@ -59,9 +60,21 @@ def _int8_model(fp32: Path, cache_dir: Path) -> Path:
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(f".{os.getpid()}.partial")
-    quantize_dynamic(str(fp32), str(partial), weight_type=QuantType.QInt8)
+    # onnxruntime advises on the root logger, once per quantisation, to pre-process the graph;
+    # its advice is for image models: kept out of the service's log.
+    quiet = _QuietAdvice()
+    logging.getLogger().addFilter(quiet)
+    try:
+        quantize_dynamic(str(fp32), str(partial), weight_type=QuantType.QInt8)
+    finally:
+        logging.getLogger().removeFilter(quiet)
     os.replace(partial, target)
     return target
+
+
+class _QuietAdvice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
 
 
 class SentenceEncoder:
