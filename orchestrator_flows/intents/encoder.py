@@ -98,17 +98,21 @@ class SentenceEncoder:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
+        if cache_dir is not None:
+            try:
+                path = _int8_model(fp32, cache_dir)
+            except OSError:  # a read-only state directory: quantised again on every start
+                cache_dir = None
+            else:
+                self._session = ort.InferenceSession(
+                    str(path), options, providers=["CPUExecutionProvider"]
+                )
         if cache_dir is None:
             with tempfile.TemporaryDirectory() as tmp:
                 path = _int8_model(fp32, Path(tmp))
                 self._session = ort.InferenceSession(
                     str(path), options, providers=["CPUExecutionProvider"]
                 )
-        else:
-            path = _int8_model(fp32, cache_dir)
-            self._session = ort.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
         if TOKEN_STATES not in {o.name for o in self._session.get_outputs()}:
             raise EncoderUnavailable(f"{MODEL_FILE} has no output {TOKEN_STATES}")
         vocab_file = resources.files(__package__).joinpath("data/vocab.txt")
