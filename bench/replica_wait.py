@@ -25,6 +25,8 @@ STAMP = "2026-11-23T00:00:00Z"
 # A step shaped like the service's own (a refund request at INTENT_CAPTURE).
 STEP = {
     "intent_flow_id": 3, "flow_label": "INTENT_CAPTURE", "intent": "refund_request",
+    "intent_source": "client", "intent_confidence": None, "intent_alternatives": [],
+    "no_match_reason": None, "intent_classifier": None,
     "input_message": "I want a refund for order 7", "agent_role": "refund",
     "a2a_agent_url": "http://127.0.0.1:9000/refund/", "fallback": False,
     "response_status": "success",
@@ -51,7 +53,7 @@ async def one_round(store: RedisStore, calls: int, tag: str) -> list[float]:
             "call_identify_id": call_id, "account_id": "ACC-BENCH", "eci": "ECI-1",
             "current_flow_id": 1, "completed_flows": [], "is_complete": False, "step_count": 0,
             "error_steps": 0, "created_at": STAMP, "updated_at": STAMP, "pending_tasks": {},
-            "stages": {}, "session_summary": None,
+            "stages": {}, "session_summary": None, "no_match_streak": 0, "escalation": None,
         }  # fmt: skip
         for seq in range(1, 6):
             start = await store.begin_turn(call_id)

@@ -9,16 +9,22 @@ import json
 import orjson
 import pytest
 
+from orchestrator_flows.core.records import STATE, STEP
 from tests.integration.conftest import CALL_ID, HAPPY_PATH, Agents, Caller, RedisView, call_key
+from tests.support.records import CLASSIFIER_FIELDS
 
 pytestmark = pytest.mark.integration
 KEYED = {"Idempotency-Key": "turn-1"}
 
 
+# What format version 2 added (intent classification): gone from a record written before it.
+ADDED_IN_2 = {*CLASSIFIER_FIELDS, "no_match_streak", "escalation"}
+
+
 def unversioned(raw: bytes) -> bytes:
     record = json.loads(raw)
-    assert record.pop("v") == 1
-    return orjson.dumps(record)
+    assert record.pop("v") >= 1
+    return orjson.dumps({k: v for k, v in record.items() if k not in ADDED_IN_2})
 
 
 def as_before_versions(store: RedisView, call_id: str = CALL_ID) -> None:
@@ -64,15 +70,17 @@ async def test_a_call_stored_before_record_versions_goes_on_and_its_new_records_
     assert session.status_code == 200 and steps.status_code == 200
     assert [step["seq"] for step in session.json()["steps"]] == [1, 2]
     assert steps.json() == session.json()["steps"]  # versions are Redis's, not the API's
-    assert store.state()["v"] == 1 and store.state()["step_count"] == 2
-    assert [step.get("v") for step in store.steps()] == [None, 1]
+    assert store.state()["v"] == STATE.version and store.state()["step_count"] == 2
+    assert [step.get("v") for step in store.steps()] == [None, STEP.version]
+    assert session.json()["steps"][0]["intent_source"] == "client"  # read as version 2
 
 
 async def test_a_state_from_a_newer_release_is_503_changes_nothing_and_is_logged(
     service: Caller, store: RedisView, agents: Agents, capsys: pytest.CaptureFixture[str]
 ) -> None:
     await service.walk(1)
-    newer = from_a_newer_release(store.state() | {"stage_now": 2}, 2)  # say, a field added
+    newer_version = STATE.version + 1
+    newer = from_a_newer_release(store.state() | {"stage_now": 2}, newer_version)  # a field added
     store.client.set(call_key(CALL_ID, "state"), newer, keepttl=True)
     before, heard = store.snapshot(), list(agents.executors["auth"].seen.texts)
     capsys.readouterr()
@@ -88,7 +96,7 @@ async def test_a_state_from_a_newer_release_is_503_changes_nothing_and_is_logged
             "message": "",
             "call_identify_id": CALL_ID,
             "record": "state",
-            "version": 2,
+            "version": newer_version,
             "reason": "newer_version",
         }
         assert int(answer.headers["Retry-After"]) >= 1
@@ -97,7 +105,7 @@ async def test_a_state_from_a_newer_release_is_503_changes_nothing_and_is_logged
     logged = unreadable_lines(capsys.readouterr().err)
     assert len(logged) == 3
     assert {(line["call_identify_id"], line["record"], line["version"]) for line in logged} == {
-        (CALL_ID, "state", 2)
+        (CALL_ID, "state", newer_version)
     }
 
 

@@ -23,7 +23,7 @@ VALID_TURN = {
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        pytest.param({"intent": None}, "intent", id="missing-field"),
+        pytest.param({"eci": None}, "eci", id="missing-field"),
         pytest.param({"account_id": ""}, "account_id", id="empty-string"),
         pytest.param({"call_identify_id": "CALL 001"}, "call_identify_id", id="id-with-space"),
         pytest.param({"call_identify_id": "C" * 129}, "call_identify_id", id="id-too-long"),
