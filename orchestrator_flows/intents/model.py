@@ -175,13 +175,14 @@ class IntentModel:
         """Deterministic: the same examples (in any order) give the same model and fingerprint.
         cache_dir holds the encoder's int8 graph between runs. Raises ValueError on bad examples."""
         intents, texts, labels = _training_set(examples)
-        tfidf = TfidfHead(texts, labels, len(intents))
         encoder_head, missing = None, None
         if use_encoder:
             try:
                 encoder_head = _EncoderHead(load_encoder(cache_dir), texts, labels)
             except EncoderUnavailable as e:
                 missing = str(e)
+        # Without the encoder, the similarity gate runs on the TF-IDF vectors.
+        tfidf = TfidfHead(texts, labels, len(intents), keep_examples=encoder_head is None)
         return cls(intents, tfidf, encoder_head, labels, missing)
 
     @property
@@ -242,7 +243,10 @@ class IntentModel:
                 TFIDF_WEIGHT * _log_softmax(logits[candidates])
                 + (1 - TFIDF_WEIGHT) * _log_softmax(encoder_logits)
             ) / TEMPERATURE
-            sims = self._nearest(embedding @ head.gate_examples, head.gate_labels, candidates)
+            # einsum, not `@`: a matrix-vector product this size goes to BLAS's threads, whose
+            # hand-over stalls the turn when the cores are busy (bench/RESULTS.md).
+            sims = np.einsum("d,dn->n", embedding, head.gate_examples)
+            sims = self._nearest(sims, head.gate_labels, candidates)
         p = np.exp(z - z.max())
         return p / p.sum(), sims
 
