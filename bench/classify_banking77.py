@@ -274,9 +274,12 @@ async def measure_service(
         "ORCH_STATE_DIR": str(workdir / "state"),
     }
     from orchestrator_flows.infra.settings import Settings
+    from orchestrator_flows.ops.logs import configure_logging
     from orchestrator_flows.web.app import create_app
 
-    app = create_app(Settings())
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)  # to stderr: service.log
+    app = create_app(settings)
     headers = [(b"content-type", b"application/json"), (b"authorization", f"Bearer {key}".encode())]
     started = time.perf_counter()
     shutdown = await lifespan(app)
