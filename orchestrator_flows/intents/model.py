@@ -61,7 +61,7 @@ class Classification:
 @dataclass(frozen=True)
 class Thresholds:
     confidence: float = 0.2  # below: no-match "low_confidence"
-    margin: float = 0.1  # top1 - top2 below: no-match "ambiguous" (as Rasa's default)
+    margin: float = 0.05  # top1 - top2 below: no-match "ambiguous"
     similarity: float | None = None  # below: "unlike_examples"; None: the model's own gate
 
 
