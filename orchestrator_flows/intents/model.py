@@ -247,8 +247,9 @@ class IntentModel:
             # hand-over stalls the turn when the cores are busy (bench/RESULTS.md).
             sims = np.einsum("d,dn->n", embedding, head.gate_examples)
             sims = self._nearest(sims, head.gate_labels, candidates)
+        z = np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=-1e4)  # answers stay numbers, always
         p = np.exp(z - z.max())
-        return p / p.sum(), sims
+        return p / p.sum(), np.nan_to_num(sims, nan=-1.0)
 
     @staticmethod
     def _nearest(sims: np.ndarray | None, labels: np.ndarray, candidates: np.ndarray) -> np.ndarray:
