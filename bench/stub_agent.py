@@ -3,6 +3,8 @@
 `GET /.well-known/agent-card.json` serves a card offering JSON-RPC 1.0; any POST is taken as a
 `SendMessage` and answered at once with a completed task echoing the request id. It never asks
 for input, so every turn moves the call on. It serves every role from one URL.
+STUB_STATE=TASK_STATE_INPUT_REQUIRED makes every task ask for input instead: the call stays at
+its stage (bench/classify_banking77.py).
 Run: `python -m uvicorn stub_agent:app --app-dir bench --port 9100 --no-access-log`.
 """
 
@@ -16,6 +18,7 @@ import orjson
 from raw_asgi import read_body, respond
 
 URL = os.environ.get("STUB_URL", "http://127.0.0.1:9100/")
+STATE = os.environ.get("STUB_STATE", "TASK_STATE_COMPLETED")
 CARD = orjson.dumps(
     {
         "name": "bench-stub",
@@ -45,7 +48,7 @@ def answer(request: bytes) -> bytes:
     task = {
         "id": f"task-{next(_task_numbers)}",
         "contextId": context_id,
-        "status": {"state": "TASK_STATE_COMPLETED"},
+        "status": {"state": STATE},
         "artifacts": [{"artifactId": "answer", "parts": [{"text": "done"}]}],
     }
     return orjson.dumps({"jsonrpc": "2.0", "id": request_id, "result": {"task": task}})

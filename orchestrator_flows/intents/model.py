@@ -61,7 +61,7 @@ class Classification:
 @dataclass(frozen=True)
 class Thresholds:
     confidence: float = 0.2  # below: no-match "low_confidence"
-    margin: float = 0.1  # top1 - top2 below: no-match "ambiguous" (as Rasa's default)
+    margin: float = 0.05  # top1 - top2 below: no-match "ambiguous"
     similarity: float | None = None  # below: "unlike_examples"; None: the model's own gate
 
 
@@ -175,13 +175,14 @@ class IntentModel:
         """Deterministic: the same examples (in any order) give the same model and fingerprint.
         cache_dir holds the encoder's int8 graph between runs. Raises ValueError on bad examples."""
         intents, texts, labels = _training_set(examples)
-        tfidf = TfidfHead(texts, labels, len(intents))
         encoder_head, missing = None, None
         if use_encoder:
             try:
                 encoder_head = _EncoderHead(load_encoder(cache_dir), texts, labels)
             except EncoderUnavailable as e:
                 missing = str(e)
+        # Without the encoder, the similarity gate runs on the TF-IDF vectors.
+        tfidf = TfidfHead(texts, labels, len(intents), keep_examples=encoder_head is None)
         return cls(intents, tfidf, encoder_head, labels, missing)
 
     @property
@@ -242,9 +243,13 @@ class IntentModel:
                 TFIDF_WEIGHT * _log_softmax(logits[candidates])
                 + (1 - TFIDF_WEIGHT) * _log_softmax(encoder_logits)
             ) / TEMPERATURE
-            sims = self._nearest(embedding @ head.gate_examples, head.gate_labels, candidates)
+            # einsum, not `@`: a matrix-vector product this size goes to BLAS's threads, whose
+            # hand-over stalls the turn when the cores are busy (bench/RESULTS.md).
+            sims = np.einsum("d,dn->n", embedding, head.gate_examples)
+            sims = self._nearest(sims, head.gate_labels, candidates)
+        z = np.nan_to_num(z, nan=0.0, posinf=0.0, neginf=-1e4)  # answers stay numbers, always
         p = np.exp(z - z.max())
-        return p / p.sum(), sims
+        return p / p.sum(), np.nan_to_num(sims, nan=-1.0)
 
     @staticmethod
     def _nearest(sims: np.ndarray | None, labels: np.ndarray, candidates: np.ndarray) -> np.ndarray:

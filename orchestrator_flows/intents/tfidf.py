@@ -50,9 +50,12 @@ def _vectorizers() -> list[TfidfVectorizer]:
 
 
 class TfidfHead:
-    """Per-intent logits and per-intent nearest-example cosine similarity for one utterance."""
+    """Per-intent logits for one utterance and, with keep_examples, its cosine similarity to
+    each example (the TF-IDF-only model's out-of-scope gate)."""
 
-    def __init__(self, texts: Sequence[str], labels: np.ndarray, n_intents: int) -> None:
+    def __init__(
+        self, texts: Sequence[str], labels: np.ndarray, n_intents: int, *, keep_examples: bool
+    ) -> None:
         vectorizers = _vectorizers()
         blocks = [v.fit_transform(texts) for v in vectorizers]
         features = sp.hstack(blocks).tocsr()
@@ -77,12 +80,13 @@ class TfidfHead:
             )
             offset += n
         self._intercept = intercept
-        # The examples' own unit vectors (rows sum-normalised over both parts, as the query's),
-        # grouped by intent, for the nearest-example similarity.
-        normalised = sp.hstack(blocks).tocsr().astype(np.float32)
-        norms = np.sqrt(np.asarray(normalised.multiply(normalised).sum(axis=1)).ravel())
-        self._examples = sp.diags(1.0 / np.maximum(norms, 1e-12)) @ normalised
-        self._examples = self._examples.T.tocsr()  # (n_features, n_examples)
+        self._examples: sp.csr_matrix | None = None
+        if keep_examples:
+            # The examples' own unit vectors over both parts, as the query's, for the
+            # nearest-example similarity: (n_features, n_examples).
+            rows = features.astype(np.float32)
+            norms = np.sqrt(np.asarray(rows.multiply(rows).sum(axis=1)).ravel())
+            self._examples = (sp.diags(1.0 / np.maximum(norms, 1e-12)) @ rows).T.tocsr()
 
     def _query(self, text: str) -> list[tuple[np.ndarray, np.ndarray]]:
         """Per part: (feature indices, tf-idf weights), each part L2-normalised like sklearn's."""
@@ -113,7 +117,7 @@ class TfidfHead:
                 rows.append(index + offset)
                 values.append(w)
             offset += len(part.vocabulary)
-        if not similarity:
+        if not similarity or self._examples is None:
             return SVM_LOGIT_SCALE * logits, None
         sims = np.zeros(self._examples.shape[1], np.float32)
         if rows:
