@@ -249,8 +249,9 @@ def outcome_of(answer: dict[str, Any], model_best: str | None) -> Outcome:
         raise SystemExit(f"the turn was not classified: {answer}")
     if intent != NO_MATCH:
         return Outcome(intent, intent)
-    # A no-match answer may not name the top intent: then the in-process model's top stands in.
-    best = answer.get("intent_best") or answer.get("best_intent") or model_best
+    # A no-match answer's alternatives are the best intents, none taken: the first is the top.
+    ranked = answer.get("intent_alternatives") or []
+    best = ranked[0]["intent"] if ranked else model_best
     return Outcome(NO_MATCH, best)
 
 

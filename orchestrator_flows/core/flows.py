@@ -51,7 +51,7 @@ _NEXT = {stage: _BY_ID.get(stage.value + 1) for stage in Stage}
 
 CLASSIFIER_ROLE = "classifier"  # a role by this name in [agents] is the classifier agent
 # The built-in model's operating point (bench/RESULTS.md, "Intent classification").
-DEFAULT_THRESHOLDS = Thresholds(confidence=0.2, margin=0.1)
+DEFAULT_THRESHOLDS = Thresholds(confidence=0.2, margin=0.05)
 MAX_EXAMPLES = 100_000
 OnNoMatch = Literal["closing", "stay"]
 
