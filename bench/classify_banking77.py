@@ -264,6 +264,7 @@ async def measure_service(
     agent_urls: tuple[str, str],
     redis_url: str,
 ) -> dict[str, Any]:
+    workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "flows.toml"
     path.write_text(flows_file(examples, *agent_urls), encoding="utf-8")
     key = secrets.token_urlsafe(32)
@@ -363,6 +364,7 @@ async def run(args: argparse.Namespace) -> list[Figures]:
     cache_dir = workdir / "model-cache"
     agents: list[Any] = []
     redis_server = None
+    real_stderr = sys.stderr
     if not args.model_only:
         redis_port = free_port()
         redis_server = start_redis(redis_port, workdir)
@@ -383,6 +385,7 @@ async def run(args: argparse.Namespace) -> list[Figures]:
             print(orjson.dumps(figures.__dict__).decode(), flush=True)
             results.append(figures)
     finally:
+        sys.stderr = real_stderr  # a failure's traceback is the reader's, not the log's
         for process in agents:
             stop(process)
         if redis_server is not None:
