@@ -142,6 +142,20 @@ async def test_turn_without_intent_is_classified_answered_and_stored(
     assert step["input_message"].startswith("hello there, my card is ")
 
 
+async def test_a_classified_turns_log_line_says_who_chose_and_how_sure_never_the_words(
+    classifying: Service, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+
+    await unclassified(classifying)
+
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line[:1] == "{"]
+    [turn] = [line for line in lines if line["event"] == "turn"]
+    assert (turn["intent"], turn["intent_source"]) == ("greeting", "classifier")
+    assert (turn["intent_confidence"], turn["no_match_reason"]) == (0.92, None)
+    assert not any("hello there" in str(value) for line in lines for value in line.values())
+
+
 async def test_turn_with_intent_is_not_classified(classifying: Service, model: FakeModel) -> None:
     answer = await classifying.turn("welcome", "hi")
 
