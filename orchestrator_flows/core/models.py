@@ -180,13 +180,9 @@ class StepError(TypedDict):
 
 
 @with_config(Strict)
-class StepRecord(TypedDict):
-    """One line of the audit trail: a turn that reached an agent."""
+class IntentChosen(TypedDict):
+    """How a turn's intent was chosen: in its step and in its answer."""
 
-    seq: Annotated[int, Field(description="1-based position in the call's trail")]
-    intent_flow_id: int
-    flow_label: str
-    intent: str
     intent_source: Annotated[
         IntentSource, Field(description="Who chose the intent: the client or the classifier")
     ]
@@ -200,6 +196,16 @@ class StepRecord(TypedDict):
         NoMatchReason | None,
         Field(description="Why no intent was taken (intent no_match), else null"),
     ]
+
+
+@with_config(Strict)
+class StepRecord(IntentChosen):
+    """One line of the audit trail: a turn that reached an agent."""
+
+    seq: Annotated[int, Field(description="1-based position in the call's trail")]
+    intent_flow_id: int
+    flow_label: str
+    intent: str
     intent_classifier: Annotated[
         Literal["model", "agent"] | None,
         Field(description="What classified: the built-in model or the classifier agent"),
@@ -237,24 +243,11 @@ class StoredAnswer(TypedDict):
 
 
 @with_config(Strict)
-class OrchestrateResponse(TypedDict):
+class OrchestrateResponse(IntentChosen):
     call_identify_id: str
     intent_flow_id: int
     flow_label: str
     intent: str
-    intent_source: Annotated[
-        IntentSource, Field(description="Who chose the intent: the client or the classifier")
-    ]
-    intent_confidence: Annotated[
-        float | None, Field(description="The classifier's confidence in its top intent (0-1)")
-    ]
-    intent_alternatives: Annotated[
-        list[Alternative], Field(description="The classifier's next best intents, best first")
-    ]
-    no_match_reason: Annotated[
-        NoMatchReason | None,
-        Field(description="Why no intent was taken (intent no_match), else null"),
-    ]
     status: Literal["success", "error"]
     response: Annotated[
         dict[str, Any],

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +25,7 @@ from orchestrator_flows.core.replies import AgentReply
 from orchestrator_flows.infra.settings import DEFAULT_FLOWS_FILE
 from orchestrator_flows.ops.metrics import Metrics
 from orchestrator_flows.service.intent_choice import IntentChooser
+from tests.support.intent_models import FakeModel, Found, Scored
 from tests.support.leaks import shows_test_card
 
 EXAMPLES = {
@@ -38,32 +38,6 @@ CAPTURE_INTENTS = [
     "account_inquiry", "balance_inquiry", "billing_inquiry",
     "booking_request", "complaint", "refund_request",
 ]  # fmt: skip
-
-
-@dataclass
-class Scored:
-    intent: str
-    confidence: float
-
-
-@dataclass
-class Found:
-    best: str | None
-    confidence: float
-    alternatives: Sequence[Scored] = ()
-    no_match_reason: str | None = None
-
-
-@dataclass
-class FakeModel:
-    """Answers `found` to every question, and remembers each question."""
-
-    found: Found
-    asked: list[tuple[str, list[str], Any]] = field(default_factory=list)
-
-    def classify(self, text: str, allowed: Sequence[str], thresholds: Any) -> Found:
-        self.asked.append((text, list(allowed), thresholds))
-        return self.found
 
 
 REFUND = Found("refund_request", 0.9, [Scored("billing_inquiry", 0.06)])

@@ -8,7 +8,6 @@ import json
 import tomllib
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from orchestrator_flows.infra.settings import DEFAULT_FLOWS_FILE
 from orchestrator_flows.service import intent_choice
 from orchestrator_flows.service.turns import MESSAGE_IDS
 from tests.support.agents import RaisingAgent, Recording
+from tests.support.intent_models import FakeModel, Found, Scored
 from tests.support.leaks import shows_test_card
 from tests.support.service import AGENTS_BASE, Service, ServiceFactory, agent_urls
 
@@ -29,36 +29,6 @@ EXAMPLES = {
     "greeting": ["hello", "hola, buenos días"],
     "welcome": ["hi, I am calling about my account"],
 }
-
-
-@dataclass
-class Scored:
-    intent: str
-    confidence: float
-
-
-@dataclass
-class Found:
-    best: str | None
-    confidence: float
-    alternatives: Sequence[Scored] = ()
-    no_match_reason: str | None = None
-
-
-@dataclass
-class FakeModel:
-    """Answers `found` to every question and remembers the words it was asked about."""
-
-    found: Found
-    asked: list[tuple[str, list[str]]] = field(default_factory=list)
-    description: str = "fake"
-
-    def classify(self, text: str, allowed: Sequence[str], thresholds: Any) -> Found:
-        self.asked.append((text, list(allowed)))
-        return self.found
-
-    def fingerprint(self) -> str:
-        return "fake"
 
 
 GREETING = Found("greeting", 0.92, [Scored("welcome", 0.05)])
@@ -129,7 +99,9 @@ async def test_turn_without_intent_is_classified_answered_and_stored(
     assert body["intent_alternatives"] == [{"intent": "welcome", "confidence": 0.05}]
     assert body["no_match_reason"] is None
     assert body["next_flow_id"] == 2
-    assert model.asked == [(CARD_WORDS, ["greeting", "welcome"])]
+    assert [(words, allowed) for words, allowed, _ in model.asked] == [
+        (CARD_WORDS, ["greeting", "welcome"])
+    ]
     assert posts(classifying) == [classifying.settings.agent_urls["greeting"]]
     [step] = (await classifying.http.get("/session/CALL-001/steps")).json()
     assert step["intent"] == "greeting"
