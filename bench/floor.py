@@ -6,7 +6,13 @@ client we have), one round trip running the service's own COMMIT_STEP script (st
 TTL, lease release), and a small JSON answer. No validation, routing, logging or metrics: what
 the service spends beyond this is what its framework and code add.
 Run: `python -m uvicorn floor:app --app-dir bench --port 9200 --no-access-log` from the
-repository root, with FLOOR_REDIS_URL and FLOOR_AGENT_URL set.
+repository root, with FLOOR_REDIS_URL and FLOOR_AGENT_URL set; FLOOR_REDIS_MAX_CONNECTIONS (default
+1024) sizes its Redis pool, which should be at least the turns in flight.
+
+Neither pool ever holds a turn back: the agent pool has no cap, and a turn waits for a Redis
+connection only when more turns than FLOOR_REDIS_MAX_CONNECTIONS talk to Redis at once, which
+bench/run.py prevents by sizing it to its calls in flight. So the floor stays the floor however
+many turns wait on a slow agent.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import redis.asyncio as redis
 from raw_asgi import read_body, respond
 
 from orchestrator_flows.core.flows import load_flows
-from orchestrator_flows.infra.redis_store import BEGIN_TURN, COMMIT_STEP, call_keys, connect
+from orchestrator_flows.infra.redis_store import BEGIN_TURN, COMMIT_STEP, call_keys
 from orchestrator_flows.infra.settings import DEFAULT_FLOWS_FILE
 
 PREFIX = "orch"
@@ -39,13 +45,23 @@ AGENT_HEADERS = {"Content-Type": "application/json", "A2A-Version": "1.0"}
 class Floor:
     """The open connections and loaded scripts, made once at start-up."""
 
-    def __init__(self, redis_url: str, agent_url: str):
-        self.redis: redis.Redis = connect(redis_url, 1.0)
+    def __init__(self, redis_url: str, agent_url: str, redis_connections: int):
+        # Waits for a free connection rather than raising (redis-py's plain pool raises past
+        # its size); sized to the turns in flight, it never has to wait.
+        pool = redis.BlockingConnectionPool.from_url(
+            redis_url,
+            max_connections=redis_connections,
+            timeout=10,
+            socket_timeout=1.0,
+            socket_connect_timeout=1.0,
+        )
+        self.redis = redis.Redis(connection_pool=pool)
         self.agent_url = agent_url
-        # Shorter keep-alive than the agent's (uvicorn: 5 s), so an idle pooled connection is
-        # never reused just as the agent closes it.
+        # No cap on connections to the agent (limit=0). Shorter keep-alive than the agent's
+        # (uvicorn: 5 s), so an idle pooled connection is never reused just as the agent
+        # closes it.
         self.http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=200, keepalive_timeout=2.0),
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=2.0),
             timeout=aiohttp.ClientTimeout(total=15),
         )
         self.begin_sha = ""
@@ -156,7 +172,11 @@ async def _lifespan(receive: Any, send: Any) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
-            floor = Floor(os.environ["FLOOR_REDIS_URL"], os.environ["FLOOR_AGENT_URL"])
+            floor = Floor(
+                os.environ["FLOOR_REDIS_URL"],
+                os.environ["FLOOR_AGENT_URL"],
+                int(os.environ.get("FLOOR_REDIS_MAX_CONNECTIONS", "1024")),
+            )
             await floor.load_scripts()
             _running["floor"] = floor
             await send({"type": "lifespan.startup.complete"})

@@ -8,17 +8,26 @@ several service processes would send it.
 `stub`: the same loop of single SendMessage requests straight at the stub agent, to show that
 this generator can go much faster than the service it measures.
 `get`: one GET at a time, N times, for the latency of a read endpoint.
+`burst`: N first turns of N new calls, released at once over connections opened beforehand;
+answers counted by status and error code.
+
+In `calls`, a turn answered 503 `overloaded` is an error like any other unless --shed-pause-ms
+is given: then the worker waits that long (-1: the answer's Retry-After) and sends the same
+turn again, as a client told to come back later does; those answers are counted, and timed,
+apart from the errors.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,9 +67,12 @@ class Tally:
     error_samples: list[str] = field(default_factory=list)
     completed_calls: list[str] = field(default_factory=list)
     spread_calls: int = 0  # completed calls whose turns went to more than one URL
+    error_kinds: Counter[str] = field(default_factory=Counter)  # "503 store_unavailable", ...
+    shed_sec: list[float] = field(default_factory=list)  # 503 overloaded answers, when retried
 
-    def error(self, what: str) -> None:
+    def error(self, what: str, kind: str) -> None:
         self.errors += 1
+        self.error_kinds[kind] += 1
         if len(self.error_samples) < MAX_ERROR_SAMPLES:
             self.error_samples.append(what[:300])
 
@@ -74,23 +86,49 @@ def percentiles_ms(seconds: list[float]) -> dict[str, float | None]:
     return {name: pick(q) * 1000 for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))}
 
 
+@dataclass(frozen=True)
+class Answer:
+    status: int  # 0: no HTTP answer at all
+    body: bytes
+    retry_after_sec: float | None = None
+
+
 async def _post(
     http: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]
-) -> tuple[int, bytes]:
-    async with http.post(url, data=body, headers=headers) as answer:
-        return answer.status, await answer.read()
-
-
-def _turn_error(status: int, body: bytes) -> str | None:
-    """Why a turn failed, or None: an HTTP status other than 200, or status "error" inside."""
-    if status != 200:
-        return f"HTTP {status}: {body[:200]!r}"
+) -> Answer:
     try:
-        if orjson.loads(body).get("status") == "error":
-            return f"status error: {body[:200]!r}"
-    except (orjson.JSONDecodeError, AttributeError):
-        return f"not JSON: {body[:200]!r}"
+        async with http.post(url, data=body, headers=headers) as answer:
+            retry_after = answer.headers.get("Retry-After")
+            seconds = float(retry_after) if retry_after and retry_after.isdigit() else None
+            return Answer(answer.status, await answer.read(), seconds)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return Answer(0, f"{type(exc).__name__}: {exc}".encode())
+
+
+def _turn_error(answer: Answer) -> tuple[str, str] | None:
+    """Why a turn failed and its kind ("503 store_unavailable (MaxConnectionsError)",
+    "200 status error", "no answer: ClientOSError"), or None for a 200 with a success inside."""
+    status, body = answer.status, answer.body
+    if status == 0:
+        return body.decode(errors="replace"), "no answer: " + body.decode().partition(":")[0]
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return f"HTTP {status} not JSON: {body[:200]!r}", f"{status} not JSON"
+    if status != 200:
+        error = parsed.get("error") if isinstance(parsed, dict) else None
+        error = error if isinstance(error, dict) else {}
+        kind = f"{status} {error.get('code', '?')}"
+        if "reason" in error:
+            kind += f" ({error['reason']})"
+        return f"HTTP {status}: {body[:200]!r}", kind
+    if not isinstance(parsed, dict) or parsed.get("status") == "error":
+        return f"status error: {body[:200]!r}", "200 status error"
     return None
+
+
+def _is_shed(answer: Answer) -> bool:
+    return answer.status == 503 and b'"overloaded"' in answer.body
 
 
 async def _walk_calls(
@@ -100,6 +138,7 @@ async def _walk_calls(
     name: str,
     window: Window,
     tally: Tally,
+    shed_pause_ms: float | None = None,
 ) -> None:
     """One worker: whole calls, one after another, until the window closes."""
     number = 0
@@ -108,28 +147,26 @@ async def _walk_calls(
         call_id = f"{name}-{number}"
         call_started = time.monotonic()
         served_by: set[str] = set()
-        for intent, words in CALL_TURNS:
-            body = orjson.dumps(
-                {
-                    "call_identify_id": call_id,
-                    "account_id": ACCOUNT_ID,
-                    "eci": "ECI-BENCH",
-                    "input_message": words,
-                    "intent": intent,
-                }
-            )
-            url = random.choice(urls)
+        for turn in range(len(CALL_TURNS)):
+            body = _turn_body(call_id, turn)
+            while True:
+                url = random.choice(urls)
+                started = time.monotonic()
+                answer = await _post(http, url, body, headers)
+                finished = time.monotonic()
+                tally.requests += 1
+                if shed_pause_ms is None or not _is_shed(answer):
+                    break
+                if window.holds(finished):
+                    tally.shed_sec.append(finished - started)
+                pause = shed_pause_ms / 1000
+                if pause < 0:
+                    pause = answer.retry_after_sec or 1.0
+                await asyncio.sleep(pause)
             served_by.add(url)
-            started = time.monotonic()
-            try:
-                status, answer = await _post(http, url, body, headers)
-                failure = _turn_error(status, answer)
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                failure = f"{type(exc).__name__}: {exc}"
-            finished = time.monotonic()
-            tally.requests += 1
+            failure = _turn_error(answer)
             if failure:
-                tally.error(failure)
+                tally.error(*failure)
                 break  # a broken call is abandoned; the next one starts fresh
             if window.holds(finished):
                 tally.step_sec.append(finished - started)
@@ -150,22 +187,21 @@ async def _ask_stub(
         rpc = {"jsonrpc": "2.0", "id": number, "method": "SendMessage"}
         body = orjson.dumps(rpc | {"params": {"message": message, "configuration": {}}})
         started = time.monotonic()
-        try:
-            status, answer = await _post(http, url, body, {"A2A-Version": "1.0"})
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            status, answer = 0, f"{type(exc).__name__}: {exc}".encode()
+        answer = await _post(http, url, body, {"A2A-Version": "1.0"})
         finished = time.monotonic()
         tally.requests += 1
-        if status != 200 or b'"result"' not in answer:
-            tally.error(f"HTTP {status}: {answer[:200]!r}")
+        if answer.status != 200 or b'"result"' not in answer.body:
+            tally.error(f"HTTP {answer.status}: {answer.body[:200]!r}", str(answer.status))
         elif window.holds(finished):
             tally.step_sec.append(finished - started)
 
 
-def _session(concurrency: int) -> aiohttp.ClientSession:
-    # One pooled connection per call in flight; keep-alive shorter than uvicorn's 5 s.
-    connector = aiohttp.TCPConnector(limit=concurrency, keepalive_timeout=2.0)
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30))
+def _session() -> aiohttp.ClientSession:
+    # No cap on connections (limit=0): a closed loop opens one per call in flight and never
+    # more, so the generator never queues a turn of its own. Keep-alive shorter than uvicorn's
+    # 5 s. A minute per answer: a slow agent behind a queue is measured, not cut off.
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=2.0)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60))
 
 
 async def run_loop(args: argparse.Namespace) -> dict[str, Any]:
@@ -178,9 +214,11 @@ async def run_loop(args: argparse.Namespace) -> dict[str, Any]:
     tally = Tally()
     now = time.monotonic()
     window = Window(now + args.warmup, now + args.warmup + args.seconds)
-    async with _session(args.concurrency) as http:
+    async with _session() as http:
         workers = [
-            _walk_calls(http, args.url, headers, f"{args.tag}-{i}", window, tally)
+            _walk_calls(
+                http, args.url, headers, f"{args.tag}-{i}", window, tally, args.shed_pause_ms
+            )
             if args.mode == "calls"
             else _ask_stub(http, args.url[0], f"{args.tag}-{i}", window, tally)
             for i in range(args.concurrency)
@@ -191,13 +229,20 @@ async def run_loop(args: argparse.Namespace) -> dict[str, Any]:
     machine_busy_sec = cpu_sec.pop("machine")
     return {
         "window_sec": args.seconds,
+        "window_monotonic": [
+            window.start,
+            window.end,
+        ],  # CLOCK_MONOTONIC: the same in every process
         "steps": len(tally.step_sec),
         "calls": len(tally.call_sec),
         "step_ms": percentiles_ms(tally.step_sec),
         "call_ms": percentiles_ms(tally.call_sec),
         "requests": tally.requests,
         "errors": tally.errors,
+        "error_kinds": dict(tally.error_kinds),
         "error_samples": tally.error_samples,
+        "shed": len(tally.shed_sec),
+        "shed_ms": percentiles_ms(tally.shed_sec),
         "completed_calls": tally.completed_calls,
         "spread_calls": tally.spread_calls,
         "cpu_sec": cpu_sec.pop("server"),
@@ -233,22 +278,101 @@ async def run_gets(args: argparse.Namespace) -> dict[str, Any]:
     """`get`: sequential GETs (after a few unmeasured ones) for a clean per-request latency."""
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     tally = Tally()
-    async with _session(1) as http:
+    async with _session() as http:
         for number in range(args.requests + 10):
             started = time.monotonic()
             async with http.get(args.url[0], headers=headers) as answer:
                 body = await answer.read()
             elapsed = time.monotonic() - started
             if answer.status != 200:
-                tally.error(f"HTTP {answer.status}: {body[:200]!r}")
+                tally.error(f"HTTP {answer.status}: {body[:200]!r}", str(answer.status))
             elif number >= 10:
                 tally.step_sec.append(elapsed)
     return {"ms": percentiles_ms(tally.step_sec), "errors": tally.errors, "bytes": len(body)}
 
 
+def _turn_body(call_id: str, turn: int = 0) -> bytes:
+    intent, words = CALL_TURNS[turn]
+    return orjson.dumps(
+        {
+            "call_identify_id": call_id,
+            "account_id": ACCOUNT_ID,
+            "eci": "ECI-BENCH",
+            "input_message": words,
+            "intent": intent,
+        }
+    )
+
+
+async def _open_connections(http: aiohttp.ClientSession, url: str, count: int) -> int:
+    """`count` keep-alive connections to the server, pooled in `http`: as many GETs held open
+    together until each has its answer's head, then read. Returns how many were open at once
+    (fewer if the server refused some within 30 s)."""
+    all_open = asyncio.Event()
+    opened = 0
+
+    async def hold() -> None:
+        nonlocal opened
+        async with http.get(url) as answer:
+            opened += 1
+            if opened == count:
+                all_open.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(all_open.wait(), 30)
+            await answer.read()
+
+    await asyncio.gather(*(hold() for _ in range(count)), return_exceptions=True)
+    return opened
+
+
+async def run_burst(args: argparse.Namespace) -> dict[str, Any]:
+    """`burst`: --turns first turns of as many new calls, released together once every one has a
+    connection open (so the server sees them arrive at once, not as fast as TCP handshakes go)."""
+    headers = {"Content-Type": "application/json"}
+    if args.api_key:
+        headers["Authorization"] = f"Bearer {args.api_key}"
+    url = args.url[0]
+    bodies = [(f"{args.tag}-{n}", _turn_body(f"{args.tag}-{n}")) for n in range(args.turns)]
+    answers: list[tuple[str, Answer, float]] = []
+    go = asyncio.Event()
+
+    async def turn(call_id: str, body: bytes) -> None:
+        await go.wait()
+        started = time.monotonic()
+        answer = await _post(http, url, body, headers)
+        answers.append((call_id, answer, time.monotonic() - started))
+
+    async with _session() as http:
+        opened = await _open_connections(http, url.rsplit("/", 1)[0] + "/healthz", args.turns)
+        tasks = [asyncio.create_task(turn(call_id, body)) for call_id, body in bodies]
+        await asyncio.sleep(0)  # every task runs up to go.wait() before the main task resumes
+        released = time.monotonic()
+        go.set()
+        await asyncio.gather(*tasks)
+        all_answered = time.monotonic() - released
+    kinds: Counter[str] = Counter()
+    samples: list[str] = []
+    for _, answer, _ in answers:
+        failure = _turn_error(answer)
+        kinds[failure[1] if failure else "200 success"] += 1
+        if failure and len(samples) < MAX_ERROR_SAMPLES:
+            samples.append(failure[0][:300])
+    ok = [(call_id, sec) for call_id, answer, sec in answers if _turn_error(answer) is None]
+    return {
+        "turns": args.turns,
+        "connections_open": opened,
+        "answers": dict(kinds),
+        "error_samples": samples,
+        "ms": percentiles_ms([sec for _, _, sec in answers]),
+        "ok_ms": percentiles_ms([sec for _, sec in ok]),
+        "all_answered_ms": all_answered * 1000,
+        "completed_calls": [call_id for call_id, _ in ok],
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=["calls", "stub", "get"])
+    parser.add_argument("mode", choices=["calls", "stub", "get", "burst"])
     parser.add_argument(
         "--url", required=True, action="append", help="repeat (calls): turns spread at random"
     )
@@ -256,6 +380,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--turns", type=int, default=1000, help="burst: turns released at once")
+    parser.add_argument(
+        "--shed-pause-ms",
+        type=float,
+        default=None,
+        help="calls: retry a turn answered 503 overloaded after this pause (-1: Retry-After)",
+    )
     parser.add_argument("--tag", default="BENCH")
     parser.add_argument("--api-key", default="")
     parser.add_argument("--cpu-pids", default="", help="comma-separated pids to time")
@@ -269,7 +400,8 @@ def main(argv: list[str] | None = None) -> None:
         runner = uvloop.run
     except ImportError:
         runner = asyncio.run
-    result = runner(run_gets(args) if args.mode == "get" else run_loop(args))
+    runs = {"get": run_gets, "burst": run_burst}
+    result = runner(runs.get(args.mode, run_loop)(args))
     json.dump(result, sys.stdout)
 
 

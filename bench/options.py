@@ -25,8 +25,33 @@ def add_round_options(parser: argparse.ArgumentParser, *, rounds: int, rounds_he
     parser.add_argument("--smoke", action="store_true", help="a tiny run that checks it works")
 
 
-def print_run_lines(service_dir: Path) -> None:
-    """The command as typed, the machine, and which service was measured."""
+def add_slow_agent_options(parser: argparse.ArgumentParser) -> None:
+    """--agent-delay-ms, --service-env and --workers: the stub agent's pace, the service's
+    settings."""
+    parser.add_argument(
+        "--agent-delay-ms", type=int, default=0, help="the stub agent answers after this long"
+    )
+    parser.add_argument(
+        "--service-env",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the service's environment (repeat), e.g. MAX_TURNS_IN_FLIGHT=300",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="service uvicorn workers")
+
+
+def _setting(option: str) -> tuple[str, str]:
+    name, equals, value = option.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"{option!r} is not NAME=VALUE")
+    return name.upper(), value
+
+
+def print_run_lines(service_dir: Path, service_env: list[tuple[str, str]] = ()) -> None:
+    """The command as typed, the machine, and which service was measured (and its settings)."""
     print(f"command: {shlex.join([Path(sys.executable).name, *sys.argv])}")
     print(describe_machine())
-    print(f"service: `uvicorn main:app` in {service_dir}")
+    settings = "".join(f" {name}={value}" for name, value in service_env)
+    print(f"service: `uvicorn main:app` in {service_dir}{settings}")

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -269,7 +270,8 @@ RUN_SECRET = secrets.token_hex(32)  # every service process of a run shares it, 
 
 def clean_environment() -> dict[str, str]:
     """This environment without the service's own variables (a developer's REDIS_URL...)."""
-    ours = ("REDIS_", "API_KEYS", "AGENT_URL_", "ORCH_", "LOG_", "OTEL_", "IDEMPOTENCY_")
+    ours = ("REDIS_", "API_KEYS", "AGENT_", "ORCH_", "LOG_", "OTEL_", "IDEMPOTENCY_", "MAX_")
+    ours += ("STUB_", "FLOOR_")
     return {k: v for k, v in os.environ.items() if not k.upper().startswith(ours)}
 
 
@@ -293,3 +295,45 @@ def run_loadgen(
     if done.returncode != 0:
         raise BenchError(f"load generator failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout)
+
+
+def rss_bytes(pids: list[int]) -> int:
+    """Resident memory of the given processes together, from /proc/<pid>/status (VmRSS)."""
+    total = 0
+    for pid in pids:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024  # kB
+    return total
+
+
+class RssSampler:
+    """Samples a process tree's RSS every `every_sec` in a thread, from start() to stop();
+    median_between() is the median of the samples taken inside a span of the monotonic clock."""
+
+    def __init__(self, pid: int, every_sec: float = 0.25):
+        self._pid, self._every = pid, every_sec
+        self._samples: list[tuple[float, int]] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            self._samples.append((time.monotonic(), rss_bytes(process_tree(self._pid))))
+            self._done.wait(self._every)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def median_between(self, start: float, end: float) -> int | None:
+        inside = sorted(rss for moment, rss in self._samples if start <= moment <= end)
+        return inside[len(inside) // 2] if inside else None

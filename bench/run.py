@@ -6,37 +6,26 @@ whole calls between the service and the floor, checks every completed call's tra
 and measures how a step's cost grows with Redis and with the call. Exit status 1 if a turn
 failed or a trail is wrong; the performance targets are reported, not enforced (timings on a
 shared machine are too noisy to fail on).
+
+With --agent-delay-ms the stub agent answers each turn that much later, as a language model
+does: then nearly every call in flight is a turn waiting on the agent, and the table adds the
+servers' memory (RSS) per turn in flight and the slow-agent targets of issue 22.
 """
 
 from __future__ import annotations
 
 import argparse
-import secrets
+import dataclasses
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import profiling
-import redis
-from options import add_round_options, print_run_lines
-from processes import (
-    BENCH,
-    BenchError,
-    clean_environment,
-    free_port,
-    process_tree,
-    run_loadgen,
-    service_environment,
-    start_redis,
-    start_uvicorn,
-    stop,
-)
+from options import add_round_options, add_slow_agent_options, print_run_lines
+from processes import BenchError, RssSampler, process_tree, rss_bytes, run_loadgen
 from redis_view import CallTemplate, TrailCheck, check_trails, used_memory
 from report import (
     Results,
@@ -48,24 +37,13 @@ from report import (
     print_trail,
 )
 from scaling import ScalingPlan, measure_scaling
-
-
-@dataclass(frozen=True)
-class Stack:
-    redis: redis.Redis
-    stub_url: str
-    service_url: str
-    service_pid: int
-    floor_url: str
-    floor_pid: int
-    client_key: str
-    auditor_key: str
+from stack import Stack, running_stack
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark the orchestrator against its floor.")
     add_round_options(parser, rounds=5, rounds_help="rounds each of service and floor")
-    parser.add_argument("--workers", type=int, default=1, help="service uvicorn workers")
+    add_slow_agent_options(parser)
     parser.add_argument("--live-calls", type=int, default=100_000, help="Redis size to compare")
     parser.add_argument("--long-trail", type=int, default=200, help="steps of the long call")
     parser.add_argument(
@@ -80,78 +58,51 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-@contextmanager
-def running_stack(args: argparse.Namespace, tmp: Path) -> Iterator[Stack]:
-    """Redis, the stub, the service and the floor, each in its own process, stopped on exit."""
-    with ExitStack() as stack:
-        redis_port, stub_port, service_port, floor_port = (free_port() for _ in range(4))
-        redis_url = f"redis://127.0.0.1:{redis_port}/0"
-        stack.callback(stop, start_redis(redis_port, tmp))
-        client = stack.enter_context(redis.Redis.from_url(redis_url))
-        stub_url = f"http://127.0.0.1:{stub_port}/"
-        env = clean_environment() | {"STUB_URL": stub_url}
-        stub = start_uvicorn(
-            "stub_agent:app", stub_port, env=env, log_file=tmp / "stub.log", app_dir=BENCH
-        )
-        stack.callback(stop, stub)
-        client_key, auditor_key = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-        api_keys = f"client:{client_key},auditor:{auditor_key}"
-        env = service_environment(redis_url, stub_url, api_keys)
-        service = start_uvicorn(
-            "main:app",
-            service_port,
-            env=env,
-            log_file=tmp / "service.log",
-            workers=args.workers,
-            cwd=args.service_dir,
-        )
-        stack.callback(stop, service)
-        env = clean_environment() | {"FLOOR_REDIS_URL": redis_url, "FLOOR_AGENT_URL": stub_url}
-        # The floor imports the service's Lua scripts: from the same directory as the service.
-        floor = start_uvicorn(
-            "floor:app",
-            floor_port,
-            env=env,
-            log_file=tmp / "floor.log",
-            app_dir=BENCH,
-            cwd=args.service_dir,
-        )
-        stack.callback(stop, floor)
-        yield Stack(
-            client,
-            stub_url,
-            f"http://127.0.0.1:{service_port}",
-            service.pid,
-            f"http://127.0.0.1:{floor_port}",
-            floor.pid,
-            client_key,
-            auditor_key,
-        )
-
-
 def measure_round(
     stack: Stack, url: str, pid: int, args: argparse.Namespace, tag: str
 ) -> tuple[RoundResult, list[str]]:
-    """One closed-loop round over an empty Redis; also returns the completed call ids."""
+    """One closed-loop round over an empty Redis; also returns the completed call ids. The
+    server's RSS is the median of samples taken during the measured window."""
     stack.redis.flushall()
     before = used_memory(stack.redis)
-    out = run_loadgen(
+    with RssSampler(pid) as rss:
+        out = run_loadgen(
+            "calls",
+            url + "/orchestrate",
+            timeout=args.warmup + args.seconds + 120,
+            concurrency=args.concurrency,
+            seconds=args.seconds,
+            warmup=args.warmup,
+            tag=tag,
+            api_key=stack.client_key,
+            cpu_pids=",".join(str(p) for p in process_tree(pid)),
+        )
+    growth = used_memory(stack.redis) - before
+    result = RoundResult.from_loadgen(out, growth)
+    result = dataclasses.replace(result, rss_bytes=rss.median_between(*out["window_monotonic"]))
+    return result, out["completed_calls"]
+
+
+def idle_rss(stack: Stack, url: str, pid: int, tag: str) -> int:
+    """The server's RSS with nothing in flight, after one whole call (so what the first turn
+    loads or caches is not counted per turn in flight)."""
+    run_loadgen(
         "calls",
         url + "/orchestrate",
-        timeout=args.warmup + args.seconds + 120,
-        concurrency=args.concurrency,
-        seconds=args.seconds,
-        warmup=args.warmup,
+        timeout=120,
+        concurrency=1,
+        seconds=0.01,
+        warmup=0,
         tag=tag,
         api_key=stack.client_key,
-        cpu_pids=",".join(str(p) for p in process_tree(pid)),
     )
-    growth = used_memory(stack.redis) - before
-    return RoundResult.from_loadgen(out, growth), out["completed_calls"]
+    return rss_bytes(process_tree(pid))
 
 
 def run_benchmark(stack: Stack, args: argparse.Namespace) -> Results:
-    results = Results()
+    results = Results(concurrency=args.concurrency, agent_delay_ms=args.agent_delay_ms)
+    results.service_idle_rss = idle_rss(stack, stack.service_url, stack.service_pid, "IDLE-S")
+    results.floor_idle_rss = idle_rss(stack, stack.floor_url, stack.floor_pid, "IDLE-F")
     calibration = run_loadgen(
         "stub",
         stack.stub_url,
@@ -218,10 +169,11 @@ def profile_round(stack: Stack, args: argparse.Namespace) -> list[str]:
 
 
 def print_header(args: argparse.Namespace) -> None:
-    print_run_lines(args.service_dir)
+    print_run_lines(args.service_dir, args.service_env)
     print(
         f"setup: service {args.workers} worker(s), floor 1 worker, {args.concurrency} calls"
-        f" in flight, {args.rounds} rounds x {args.seconds:g} s (+{args.warmup:g} s warm-up) each"
+        f" in flight, {args.rounds} rounds x {args.seconds:g} s (+{args.warmup:g} s warm-up) each,"
+        f" agent answers after {args.agent_delay_ms} ms"
     )
 
 
@@ -232,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with (
             tempfile.TemporaryDirectory(prefix="orch-bench-") as tmp,
-            running_stack(args, Path(tmp)) as stack,
+            running_stack(args, Path(tmp), args.concurrency) as stack,
         ):
             results = run_benchmark(stack, args)
     except BenchError as exc:

@@ -4,12 +4,14 @@
 `SendMessage` and answered at once with a completed task echoing the request id. It never asks
 for input, so every turn moves the call on. It serves every role from one URL.
 STUB_STATE=TASK_STATE_INPUT_REQUIRED makes every task ask for input instead: the call stays at
-its stage (bench/classify_banking77.py).
+its stage (bench/classify_banking77.py). STUB_DELAY_MS=N answers each SendMessage N ms after
+it arrived (asyncio.sleep: the agent waits without using CPU, as a slow language model does).
 Run: `python -m uvicorn stub_agent:app --app-dir bench --port 9100 --no-access-log`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from typing import Any
@@ -19,6 +21,7 @@ from raw_asgi import read_body, respond
 
 URL = os.environ.get("STUB_URL", "http://127.0.0.1:9100/")
 STATE = os.environ.get("STUB_STATE", "TASK_STATE_COMPLETED")
+DELAY_SEC = int(os.environ.get("STUB_DELAY_MS", "0")) / 1000
 CARD = orjson.dumps(
     {
         "name": "bench-stub",
@@ -60,6 +63,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     if scope["method"] == "POST":
         body = await read_body(receive)
+        if DELAY_SEC:
+            await asyncio.sleep(DELAY_SEC)
         await respond(send, 200, answer(body))
     elif scope["path"].endswith("agent-card.json"):
         await respond(send, 200, CARD)
