@@ -54,8 +54,11 @@ class TrailCheck:
             self.failures.append(f"{call_id}: {why}")
 
 
-def check_trails(client: AnyRedis, call_ids: list[str], check: TrailCheck) -> None:
-    """Every call: five steps, seq 1..5 in order, stages 1..5 once each, a TTL on both keys."""
+def check_trails(
+    client: AnyRedis, call_ids: list[str], check: TrailCheck, turns: int = len(STAGES)
+) -> None:
+    """Every call: `turns` steps (all five by default), seq 1..turns in order, stages 1..turns
+    once each, a TTL on both keys."""
     for batch in _batches(call_ids):
         # Not a transaction: on a cluster the batch spans every slot, and redis-py sends a
         # plain pipeline to each node with that node's commands, answers in the order asked.
@@ -68,17 +71,18 @@ def check_trails(client: AnyRedis, call_ids: list[str], check: TrailCheck) -> No
         for index, call_id in enumerate(batch):
             raw_steps, steps_ttl, state_ttl = answers[3 * index : 3 * index + 3]
             check.calls += 1
-            why = _trail_problem([json.loads(raw) for raw in raw_steps], steps_ttl, state_ttl)
+            steps = [json.loads(raw) for raw in raw_steps]
+            why = _trail_problem(steps, steps_ttl, state_ttl, turns)
             if why:
                 check.fail(call_id, why)
             else:
                 check.passed += 1
 
 
-def _trail_problem(steps: list[dict], steps_ttl: int, state_ttl: int) -> str | None:
-    if [step.get("seq") for step in steps] != [1, 2, 3, 4, 5]:
+def _trail_problem(steps: list[dict], steps_ttl: int, state_ttl: int, turns: int) -> str | None:
+    if [step.get("seq") for step in steps] != list(range(1, turns + 1)):
         return f"seq {[step.get('seq') for step in steps]}"
-    if [step.get("intent_flow_id") for step in steps] != STAGES:
+    if [step.get("intent_flow_id") for step in steps] != STAGES[:turns]:
         return f"stages {[step.get('intent_flow_id') for step in steps]}"
     if steps_ttl <= 0 or state_ttl <= 0:
         return f"TTL steps={steps_ttl} state={state_ttl}"

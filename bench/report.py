@@ -237,11 +237,13 @@ def print_trail(results: Results) -> None:
     print_trail_check(results.trail_calls, results.trail_passed, results.trail_failures)
 
 
-def print_trail_check(calls: int, passed: int, failures: list[str]) -> None:
+def print_trail_check(calls: int, passed: int, failures: list[str], turns: int = 5) -> None:
     verdict = "PASS" if calls > 0 and passed == calls else "FAIL"
+    what = "calls have steps 1..5 in order, stages 1..5 once each"
+    if turns == 1:
+        what = "first turns have step 1, stage 1"
     print(
-        f"trail check: {verdict}: {passed:,} of {calls:,} completed"
-        " calls have steps 1..5 in order, stages 1..5 once each, TTL on state and steps"
+        f"trail check: {verdict}: {passed:,} of {calls:,} completed {what}, TTL on state and steps"
     )
     for failure in failures:
         print(f"  {failure}")
