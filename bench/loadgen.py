@@ -161,7 +161,7 @@ async def _walk_calls(
                     tally.shed_sec.append(finished - started)
                 pause = shed_pause_ms / 1000
                 if pause < 0:
-                    pause = answer.retry_after_sec or 1.0
+                    pause = 1.0 if answer.retry_after_sec is None else answer.retry_after_sec
                 await asyncio.sleep(pause)
             served_by.add(url)
             failure = _turn_error(answer)
