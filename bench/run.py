@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import subprocess
 import sys
 import tempfile
@@ -103,13 +104,19 @@ def run_benchmark(stack: Stack, args: argparse.Namespace) -> Results:
     results = Results(concurrency=args.concurrency, agent_delay_ms=args.agent_delay_ms)
     results.service_idle_rss = idle_rss(stack, stack.service_url, stack.service_pid, "IDLE-S")
     results.floor_idle_rss = idle_rss(stack, stack.floor_url, stack.floor_pid, "IDLE-F")
+    seconds, warmup = min(args.seconds, 5.0), min(args.warmup, 1.0)
+    if args.agent_delay_ms:
+        # The stub answers a closed loop in waves, one per delay: a window of whole delays
+        # whose edges fall between waves counts each wave once.
+        delay = args.agent_delay_ms / 1000
+        seconds, warmup = max(2, math.ceil(seconds / delay)) * delay, 1.5 * delay
     calibration = run_loadgen(
         "stub",
         stack.stub_url,
-        timeout=60,
+        timeout=seconds + warmup + 60,
         concurrency=args.concurrency,
-        seconds=min(args.seconds, 5.0),
-        warmup=min(args.warmup, 1.0),
+        seconds=seconds,
+        warmup=warmup,
     )
     results.stub_requests_per_sec = calibration["steps"] / calibration["window_sec"]
     trails, template = TrailCheck(), None

@@ -92,3 +92,43 @@ def test_in_process_driver_runs_whole_calls_without_errors(which: str) -> None:
     assert name == which
     assert printed["turns"] >= 25 and printed["errors"] == 0
     assert printed["cpu_us_per_turn"] > 0
+
+
+def test_slow_agent_run_reports_memory_per_turn_and_errors_by_answer() -> None:
+    run = run_script("run.py", "--smoke", "--agent-delay-ms", "20", "--skip-scaling", timeout=120)
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = run.stdout.splitlines()
+    for row in ("RSS MiB, idle", "RSS MiB, in rounds", "RSS KiB/turn in flight"):
+        assert any(line.startswith(row) for line in lines), f"no {row!r} row:\n{run.stdout}"
+    assert re.search(r"^errors\s+0\s+0$", run.stdout, re.MULTILINE), run.stdout
+    assert "  service errors by answer: none" in lines, run.stdout
+    assert "  floor errors by answer: none" in lines, run.stdout
+    assert "stub agent (20 ms)" in run.stdout
+    assert "targets (issue 22, slow agent" in run.stdout
+    assert re.search(r"^trail check: PASS: [\d,]+ of [\d,]+", run.stdout, re.MULTILINE)
+
+
+def test_burst_counts_every_answer_and_checks_each_first_step() -> None:
+    run = run_script("burst.py", "--smoke", timeout=120)
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    # --smoke releases 20 turns at once, on 20 connections opened beforehand.
+    assert re.search(r"^connections open at release\s+20\s+20$", run.stdout, re.M), run.stdout
+    assert re.search(r"^  200 success\s+20\s+20$", run.stdout, re.MULTILINE), run.stdout
+    assert re.search(r"^service 503 store_unavailable: 0$", run.stdout, re.MULTILINE)
+    assert re.search(r"^trail check: PASS: 20 of 20 ", run.stdout, re.MULTILINE), run.stdout
+
+
+def test_overload_run_reports_shed_turns_next_to_an_unloaded_run() -> None:
+    run = run_script("overload.py", "--smoke", timeout=120)
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "MAX_TURNS_IN_FLIGHT=4" in run.stdout
+    lines = run.stdout.splitlines()
+    for row in ("admitted step p99 ms", "503 overloaded p99 ms", "503 overloaded, all rounds"):
+        assert any(line.startswith(row) for line in lines), f"no {row!r} row:\n{run.stdout}"
+    # How many turns are shed depends on the service measured; other errors never happen.
+    assert re.search(r"^other errors\s+0\s+0$", run.stdout, re.MULTILINE), run.stdout
+    assert "admitted p99, overloaded / unloaded:" in run.stdout
+    assert re.search(r"^trail check: PASS: [\d,]+ of [\d,]+", run.stdout, re.MULTILINE)
