@@ -10,7 +10,7 @@ import aiohttp
 import httpx
 import pytest
 
-from orchestrator_flows.infra.agent_transport import AgentTransport, _meaning
+from orchestrator_flows.infra.agent_transport import AgentTransport, PoolLimits, _meaning
 from tests.support.agents import free_port
 
 
@@ -39,7 +39,7 @@ def test_foreign_errors_pass_unchanged() -> None:
 
 
 async def test_refused_connection_is_a_connect_error_so_it_may_be_retried() -> None:
-    transport = AgentTransport(limits=httpx.Limits(max_connections=1))
+    transport = AgentTransport(limits=PoolLimits(total=1))
     async with httpx.AsyncClient(transport=transport) as client:
         with pytest.raises(httpx.ConnectError):
             await client.post(f"http://127.0.0.1:{free_port()}/", content=b"{}")
@@ -54,7 +54,7 @@ async def test_answer_cut_short_is_a_read_error() -> None:
 
     server = await asyncio.start_server(half_answer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    transport = AgentTransport(limits=httpx.Limits(max_connections=1))
+    transport = AgentTransport(limits=PoolLimits(total=1))
     async with server, httpx.AsyncClient(transport=transport) as client:
         with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
             await client.post(f"http://127.0.0.1:{port}/", content=b"{}")
@@ -79,7 +79,7 @@ async def test_compressed_answer_reaches_the_caller_decoded() -> None:
     head = f"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {len(body)}\r\n\r\n"
     server, _ = await serve_once(head.encode() + body)
     port = server.sockets[0].getsockname()[1]
-    transport = AgentTransport(limits=httpx.Limits(max_connections=1))
+    transport = AgentTransport(limits=PoolLimits(total=1))
     async with server, httpx.AsyncClient(transport=transport) as client:
         answer = await client.post(f"http://127.0.0.1:{port}/", content=b"{}")
 
@@ -89,7 +89,7 @@ async def test_compressed_answer_reaches_the_caller_decoded() -> None:
 async def test_request_headers_and_body_go_out_as_given() -> None:
     server, heard = await serve_once(b"HTTP/1.1 204 No Content\r\n\r\n")
     port = server.sockets[0].getsockname()[1]
-    transport = AgentTransport(limits=httpx.Limits(max_connections=1))
+    transport = AgentTransport(limits=PoolLimits(total=1))
     request = httpx.Request(
         "POST",
         f"http://127.0.0.1:{port}/rpc",
@@ -124,7 +124,7 @@ async def test_answer_arrives_whole_however_it_is_framed(framing: str) -> None:
         answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
     server, _ = await serve_once(answer)
     port = server.sockets[0].getsockname()[1]
-    transport = AgentTransport(limits=httpx.Limits(max_connections=1))
+    transport = AgentTransport(limits=PoolLimits(total=1))
     async with server, httpx.AsyncClient(transport=transport) as client:
         received = await client.post(f"http://127.0.0.1:{port}/", content=b"{}")
 
@@ -138,7 +138,7 @@ async def test_streamed_request_body_goes_out_whole() -> None:
 
     server, heard = await serve_once(b"HTTP/1.1 204 No Content\r\n\r\n", body_bytes=8)
     port = server.sockets[0].getsockname()[1]
-    transport = AgentTransport(limits=httpx.Limits(max_connections=1))
+    transport = AgentTransport(limits=PoolLimits(total=1))
     request = httpx.Request("POST", f"http://127.0.0.1:{port}/", content=parts())
     async with server:
         answer = await transport.handle_async_request(request)
