@@ -202,6 +202,17 @@ class StoredRecordUnreadable(OrchestratorError):
     answer_headers: ClassVar[dict[str, str]] = RETRY_AFTER
 
 
+class Overloaded(OrchestratorError):
+    """This worker holds as many turns as it may (MAX_TURNS_IN_FLIGHT): the turn was answered
+    at once, before Redis or any agent was asked, and nothing was recorded. Send it again
+    after `Retry-After` (another replica may take it now)."""
+
+    status_code = 503
+    code = "overloaded"
+    answer_headers: ClassVar[dict[str, str]] = RETRY_AFTER
+    example_details: ClassVar[dict[str, Any]] = {"max_turns_in_flight": 1500}
+
+
 class BodyTooLarge(OrchestratorError):
     """The request body is over the limit (64 KiB); it was not read."""
 

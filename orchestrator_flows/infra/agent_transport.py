@@ -11,7 +11,10 @@ Bodies are passed through as they came: httpx decodes any Content-Encoding.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 import httpx
@@ -92,21 +95,58 @@ async def _body_of(answer: aiohttp.ClientResponse) -> httpx.AsyncByteStream:
     return _Body(answer)
 
 
+@dataclass(frozen=True)
+class PoolLimits:
+    """Connections to the agents: at most `total` in all and `per_host` to one agent host
+    (0: no cap), an idle one closed after `keepalive_sec`."""
+
+    total: int = 0
+    per_host: int = 1024
+    keepalive_sec: float = 2.0
+
+
 class AgentTransport(httpx.AsyncBaseTransport):
-    def __init__(self, limits: httpx.Limits) -> None:
+    def __init__(
+        self, limits: PoolLimits, on_wait: Callable[[float], None] = lambda seconds: None
+    ) -> None:
         self._limits = limits
+        self._on_wait = on_wait
         self._session: aiohttp.ClientSession | None = None
 
     def _pool(self) -> aiohttp.ClientSession:
         # Made on first use, inside the event loop that aiohttp ties it to.
         if self._session is None:
             connector = aiohttp.TCPConnector(
-                limit=self._limits.max_connections or 0,
-                keepalive_timeout=self._limits.keepalive_expiry,
+                limit=self._limits.total,
+                limit_per_host=self._limits.per_host,
+                keepalive_timeout=self._limits.keepalive_sec,
                 ssl=httpx.create_ssl_context(),  # the same trust store httpx would use
             )
-            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,
+                trace_configs=[self._waits()],
+            )
         return self._session
+
+    def _waits(self) -> aiohttp.TraceConfig:
+        """Times a call's wait for a connection: aiohttp signals it only when the call queues
+        (every connection to its host, or in all, taken), so a free pool costs nothing."""
+        config = aiohttp.TraceConfig()
+        queued: dict[int, float] = {}
+
+        async def start(_: Any, context: Any, __: Any) -> None:
+            queued[id(context)] = time.perf_counter()
+
+        async def end(_: Any, context: Any, __: Any) -> None:
+            began = queued.pop(id(context), None)
+            if began is not None:
+                self._on_wait(time.perf_counter() - began)
+
+        config.on_connection_queued_start.append(start)
+        config.on_connection_queued_end.append(end)
+        config.freeze()
+        return config
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", {})
@@ -138,5 +178,7 @@ class AgentTransport(httpx.AsyncBaseTransport):
             await self._session.close()
 
 
-def agent_transport(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
-    return AgentTransport(limits)
+def agent_transport(
+    limits: PoolLimits, on_wait: Callable[[float], None] = lambda seconds: None
+) -> httpx.AsyncBaseTransport:
+    return AgentTransport(limits, on_wait)

@@ -149,8 +149,16 @@ class TurnStart(NamedTuple):
     held_bytes: int = 0
 
 
+POOL_HEADROOM = 16  # connections beyond the store's slots: the client's own (cluster discovery)
+
+
 def connect(
-    url: str, timeout_sec: float, *, cluster: bool = False, sentinel_master: str | None = None
+    url: str,
+    timeout_sec: float,
+    *,
+    cluster: bool = False,
+    sentinel_master: str | None = None,
+    max_connections: int = 256,
 ) -> redis.Redis:
     """A client for one Redis; with `cluster` for a Redis Cluster, where `url` names any one
     node and the client finds the others; with `sentinel_master` for the primary that Redis
@@ -160,7 +168,12 @@ def connect(
     # a frozen Redis into a request that hangs for seconds. Retry once, on a dropped connection
     # only (a pooled connection Redis closed while idle), and never on a timeout.
     retry = Retry(ExponentialBackoff(cap=0.05, base=0.01), 1, (RedisConnectionError,))
-    options = {"socket_timeout": timeout_sec, "socket_connect_timeout": timeout_sec}
+    options = {
+        "socket_timeout": timeout_sec,
+        "socket_connect_timeout": timeout_sec,
+        # Per node of a cluster. The store never runs more operations than its slots.
+        "max_connections": max_connections + POOL_HEADROOM,
+    }
     if cluster:
         # The cluster client follows MOVED/ASK redirections and reloads its slot map after a
         # failed command by itself. Its own retries stay off, as a single Redis's do on a
@@ -251,6 +264,9 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     )
 
 
+POOL_TIMEOUT = "PoolTimeout"  # every slot stayed taken for the whole wait
+
+
 def _unavailable(reason: str) -> StoreUnavailable:
     return StoreUnavailable(
         "the session store is unavailable; retry shortly",
@@ -288,23 +304,45 @@ class ReplicaWait:
 
 
 class _RoundTrip:
-    """Times one Redis operation for the metrics and turns redis-py's faults into
-    StoreUnavailable, each one counted: the one place where Redis's exceptions become ours.
-    A class, not a generator: it wraps every Redis round trip of every turn."""
+    """One Redis operation: it takes one of the store's slots (waiting, for at most the store's
+    pool timeout, when all are taken), is timed for the metrics, and has redis-py's faults
+    turned into StoreUnavailable, each one counted: the one place where Redis's exceptions
+    become ours. A class, not a generator: it wraps every Redis round trip of every turn."""
 
-    __slots__ = ("_fault", "_observe", "_operation", "_started")
+    __slots__ = ("_operation", "_started", "_store")
 
-    def __init__(self, operation: str, observe: Observer, fault: FaultObserver) -> None:
-        self._operation, self._observe, self._fault = operation, observe, fault
+    def __init__(self, store: RedisStore, operation: str) -> None:
+        self._store, self._operation = store, operation
 
-    def __enter__(self) -> None:
+    async def __aenter__(self) -> None:
+        store = self._store
+        slots = store._slots
+        if slots.locked():
+            await self._wait_for(slots, store)
+        else:
+            await slots.acquire()  # free: taken at once, without yielding to the loop
         self._started = time.perf_counter()
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
-        self._observe(self._operation, time.perf_counter() - self._started)
+    async def _wait_for(self, slots: asyncio.Semaphore, store: RedisStore) -> None:
+        waiting = time.perf_counter()
+        try:
+            async with asyncio.timeout(store._slot_wait_sec):
+                await slots.acquire()
+        except TimeoutError:
+            store._on_fault(self._operation, POOL_TIMEOUT)
+            raise _unavailable(POOL_TIMEOUT) from None
+        finally:
+            store._on_wait(time.perf_counter() - waiting)
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, _: Any
+    ) -> None:
+        store = self._store
+        store._slots.release()
+        store._observe(self._operation, time.perf_counter() - self._started)
         unavailable = _unavailable_for(exc) if exc is not None else None
         if unavailable is not None:
-            self._fault(self._operation, unavailable.details["reason"])
+            store._on_fault(self._operation, unavailable.details["reason"])
             raise unavailable from exc
 
 
@@ -321,7 +359,16 @@ class RedisStore:
         on_fault: FaultObserver | None = None,
         replica_wait: ReplicaWait = ReplicaWait(),
         on_unreplicated: Unreplicated | None = None,
+        max_operations: int = 256,
+        slot_wait_sec: float = 1.0,
+        on_wait: Callable[[float], None] | None = None,
     ):
+        # At most max_operations Redis operations at once, each on its own connection: the
+        # client's pools hold a few more (connect()), so redis-py never runs out and refuses a
+        # command; a burst of turns queues here instead, each for at most slot_wait_sec.
+        self._slots = asyncio.Semaphore(max_operations)
+        self._slot_wait_sec = slot_wait_sec
+        self._on_wait = on_wait or (lambda seconds: None)
         self._observe = observe or (lambda operation, seconds: None)
         self._on_fault = on_fault or (lambda operation, reason: None)
         self._replica_wait = replica_wait
@@ -337,7 +384,7 @@ class RedisStore:
         self._release = client.register_script(RELEASE_LEASE)
 
     def _round_trip(self, operation: str) -> _RoundTrip:
-        return _RoundTrip(operation, self._observe, self._on_fault)
+        return _RoundTrip(self, operation)
 
     async def _eval(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA, loading the script first if this Redis does not have it (a restarted or
@@ -353,14 +400,14 @@ class RedisStore:
         return call_keys(self._prefix, call_id)
 
     async def ping(self) -> bool:
-        with self._round_trip("ping"):
+        async with self._round_trip("ping"):
             return bool(await self._redis.ping())
 
     async def begin_turn(self, call_id: str, idempotency_key: str = "") -> TurnStart:
         keys = self.keys(call_id)
         token = f"{secrets.token_hex(16)}|{idempotency_key}"
         try:
-            with self._round_trip("begin_turn"):
+            async with self._round_trip("begin_turn"):
                 got = await self._eval(
                     self._begin, keys.begin, [token, self._lease_ms, idempotency_key]
                 )
@@ -397,7 +444,7 @@ class RedisStore:
             *remember, self.max_call_bytes,
         ]  # fmt: skip
         wanted = self._replica_wait.replicas
-        with self._round_trip("commit_step"):
+        async with self._round_trip("commit_step"):
             if wanted:
                 done, acknowledged = await self._commit_and_wait(keys, args)
             else:
@@ -447,7 +494,7 @@ class RedisStore:
         return {}
 
     async def release(self, lease: Lease) -> None:
-        with self._round_trip("release"):
+        async with self._round_trip("release"):
             await self._eval(self._release, [self.keys(lease.call_id).lease], [lease.token])
 
     async def give_back(self, lease: Lease) -> None:
@@ -481,9 +528,11 @@ class RedisStore:
     async def read_call(self, call_id: str) -> tuple[CallState, list[StepRecord]] | None:
         """The call's state and its trail, in order, or None when the call is unknown."""
         keys = self.keys(call_id)
-        with self._round_trip("read_call"):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                raw_state, steps = await pipe.get(keys.state).lrange(keys.steps, 0, -1).execute()
+        async with (
+            self._round_trip("read_call"),
+            self._redis.pipeline(transaction=False) as pipe,
+        ):
+            raw_state, steps = await pipe.get(keys.state).lrange(keys.steps, 0, -1).execute()
         if raw_state is None:
             return None
         return _read(STATE, raw_state, call_id), [_read(STEP, raw, call_id) for raw in steps]
@@ -491,20 +540,24 @@ class RedisStore:
     async def read_steps(self, call_id: str) -> list[StepRecord] | None:
         """The call's trail, in order, or None when the call is unknown."""
         keys = self.keys(call_id)
-        with self._round_trip("read_steps"):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                exists, steps = await pipe.exists(keys.state).lrange(keys.steps, 0, -1).execute()
+        async with (
+            self._round_trip("read_steps"),
+            self._redis.pipeline(transaction=False) as pipe,
+        ):
+            exists, steps = await pipe.exists(keys.state).lrange(keys.steps, 0, -1).execute()
         return [_read(STEP, raw, call_id) for raw in steps] if exists else None
 
     async def delete_call(self, call_id: str) -> bool:
         keys = self.keys(call_id)
-        with self._round_trip("delete_call"):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                removed, _ = await (
-                    pipe.delete(keys.state)
-                    .delete(keys.steps, keys.lease, keys.idempotency, keys.size)
-                    .execute()
-                )
+        async with (
+            self._round_trip("delete_call"),
+            self._redis.pipeline(transaction=False) as pipe,
+        ):
+            removed, _ = await (
+                pipe.delete(keys.state)
+                .delete(keys.steps, keys.lease, keys.idempotency, keys.size)
+                .execute()
+            )
         return bool(removed)
 
 

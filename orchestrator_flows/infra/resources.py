@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -12,7 +12,7 @@ import httpx
 import redis.asyncio as redis
 from redis.exceptions import RedisClusterException, RedisError
 
-from orchestrator_flows.infra.agent_transport import agent_transport
+from orchestrator_flows.infra.agent_transport import PoolLimits, agent_transport
 from orchestrator_flows.infra.embedded_redis import start_embedded_redis
 from orchestrator_flows.infra.redis_store import connect, disconnect
 from orchestrator_flows.infra.settings import Settings
@@ -47,6 +47,7 @@ async def session_store(
         settings.redis_timeout_sec,
         cluster=settings.redis_cluster,
         sentinel_master=settings.redis_sentinel_master,
+        max_connections=settings.redis_max_connections,
     )
     try:
         if embedded is None:
@@ -81,16 +82,19 @@ async def _first_contact(client: redis.Redis, url: str, *, cluster: bool) -> Non
 
 
 def agent_pool(
-    settings: Settings, transport: httpx.AsyncBaseTransport | None
+    settings: Settings,
+    transport: httpx.AsyncBaseTransport | None,
+    on_wait: Callable[[float], None] = lambda seconds: None,
 ) -> httpx.AsyncBaseTransport:
-    """The agents' connection pool (the one given, for tests), traced when OTEL_ENABLED."""
+    """The agents' connection pool (the one given, for tests), traced when OTEL_ENABLED.
+    `on_wait` hears how long a call waited for a connection, when it had to."""
     if transport is None:
-        limits = httpx.Limits(
-            max_connections=settings.agent_max_connections,
-            max_keepalive_connections=settings.agent_max_connections,
-            keepalive_expiry=settings.agent_keepalive_sec,
+        limits = PoolLimits(
+            total=settings.agent_max_connections,
+            per_host=settings.agent_max_connections_per_host,
+            keepalive_sec=settings.agent_keepalive_sec,
         )
-        transport = agent_transport(limits)
+        transport = agent_transport(limits, on_wait)
     if settings.otel_enabled:
         transport = traced(transport)  # sends `traceparent` to the agents
     return transport

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     # asynchronous: without this, a step committed just before its primary dies can vanish in
     # the failover. 1 with Sentinel or a cluster with replicas. Past the wait the turn answers
     # anyway (the step is on the primary), counted and logged as unreplicated.
+    # Redis operations one process runs at once (per node of a cluster): a turn past them waits
+    # up to REDIS_POOL_TIMEOUT_SEC for one to end, then answers 503 store_unavailable.
+    redis_max_connections: int = Field(256, gt=0)
+    redis_pool_timeout_sec: float = Field(1.0, gt=0)
     redis_wait_replicas: int = Field(0, ge=0)
     redis_wait_timeout_ms: int = Field(100, gt=0)
     a2a_timeout_sec: float = Field(15.0, gt=0)
@@ -64,11 +68,17 @@ class Settings(BaseSettings):
     agent_circuit_reset_sec: float = Field(30.0, gt=0)
     turn_lease_margin_sec: float = Field(5.0, gt=0)
     shutdown_grace_sec: float = Field(20.0, ge=0)
+    # Turns one worker holds at once; past them a turn is answered 503 `overloaded` at once,
+    # before Redis or an agent is asked (0: no limit).
+    max_turns_in_flight: int = Field(1500, ge=0)
     # The built-in intent classifier adds a sentence encoder to its n-gram model when the
     # package's `encoder` extra is installed; false keeps it to the n-gram model alone.
     classifier_encoder: bool = True
     max_agent_response_bytes: int = Field(1024 * 1024, gt=0)
-    agent_max_connections: int = Field(200, gt=0)
+    # Connections to the agents: no cap for all of them together (0), and at most this many to
+    # any one agent host. A turn waits for a connection when its agent's are all busy.
+    agent_max_connections: int = Field(0, ge=0)
+    agent_max_connections_per_host: int = Field(1024, ge=0)
     # Shorter than the agents' own idle timeout (uvicorn's is 5 s), so a turn never goes out on
     # a pooled connection the agent is closing: that reset would look like a lost request.
     agent_keepalive_sec: float = Field(2.0, ge=0)

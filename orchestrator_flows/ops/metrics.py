@@ -22,6 +22,7 @@ from orchestrator_flows.core.intents import NO_MATCH
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30)
 CALL_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 3600)
 REDIS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+POOL_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 CLASSIFY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, 0.5, 1, 2.5, 5)
 CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
@@ -43,10 +44,16 @@ class Children:
 
 
 class Metrics:
-    def __init__(self, known_intents: set[str], circuits: Callable[[], dict[str, dict]]):
+    def __init__(
+        self,
+        known_intents: set[str],
+        circuits: Callable[[], dict[str, dict]],
+        in_flight: Callable[[], int] = lambda: 0,
+    ):
         self.registry = CollectorRegistry(auto_describe=True)
         self._known_intents = known_intents
         self._circuits = circuits
+        self._in_flight = in_flight
         r = self.registry
         self.turns = Counter(
             "orch_turns", "Turns by stage, intent and outcome",
@@ -79,6 +86,15 @@ class Metrics:
             " confirmed in time",
             registry=r,
         )
+        self.turns_shed = Counter(
+            "orch_turns_shed", "Turns answered 503 overloaded: the worker held"
+            " MAX_TURNS_IN_FLIGHT turns", registry=r,
+        )  # fmt: skip
+        self.pool_wait_seconds = Histogram(
+            "orch_pool_wait_seconds", "Time a turn waited for a free connection, by pool (redis,"
+            " agents); only waits are observed", ["pool"], buckets=POOL_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.pool_wait_seconds_by = Children(self.pool_wait_seconds)
         self.classifications = Counter(
             "orch_intent_classifications", "Turns classified, by stage, classifier (model or"
             " agent) and result (matched, or the no-match reason)",
@@ -111,7 +127,8 @@ class Metrics:
             MultiProcessCollector(registry)
         else:
             registry = self.registry
-        return generate_latest(registry) + generate_latest(_CircuitRegistry(self._circuits))
+        live = _LiveRegistry(self._circuits, self._in_flight)
+        return generate_latest(registry) + generate_latest(live)
 
     def stats(self) -> dict[str, Any]:
         """The figures an operator asks first, from the same samples /metrics shows."""
@@ -130,12 +147,14 @@ class Metrics:
             yield from self.registry.collect()
 
 
-class _CircuitRegistry(CollectorRegistry):
-    """Circuit state per agent at scrape time: 0 closed, 1 half-open, 2 open (this process)."""
+class _LiveRegistry(CollectorRegistry):
+    """What this process holds at scrape time: each agent's circuit state (0 closed,
+    1 half-open, 2 open) and the turns in flight."""
 
-    def __init__(self, circuits: Callable[[], dict[str, dict]]):
+    def __init__(self, circuits: Callable[[], dict[str, dict]], in_flight: Callable[[], int]):
         super().__init__(auto_describe=False)
         self._circuits = circuits
+        self._in_flight = in_flight
 
     def collect(self) -> Iterator[Metric]:
         gauge = GaugeMetricFamily(
@@ -144,6 +163,11 @@ class _CircuitRegistry(CollectorRegistry):
         for role, circuit in self._circuits().items():
             gauge.add_metric([role], CIRCUIT_VALUES[circuit["state"]])
         yield gauge
+        yield GaugeMetricFamily(
+            "orch_turns_in_flight",
+            "Turns this worker holds now, arrival to answer (MAX_TURNS_IN_FLIGHT caps them)",
+            value=self._in_flight(),
+        )
 
 
 Sample = tuple[str, dict[str, str], float]

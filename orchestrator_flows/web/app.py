@@ -38,6 +38,7 @@ from orchestrator_flows.core.errors import (
     IntentRequired,
     InvalidRequest,
     NoIntentMatched,
+    Overloaded,
     StoredRecordUnreadable,
     StoreUnavailable,
     TooManyConnections,
@@ -106,6 +107,7 @@ TURN_ERRORS = (
     IdempotencyKeyReused,
     StoreUnavailable,
     StoredRecordUnreadable,
+    Overloaded,
     # Answered by the HTTP server itself (http_limits.py), before any endpoint.
     HeaderTooLarge,
     TooManyConnections,
@@ -139,9 +141,19 @@ def create_app(
         # built from the request's Host header.
         redirect_slashes=False,
     )
-    app.state.metrics = Metrics(set(flows.stage_of_intent), lambda: app.state.breakers.snapshot())
+    app.state.metrics = metrics = Metrics(
+        set(flows.stage_of_intent),
+        lambda: app.state.breakers.snapshot(),
+        in_flight=lambda: turn.in_flight,
+    )
     app.state.keyring = keyring_from(settings)
-    turn = TurnEndpoint(app, app.state.keyring, settings.max_body_bytes)
+    turn = TurnEndpoint(
+        app,
+        app.state.keyring,
+        settings.max_body_bytes,
+        max_in_flight=settings.max_turns_in_flight,
+        on_shed=metrics.turns_shed.inc,
+    )
     add_error_handlers(app)
     _add_routes(app, settings, turn)
     add_offline_docs(app)
@@ -187,7 +199,9 @@ def _lifespan(
         metrics = app.state.metrics
         async with (
             session_store(settings, redis_client) as client,
-            agent_pool(settings, transport) as pool,
+            agent_pool(
+                settings, transport, on_wait=metrics.pool_wait_seconds_by("agents").observe
+            ) as pool,
         ):
             app.state.store = RedisStore(
                 client,
@@ -201,6 +215,9 @@ def _lifespan(
                     settings.redis_wait_replicas, settings.redis_wait_timeout_ms
                 ),
                 on_unreplicated=functools.partial(_unreplicated, metrics),
+                max_operations=settings.redis_max_connections,
+                slot_wait_sec=settings.redis_pool_timeout_sec,
+                on_wait=metrics.pool_wait_seconds_by("redis").observe,
             )
             agents = A2AClient(
                 pool,

@@ -13,6 +13,7 @@ endpoint: OpenAPI documents it, and without the middleware the router would serv
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
@@ -20,7 +21,7 @@ from fastapi import FastAPI, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, ValidationError
 
-from orchestrator_flows.core.errors import BodyTooLarge
+from orchestrator_flows.core.errors import BodyTooLarge, Overloaded
 from orchestrator_flows.core.models import OrchestrateRequest
 from orchestrator_flows.service.turns import TurnAnswer, TurnService
 from orchestrator_flows.web.access_log import NO_REQUEST_LINE
@@ -58,13 +59,31 @@ class TurnEndpoint:
     """POST /orchestrate as an ASGI app. Its `request` line is RequestLog's, but for a turn
     that ran (its `turn` line says it all, turns.py) or a client gone before its body."""
 
-    def __init__(self, app: FastAPI, keyring: KeyRing, max_body_bytes: int):
+    def __init__(
+        self,
+        app: FastAPI,
+        keyring: KeyRing,
+        max_body_bytes: int,
+        max_in_flight: int = 0,
+        on_shed: Callable[[], None] = lambda: None,
+    ):
         self._state = app.state  # `turns` is set there by the lifespan
         self._keyring = keyring
         self._max_body = max_body_bytes
+        self._max_in_flight = max_in_flight or sys.maxsize
+        self._on_shed = on_shed
+        self.in_flight = 0  # turns this worker holds now, from arrival to answer
+        self._shed_answer = error_answer(self._overloaded(), "POST", PATH)  # made once
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.in_flight >= self._max_in_flight:
+            # First, before the key, the body, Redis or an agent: a worker past its limit
+            # answers in microseconds instead of queueing the turn into its deadline.
+            self._on_shed()
+            await self._shed_answer(scope, receive, send)
+            return
         headers = {name: value for name, value in reversed(scope["headers"]) if name in _READ}
+        self.in_flight += 1
         try:
             answer = await self._turn(headers, receive)
         except ClientGone:
@@ -73,9 +92,19 @@ class TurnEndpoint:
         except Exception as exc:
             await error_answer(exc, "POST", scope["path"])(scope, receive, send)
             return
+        finally:
+            self.in_flight -= 1
         if not answer.replayed:
             scope[NO_REQUEST_LINE] = True
         await _send_answer(send, answer)
+
+    def _overloaded(self) -> Overloaded:
+        return Overloaded(
+            f"this worker holds its limit of {self._max_in_flight} turns; nothing was recorded;"
+            " retry shortly",
+            headers={"Retry-After": "1"},
+            max_turns_in_flight=self._max_in_flight,
+        )
 
     async def _turn(self, headers: dict[bytes, bytes], receive: Receive) -> TurnAnswer:
         # In the order the framework checked them: body size, key (so a caller without one

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import (
     CALL_ID,
@@ -88,3 +89,25 @@ async def test_fifty_calls_at_once_each_keep_their_own_ordered_trail(
         assert all(ttl > 0 for ttl in store.ttls(call_id))
     greeted = [m["call_identify_id"] for m in agents.executors["greeting"].seen.metadata]
     assert sorted(greeted) == call_ids
+
+
+async def test_a_burst_past_the_redis_connections_waits_and_no_turn_is_refused(
+    make_service: ServiceFactory, store: RedisView
+) -> None:
+    # Four Redis connections for 200 first turns released at once: before the store's slots,
+    # redis-py refused the 101st concurrent command with MaxConnectionsError (a 503).
+    narrow = make_service(redis_max_connections=4)
+    call_ids = [f"BURST-{n:03d}" for n in range(200)]
+
+    answers = await asyncio.gather(*(narrow.turn(*HAPPY_PATH[0], call_id=c) for c in call_ids))
+
+    assert sorted({answer.status_code for answer in answers}) == [200]
+    assert all(len(store.steps(call_id)) == 1 for call_id in call_ids)
+    text = (await narrow.http.get("/metrics")).text
+    waits = {
+        sample.labels["pool"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "orch_pool_wait_seconds_count"
+    }
+    assert waits["redis"] > 0  # the burst did queue for the four connections

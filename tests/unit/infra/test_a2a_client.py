@@ -32,7 +32,7 @@ from orchestrator_flows.infra.a2a_client import (
     protocol_from_card,
     retry_after_seconds,
 )
-from orchestrator_flows.infra.agent_transport import agent_transport
+from orchestrator_flows.infra.agent_transport import PoolLimits, agent_transport
 from tests.support.agents import (
     DEMO_OTP,
     FailingTaskAgent,
@@ -573,7 +573,7 @@ async def gzip_agent(document: dict[str, Any]) -> asyncio.Server:
 
 async def ask(server: asyncio.Server, max_response_bytes: int) -> AgentReply:
     url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
-    async with server, agent_transport(httpx.Limits()) as transport:
+    async with server, agent_transport(PoolLimits()) as transport:
         client = A2AClient(transport, timeout=5.0, max_response_bytes=max_response_bytes)
         return await client.send_message(url, "hello", METADATA, message_id="msg-1")
 
@@ -607,7 +607,7 @@ async def test_unread_error_answer_gives_its_connection_back() -> None:
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
-    async with server, agent_transport(httpx.Limits(max_connections=1)) as transport:
+    async with server, agent_transport(PoolLimits(total=1)) as transport:
         client = A2AClient(transport, timeout=2.0, max_response_bytes=1024)
         faults = []
         for n in range(3):  # with one connection: each call waits for the one before to free it
@@ -620,7 +620,7 @@ async def test_unread_error_answer_gives_its_connection_back() -> None:
 
 async def test_closed_port_is_agent_unreachable() -> None:
     url = f"http://127.0.0.1:{free_port()}/"
-    async with agent_transport(httpx.Limits()) as transport:
+    async with agent_transport(PoolLimits()) as transport:
         client = A2AClient(transport, timeout=2.0, max_response_bytes=1_000_000)
 
         with pytest.raises(AgentUnreachable) as caught:

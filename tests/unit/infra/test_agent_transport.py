@@ -10,8 +10,9 @@ import aiohttp
 import httpx
 import pytest
 
-from orchestrator_flows.infra.agent_transport import AgentTransport, _meaning
+from orchestrator_flows.infra.agent_transport import AgentTransport, PoolLimits, _meaning
 from tests.support.agents import free_port
+from tests.support.timing import eventually
 
 
 @pytest.mark.parametrize(
@@ -39,7 +40,7 @@ def test_foreign_errors_pass_unchanged() -> None:
 
 
 async def test_refused_connection_is_a_connect_error_so_it_may_be_retried() -> None:
-    transport = AgentTransport(limits=httpx.Limits(max_connections=1))
+    transport = AgentTransport(limits=PoolLimits(total=1))
     async with httpx.AsyncClient(transport=transport) as client:
         with pytest.raises(httpx.ConnectError):
             await client.post(f"http://127.0.0.1:{free_port()}/", content=b"{}")
@@ -54,7 +55,7 @@ async def test_answer_cut_short_is_a_read_error() -> None:
 
     server = await asyncio.start_server(half_answer, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    transport = AgentTransport(limits=httpx.Limits(max_connections=1))
+    transport = AgentTransport(limits=PoolLimits(total=1))
     async with server, httpx.AsyncClient(transport=transport) as client:
         with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
             await client.post(f"http://127.0.0.1:{port}/", content=b"{}")
@@ -79,7 +80,7 @@ async def test_compressed_answer_reaches_the_caller_decoded() -> None:
     head = f"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {len(body)}\r\n\r\n"
     server, _ = await serve_once(head.encode() + body)
     port = server.sockets[0].getsockname()[1]
-    transport = AgentTransport(limits=httpx.Limits(max_connections=1))
+    transport = AgentTransport(limits=PoolLimits(total=1))
     async with server, httpx.AsyncClient(transport=transport) as client:
         answer = await client.post(f"http://127.0.0.1:{port}/", content=b"{}")
 
@@ -89,7 +90,7 @@ async def test_compressed_answer_reaches_the_caller_decoded() -> None:
 async def test_request_headers_and_body_go_out_as_given() -> None:
     server, heard = await serve_once(b"HTTP/1.1 204 No Content\r\n\r\n")
     port = server.sockets[0].getsockname()[1]
-    transport = AgentTransport(limits=httpx.Limits(max_connections=1))
+    transport = AgentTransport(limits=PoolLimits(total=1))
     request = httpx.Request(
         "POST",
         f"http://127.0.0.1:{port}/rpc",
@@ -124,7 +125,7 @@ async def test_answer_arrives_whole_however_it_is_framed(framing: str) -> None:
         answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body
     server, _ = await serve_once(answer)
     port = server.sockets[0].getsockname()[1]
-    transport = AgentTransport(limits=httpx.Limits(max_connections=1))
+    transport = AgentTransport(limits=PoolLimits(total=1))
     async with server, httpx.AsyncClient(transport=transport) as client:
         received = await client.post(f"http://127.0.0.1:{port}/", content=b"{}")
 
@@ -138,7 +139,7 @@ async def test_streamed_request_body_goes_out_whole() -> None:
 
     server, heard = await serve_once(b"HTTP/1.1 204 No Content\r\n\r\n", body_bytes=8)
     port = server.sockets[0].getsockname()[1]
-    transport = AgentTransport(limits=httpx.Limits(max_connections=1))
+    transport = AgentTransport(limits=PoolLimits(total=1))
     request = httpx.Request("POST", f"http://127.0.0.1:{port}/", content=parts())
     async with server:
         answer = await transport.handle_async_request(request)
@@ -148,3 +149,64 @@ async def test_streamed_request_body_goes_out_whole() -> None:
     head, _, sent = heard[0].partition(b"\r\n\r\n")
     assert b"content-length: 8" in head.lower() and b"transfer-encoding" not in head.lower()
     assert sent == b'{"a": 1}'
+
+
+async def held_server() -> tuple[asyncio.Server, asyncio.Event, list[int]]:
+    """A server that holds each request until `go` is set; `open_now` records, per arrival, how
+    many connections were open to it."""
+    go, open_now, connections = asyncio.Event(), [], [0]
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections[0] += 1
+        try:
+            while True:
+                try:
+                    await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    return
+                open_now.append(connections[0])
+                await go.wait()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                await writer.drain()
+        finally:
+            connections[0] -= 1
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0), go, open_now
+
+
+async def test_calls_past_the_per_host_cap_wait_for_a_connection_and_the_wait_is_heard() -> None:
+    server, go, open_now = await held_server()
+    port = server.sockets[0].getsockname()[1]
+    waits: list[float] = []
+    transport = AgentTransport(limits=PoolLimits(total=0, per_host=2), on_wait=waits.append)
+    async with server, httpx.AsyncClient(transport=transport) as client:
+        calls = [
+            asyncio.create_task(client.post(f"http://127.0.0.1:{port}/", content=b"{}"))
+            for _ in range(6)
+        ]
+        await eventually(lambda: len(open_now) == 2, "the first two calls reach the agent")
+        go.set()
+        answers = await asyncio.gather(*calls)
+
+    assert [answer.status_code for answer in answers] == [200] * 6
+    assert max(open_now) <= 2
+    assert len(waits) == 4 and all(seconds >= 0 for seconds in waits)
+
+
+async def test_without_caps_every_call_gets_its_own_connection_at_once() -> None:
+    server, go, open_now = await held_server()
+    port = server.sockets[0].getsockname()[1]
+    waits: list[float] = []
+    transport = AgentTransport(limits=PoolLimits(total=0, per_host=0), on_wait=waits.append)
+    async with server, httpx.AsyncClient(transport=transport) as client:
+        calls = [
+            asyncio.create_task(client.post(f"http://127.0.0.1:{port}/", content=b"{}"))
+            for _ in range(6)
+        ]
+        await eventually(lambda: len(open_now) == 6, "all six calls reach the agent")
+        go.set()
+        await asyncio.gather(*calls)
+
+    assert max(open_now) == 6
+    assert waits == []

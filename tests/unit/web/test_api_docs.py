@@ -76,6 +76,7 @@ async def test_each_status_lists_its_codes_and_only_documented_ones(spec: dict[s
     assert set(listed["503"]) == {
         "store_unavailable",
         "store_record_unreadable",
+        "overloaded",
         "too_many_connections",
     }
     assert listed["413"] == ["body_too_large"] and listed["431"] == ["header_too_large"]
