@@ -10,11 +10,11 @@ Bodies are passed through as they came: httpx decodes any Content-Encoding.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 import httpx
@@ -57,6 +57,7 @@ class _Body(httpx.AsyncByteStream):
 
     def __init__(self, answer: aiohttp.ClientResponse) -> None:
         self._answer = answer
+        self.after_close: Callable[[], None] | None = None  # once, when the body is done
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
@@ -67,6 +68,9 @@ class _Body(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         self._answer.release()  # back to the pool, or closed if the body was not read whole
+        done, self.after_close = self.after_close, None
+        if done is not None:
+            done()
 
 
 @functools.lru_cache(maxsize=256)
@@ -112,45 +116,48 @@ class AgentTransport(httpx.AsyncBaseTransport):
         self._limits = limits
         self._on_wait = on_wait
         self._session: aiohttp.ClientSession | None = None
+        # The per-host cap is ours, not aiohttp's: one slot per request in flight to a host
+        # (HTTP/1.1: one connection each), so that a call's wait for one can be timed at no cost
+        # when slots are free (aiohttp reports waits only through tracing every request).
+        self._hosts: dict[tuple[str, str, int | None], asyncio.Semaphore] = {}
 
     def _pool(self) -> aiohttp.ClientSession:
         # Made on first use, inside the event loop that aiohttp ties it to.
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 limit=self._limits.total,
-                limit_per_host=self._limits.per_host,
+                limit_per_host=0,  # _host_slots caps each host
                 keepalive_timeout=self._limits.keepalive_sec,
                 ssl=httpx.create_ssl_context(),  # the same trust store httpx would use
             )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,
-                trace_configs=[self._waits()],
-            )
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
         return self._session
 
-    def _waits(self) -> aiohttp.TraceConfig:
-        """Times a call's wait for a connection: aiohttp signals it only when the call queues
-        (every connection to its host, or in all, taken), so a free pool costs nothing."""
-        config = aiohttp.TraceConfig()
-        queued: dict[int, float] = {}
+    def _host_slots(self, url: httpx.URL) -> asyncio.Semaphore | None:
+        if not self._limits.per_host:
+            return None
+        host = (url.scheme, url.host, url.port)
+        slots = self._hosts.get(host)
+        if slots is None:
+            slots = self._hosts[host] = asyncio.Semaphore(self._limits.per_host)
+        return slots
 
-        async def start(_: Any, context: Any, __: Any) -> None:
-            queued[id(context)] = time.perf_counter()
-
-        async def end(_: Any, context: Any, __: Any) -> None:
-            began = queued.pop(id(context), None)
-            if began is not None:
-                self._on_wait(time.perf_counter() - began)
-
-        config.on_connection_queued_start.append(start)
-        config.on_connection_queued_end.append(end)
-        config.freeze()
-        return config
+    async def _take(self, slots: asyncio.Semaphore) -> None:
+        if not slots.locked():
+            await slots.acquire()  # free: taken at once, without yielding to the loop
+            return
+        waiting = time.perf_counter()
+        try:
+            await slots.acquire()  # within the caller's deadline (a2a_client's timeout)
+        finally:
+            self._on_wait(time.perf_counter() - waiting)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", {})
         headers, body = await _outgoing(request)
+        slots = self._host_slots(request.url)
+        if slots is not None:
+            await self._take(slots)
         try:
             answer = await self._pool().request(
                 request.method,
@@ -163,8 +170,17 @@ class AgentTransport(httpx.AsyncBaseTransport):
                 ),
             )
             stream = await _body_of(answer)
-        except _FAULTS as exc:
-            raise _meaning(exc) from exc
+        except BaseException as exc:  # a fault or a cancellation: the slot goes back now
+            if slots is not None:
+                slots.release()
+            if isinstance(exc, _FAULTS):
+                raise _meaning(exc) from exc
+            raise
+        if slots is not None:
+            if isinstance(stream, _Body):
+                stream.after_close = slots.release  # the connection is held until then
+            else:
+                slots.release()
         return httpx.Response(
             answer.status,
             headers=answer.raw_headers,

@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator_flows.infra.agent_transport import AgentTransport, PoolLimits, _meaning
 from tests.support.agents import free_port
-from tests.support.timing import eventually
+from tests.support.timing import DEADLINE_SEC, eventually
 
 
 @pytest.mark.parametrize(
@@ -210,3 +210,39 @@ async def test_without_caps_every_call_gets_its_own_connection_at_once() -> None
 
     assert max(open_now) == 6
     assert waits == []
+
+
+async def test_a_failed_call_gives_its_host_slot_back() -> None:
+    transport = AgentTransport(limits=PoolLimits(per_host=1))
+    url = f"http://127.0.0.1:{free_port()}/"
+    async with httpx.AsyncClient(transport=transport) as client:
+        for _ in range(3):  # with the one slot kept by a failed call, the next would wait
+            async with asyncio.timeout(DEADLINE_SEC):
+                with pytest.raises(httpx.ConnectError):
+                    await client.post(url, content=b"{}")
+
+
+async def test_a_streamed_answer_holds_its_slot_until_its_body_is_read() -> None:
+    big = b"x" * (200 * 1024)  # over one chunk: handed over as a stream
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(big)}\r\n\r\n".encode()
+    server, _ = await serve_once(head + big)
+    port = server.sockets[0].getsockname()[1]
+    waits: list[float] = []
+    transport = AgentTransport(limits=PoolLimits(per_host=1), on_wait=waits.append)
+    request = httpx.Request("POST", f"http://127.0.0.1:{port}/", content=b"{}")
+    async with server:
+        first = await transport.handle_async_request(request)
+        second = asyncio.create_task(transport.handle_async_request(request))
+        await eventually(
+            lambda: transport._hosts and any(s.locked() for s in transport._hosts.values()),
+            "the second call waits for the host's one slot",
+        )
+        assert not second.done()
+        assert len(await first.aread()) == len(big)
+        await first.aclose()
+        answer = await second
+        assert len(await answer.aread()) == len(big)
+        await answer.aclose()
+    await transport.aclose()
+
+    assert len(waits) == 1
