@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -110,9 +111,10 @@ def watched(tmp_path: Path) -> Iterator[Watched]:
 
 
 @contextmanager
-def served(watched: Watched, agents: Agents, wait_ms: int) -> Iterator[str]:
+def served(watched: Watched, agents: Agents, wait_ms: int, **overrides: Any) -> Iterator[str]:
     """The service through the sentinel, each step waiting for the replica (up to wait_ms)."""
     settings = Settings(
+        **overrides,
         redis_url=watched.sentinel_url,
         redis_sentinel_master=MASTER,
         redis_wait_replicas=1,
@@ -161,6 +163,25 @@ async def test_calls_follow_the_primary_the_sentinel_names_through_a_failover(
     assert [s["intent"] for s in steps] == [intent for intent, _ in HAPPY_PATH]
     with redis.Redis(port=watched.replica_port) as promoted:
         assert promoted.info("replication")["role"] == "master"
+
+
+async def test_a_burst_through_the_sentinel_waits_for_its_few_connections_and_none_is_refused(
+    watched: Watched, agents: Agents
+) -> None:
+    # Four Redis operations at once for 100 first turns; waiting as long as it takes (this is
+    # about waiting rather than refusing, not about how long the wait is).
+    narrow = {"redis_max_connections": 4, "redis_pool_timeout_sec": 60}
+    with served(watched, agents, PATIENT_MS, **narrow) as url:
+        async with service_client(url) as http:
+            caller = Caller(http)
+            call_ids = [f"SENTINEL-BURST-{n:03d}" for n in range(100)]
+            answers = await asyncio.gather(
+                *(caller.turn(*HAPPY_PATH[0], call_id=call_id) for call_id in call_ids)
+            )
+
+    assert sorted({answer.status_code for answer in answers}) == [200]
+    with redis.Redis(port=watched.primary_port) as primary:
+        assert all(primary.llen(call_key(call_id, "steps")) == 1 for call_id in call_ids)
 
 
 async def test_each_step_waits_for_the_replica_and_one_that_lags_is_counted(
