@@ -111,8 +111,15 @@ class IntentChooser:
         self._flows = flows
         self._model = model
         self._metrics = metrics
-        # Our thresholds as the model takes them (its own Thresholds type).
-        self._model_thresholds = model_thresholds
+        # Made once per stage, not per turn: the intents the model may choose among (those with
+        # examples) and the stage's thresholds as the model takes them (its own type).
+        self._offered = {
+            stage: [i for i in flows.allowed_intents(stage) if i in flows.examples]
+            for stage in Stage
+        }
+        self._model_thresholds = {
+            stage: model_thresholds(flows.classifier.thresholds[stage]) for stage in Stage
+        }
 
     async def choose(self, words: str, stage: Stage, ask_agent: AskAgent | None) -> IntentChoice:
         thresholds = self._flows.classifier.thresholds[stage]
@@ -126,13 +133,13 @@ class IntentChooser:
         return choice
 
     async def _ask_model(self, words: str, stage: Stage, thresholds: Thresholds) -> IntentChoice:
-        allowed = [i for i in self._flows.allowed_intents(stage) if i in self._flows.examples]
+        allowed = self._offered[stage]
         if self._model is None or not allowed:
             return choice_from_ranking([], thresholds, "model")
         started = time.perf_counter()
         # In a worker thread: the model's few milliseconds of CPU never hold the event loop.
         found = await asyncio.to_thread(
-            self._model.classify, words, allowed, self._model_thresholds(thresholds)
+            self._model.classify, words, allowed, self._model_thresholds[stage]
         )
         self._metrics.classification_seconds_by("model").observe(time.perf_counter() - started)
         ranked: list[Alternative] = []
