@@ -371,10 +371,16 @@ def _reply_from_task(task: dict[str, Any]) -> AgentReply:
     task_id = _str_or_none(task.get("id"))
     if not task_id or state is None:
         raise AgentBadResponse("agent task has no id or no state")
-    texts, data = [], []
+    texts: list[str] = []
+    data: list[Any] = []
     for artifact in task.get("artifacts") or []:
         if isinstance(artifact, dict):
-            _extend(texts, data, artifact.get("parts"))
+            # An artifact's parts are its content in order: a streamed artifact grows by
+            # appended parts, word by word, so they join as they are.
+            pieces: list[str] = []
+            _extend(pieces, data, artifact.get("parts"))
+            if pieces:
+                texts.append("".join(pieces))
     if isinstance(status.get("message"), dict):
         _extend(texts, data, status["message"].get("parts"))
     text = "\n".join(texts)
