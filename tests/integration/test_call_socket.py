@@ -39,7 +39,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.single_redis]
 
 TURN = {"account_id": ACCOUNT_ID, "eci": "ECI-1", "input_message": "hello", "intent": "greeting"}
 CLIENT = {"Authorization": f"Bearer {KEYS['client']}"}
-SocketService = Callable[..., str]
 
 
 class HeldWords(Recording):
@@ -59,26 +58,32 @@ class HeldWords(Recording):
         await up.complete()
 
 
-@pytest.fixture
-def socket_service(
-    redis_target: RedisTarget, agents: Agents, store: RedisView
-) -> Iterator[SocketService]:
-    """Serves the service for this test as the CLI does (LimitedHttpProtocol in front):
-    `socket_service(agent_urls={role: url}) -> "ws://host:port"`."""
-    stops: list[Callable[[], None]] = []
+class SocketServers:
+    """Serves the service as the CLI does (LimitedHttpProtocol and its WebSocket limit in front),
+    over the test's Redis and agents: `serve({role: agent url}) -> "ws://host:port"`."""
 
-    def serve(agent_urls: dict[str, str] | None = None) -> str:
+    def __init__(self, redis_target: RedisTarget, agents: Agents) -> None:
+        self._redis_target = redis_target
+        self._agents = agents
+        self.stops: dict[str, Callable[[], None]] = {}
+
+    def serve(self, agent_urls: dict[str, str] | None = None, **overrides: Any) -> str:
         settings = Settings(
-            **(redis_target.settings | {"api_keys": API_KEYS}),
-            agent_urls=agents.urls | (agent_urls or {}),
+            **(self._redis_target.settings | {"api_keys": API_KEYS} | overrides),
+            agent_urls=self._agents.urls | (agent_urls or {}),
         )
         options = uvicorn_options(HttpLimits.from_settings(settings))
         url, stop = serve_in_thread(lambda _: create_app(settings), **options)
-        stops.append(stop)
-        return url.replace("http://", "ws://").rstrip("/")
+        base = url.replace("http://", "ws://").rstrip("/")
+        self.stops[base] = stop
+        return base
 
-    yield serve
-    _stop_all(stops)
+
+@pytest.fixture
+def servers(redis_target: RedisTarget, agents: Agents, store: RedisView) -> Iterator[SocketServers]:
+    served = SocketServers(redis_target, agents)
+    yield served
+    _stop_all(list(served.stops.values()))
 
 
 def connect(base: str, headers: dict[str, str] | None = None) -> Any:
@@ -110,9 +115,9 @@ async def _within_deadline(work: Any) -> Any:
     [({}, 401, "unauthenticated"), ({"X-API-Key": KEYS["monitor"]}, 403, "forbidden")],
 )
 async def test_handshake_is_refused_with_our_error_without_a_key_or_with_a_monitors(
-    socket_service: SocketService, store: RedisView, headers: dict, status: int, code: str
+    servers: SocketServers, store: RedisView, headers: dict, status: int, code: str
 ) -> None:
-    base = socket_service()
+    base = servers.serve()
 
     with pytest.raises(websockets.InvalidStatus) as refused:
         async with connect(base, headers):
@@ -124,10 +129,8 @@ async def test_handshake_is_refused_with_our_error_without_a_key_or_with_a_monit
     assert store.keys() == []
 
 
-async def test_a_whole_call_over_one_socket(
-    socket_service: SocketService, store: RedisView
-) -> None:
-    base = socket_service()
+async def test_a_whole_call_over_one_socket(servers: SocketServers, store: RedisView) -> None:
+    base = servers.serve()
 
     async with connect(base) as ws:
         answers = []
@@ -142,9 +145,9 @@ async def test_a_whole_call_over_one_socket(
 
 
 async def test_chunks_reach_the_client_while_the_agent_speaks_then_the_turn(
-    socket_service: SocketService, serve_agent: AgentServer, gate: Gate
+    servers: SocketServers, serve_agent: AgentServer, gate: Gate
 ) -> None:
-    base = socket_service({"greeting": serve_agent(HeldWords(gate))})
+    base = servers.serve({"greeting": serve_agent(HeldWords(gate))})
 
     async with connect(base) as ws:
         await ws.send(json.dumps(TURN))
@@ -162,10 +165,10 @@ async def test_chunks_reach_the_client_while_the_agent_speaks_then_the_turn(
 
 
 async def test_second_frame_during_a_turn_is_refused_while_the_first_completes(
-    socket_service: SocketService, serve_agent: AgentServer, gate: Gate, store: RedisView
+    servers: SocketServers, serve_agent: AgentServer, gate: Gate, store: RedisView
 ) -> None:
     agent = GatedAgent(gate)
-    base = socket_service({"greeting": serve_agent(agent)})
+    base = servers.serve({"greeting": serve_agent(agent)})
 
     async with connect(base) as ws:
         await ws.send(json.dumps(TURN))
@@ -184,9 +187,9 @@ async def test_second_frame_during_a_turn_is_refused_while_the_first_completes(
 
 
 async def test_invalid_frame_is_an_error_frame_and_the_socket_stays_usable(
-    socket_service: SocketService, store: RedisView
+    servers: SocketServers, store: RedisView
 ) -> None:
-    base = socket_service()
+    base = servers.serve()
 
     async with connect(base) as ws:
         await ws.send("{not json")
@@ -204,9 +207,9 @@ async def test_invalid_frame_is_an_error_frame_and_the_socket_stays_usable(
 
 
 async def test_client_closing_mid_turn_leaves_the_step_committed(
-    socket_service: SocketService, serve_agent: AgentServer, gate: Gate, store: RedisView
+    servers: SocketServers, serve_agent: AgentServer, gate: Gate, store: RedisView
 ) -> None:
-    base = socket_service({"greeting": serve_agent(GatedAgent(gate))})
+    base = servers.serve({"greeting": serve_agent(GatedAgent(gate))})
 
     async with connect(base) as ws:
         await ws.send(json.dumps(TURN))
@@ -220,9 +223,9 @@ async def test_client_closing_mid_turn_leaves_the_step_committed(
 
 
 async def test_binary_frame_closes_1003_and_changes_nothing(
-    socket_service: SocketService, store: RedisView
+    servers: SocketServers, store: RedisView
 ) -> None:
-    base = socket_service()
+    base = servers.serve()
 
     async with connect(base) as ws:
         await ws.send(json.dumps(TURN).encode())
@@ -231,3 +234,35 @@ async def test_binary_frame_closes_1003_and_changes_nothing(
 
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1003
     assert store.keys() == []
+
+
+async def test_frame_over_the_body_limit_closes_1009_and_changes_nothing(
+    servers: SocketServers, store: RedisView
+) -> None:
+    base = servers.serve(max_body_bytes=1024)
+
+    async with connect(base) as ws:
+        await ws.send(json.dumps(TURN | {"input_message": "x" * 2000}))
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await _within_deadline(ws.recv())
+
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    assert store.keys() == []
+
+
+async def test_shutdown_closes_the_socket_1012_and_the_turn_under_way_still_commits(
+    servers: SocketServers, serve_agent: AgentServer, gate: Gate, store: RedisView
+) -> None:
+    base = servers.serve({"greeting": serve_agent(GatedAgent(gate))})
+
+    async with connect(base) as ws:
+        await ws.send(json.dumps(TURN))
+        await gate.arrived()
+        stopping = asyncio.create_task(asyncio.to_thread(servers.stops[base]))
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await _within_deadline(ws.recv())
+    gate.open()  # the agent answers after the server began to stop
+    await _within_deadline(stopping)
+
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+    await eventually(lambda: len(store.steps()) == 1, "the turn's step committed")
