@@ -1,25 +1,30 @@
 """GET /calls/{call_identify_id}/ws: one WebSocket per call, for voice gateways.
 
 The handshake carries the API key (Authorization: Bearer or X-API-Key, permission
-`orchestrate`); a refused one is answered as HTTP would be (401, 403, 422 for a malformed call
-id), with our error body. Once open, the socket takes the call's turns one at a time:
+`orchestrate`). A refused one is answered as an HTTP request would be, status and error body:
+401 `unauthenticated`, 403 `forbidden`, 422 `validation_error` (a malformed call id). Once
+open, the socket takes the call's turns, one at a time:
 
 - client -> server, one JSON text frame per turn: the POST /orchestrate body, where
   `call_identify_id` may be left out (it is the path's; if present it must equal it), plus an
-  optional `idempotency_key` (the Idempotency-Key header's rules and meaning).
-- server -> client, JSON text frames `{"event": NAME, "data": {...}}`: the SSE stream's events
-  (`status`, `chunk`, last `turn`, same data); a replay is its one `turn` frame with
-  `"replayed": true`. A frame refused before the agent is called is answered
-  `{"event": "error", "data": {"status": HTTP_STATUS, "error": {"code", "message", ...}}}`,
-  the body and status the same turn would get over HTTP; the socket stays open. So is a frame
-  sent while the socket's turn is still running (409 `turn_in_progress_on_socket`): it is
-  dropped, the running turn goes on.
-- A client that closes mid-turn stops hearing it; the turn still runs to its commit.
+  optional `idempotency_key` member (the Idempotency-Key header's rules and meaning).
+- server -> client, JSON text frames `{"event": NAME, "data": {...}}`: the events of the
+  `text/event-stream` answer, with the same data: `status`, `chunk`, and last `turn` (the
+  JSON body the same turn answers unstreamed). A replay is its one `turn` frame, with
+  `"replayed": true` beside `data`.
+- A frame refused before the agent is called (an invalid frame, a stage rule, a key reused,
+  overloaded, ...) is answered `{"event": "error", "data": {"status": S, "error": {"code",
+  "message", ...}}}`: the error body and status S the same turn gets over HTTP. The socket
+  stays open, and so it does for a frame sent while the socket's turn is still running: 409
+  `turn_in_progress_on_socket`; that frame is dropped and the running turn goes on.
+- A client that closes mid-turn stops hearing it; the turn still runs to its commit, and its
+  answer is had again with its idempotency_key or GET /session/{id}.
 
-Close codes, server side: 1000 never (the client closes); 1003 a binary frame; 1009 a frame
-over MAX_BODY_BYTES; 1012 the server shutting down (uvicorn's own close; turns under way still
-commit); 1008 a refused handshake, only on a server without the WebSocket denial response
-extension (uvicorn has it). Keep-alive is the protocol's ping (uvicorn's --ws-ping-interval).
+Close codes the server sends: 1003 a binary frame; 1009 a frame over MAX_BODY_BYTES; 1012 the
+server is stopping (uvicorn's; turns under way still commit); 1011 an unexpected server error
+(uvicorn's); 1008 a refused handshake, only on a server without the WebSocket denial response
+(uvicorn has it): the reason is the error's code. The server never closes a socket that
+behaves; idle sockets are kept alive by the protocol's pings (uvicorn's ws_ping_interval).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import structlog
 from asgi_correlation_id import correlation_id
 from fastapi import FastAPI, Response, WebSocket
 from fastapi.exceptions import RequestValidationError
-from pydantic import ConfigDict, TypeAdapter
+from pydantic import TypeAdapter
 from starlette.websockets import WebSocketDisconnect
 
 from orchestrator_flows.core.errors import (
@@ -60,7 +65,6 @@ CLOSE_MESSAGE_TOO_BIG = 1009  # a frame over MAX_BODY_BYTES
 
 log = structlog.get_logger("orchestrator.http")
 PathCallId = TypeAdapter(CallId)
-PATH_PARAMETER = ("path", "call_identify_id")  # where a malformed call id is located
 
 
 def add_call_sockets(
@@ -97,8 +101,6 @@ class TurnFrame(OrchestrateRequest):
     """A turn as a socket's client sends it: the POST body, its call id optional, and the
     Idempotency-Key as a member."""
 
-    model_config = ConfigDict(extra="forbid")
-
     call_identify_id: CallId | None = None
     idempotency_key: IdempotencyKeyText | None = None
 
@@ -124,10 +126,10 @@ class CallSockets:
     def __init__(
         self, app: FastAPI, keyring: KeyRing, admission: TurnEndpoint, max_frame_bytes: int
     ) -> None:
-        self._state = app.state  # `turns` is set there by the lifespan
+        self.state = app.state  # `turns` is set there by the lifespan
         self._keyring = keyring
-        self._admission = admission  # socket turns count in flight with POST /orchestrate's
-        self._max_frame = max_frame_bytes
+        self.admission = admission  # socket turns count in flight with POST /orchestrate's
+        self.max_frame_bytes = max_frame_bytes
 
     async def __call__(self, websocket: WebSocket, call_identify_id: str) -> None:
         started = time.perf_counter()
@@ -154,6 +156,7 @@ class CallSockets:
             "call_socket",
             path=websocket.scope["path"],
             turns=socket.turns,
+            refused=socket.refused,
             close_code=socket.close_code,
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
             request_id=request_id,
@@ -181,11 +184,13 @@ class _CallSocket:
         self._call_id = call_id
         self._key_id = key_id
         self._sockets = sockets
-        self._metrics: Metrics = sockets._state.metrics
+        self._max_frame = sockets.max_frame_bytes
+        self._metrics: Metrics = sockets.state.metrics
         self._sending = asyncio.Lock()  # one frame at a time: the reader's and the turn's
         self._turn: asyncio.Task[None] | None = None
         self._gone = False  # the client left, or was closed on: nothing more is sent
-        self.turns = 0
+        self.turns = 0  # admitted
+        self.refused = 0  # error frames sent
         self.close_code: int | None = None
 
     async def serve(self) -> None:
@@ -193,8 +198,7 @@ class _CallSocket:
             await self._read_frames()
         finally:
             self._gone = True
-            if self._turn is not None and not self._turn.done():
-                self._metrics.stream_clients_gone_by(TRANSPORT).inc()
+            if self._turn is not None:
                 # Not cancelled: the turn's own task runs to its commit whatever we do; this
                 # one only stops relaying it, at its next event.
                 await self._turn
@@ -215,10 +219,6 @@ class _CallSocket:
                 )
                 return
             await self._take(text)
-
-    @property
-    def _max_frame(self) -> int:
-        return self._sockets._max_frame
 
     async def _take(self, text: str) -> None:
         if self._turn is not None and not self._turn.done():
@@ -241,23 +241,25 @@ class _CallSocket:
     async def _relay(self, turn: OrchestrateRequest, idempotency_key: str) -> None:
         """Runs one turn and sends its events; never raises (the reader awaits it)."""
         try:
-            with self._sockets._admission.holding():
-                stream = await open_stream(
-                    self._sockets._state.turns, turn, idempotency_key, self._key_id
-                )
+            with self._sockets.admission.holding():
+                turns = self._sockets.state.turns
+                stream = await open_stream(turns, turn, idempotency_key, self._key_id)
                 self.turns += 1
                 self._metrics.streamed_turns_by(TRANSPORT).inc()
                 suffix = b',"replayed":true}' if stream.replayed else b"}"
                 async for event in stream.events():
                     if not await self._send(_frame(event, suffix)):
-                        return  # leaving the stream never stops the turn (turn_streams.py)
+                        # Leaving the stream never stops the turn (turn_streams.py).
+                        self._metrics.stream_clients_gone_by(TRANSPORT).inc()
+                        return
         except Exception as exc:
             await self._send_error(exc)
 
     async def _send_error(self, exc: Exception) -> None:
         answer = error_answer(exc, "WEBSOCKET", self._ws.scope["path"])
         data = {"status": answer.status_code} | orjson.loads(answer.body)
-        await self._send(orjson.dumps({"event": "error", "data": data}))
+        if await self._send(orjson.dumps({"event": "error", "data": data})):
+            self.refused += 1
 
     async def _send(self, frame: bytes) -> bool:
         """Sends `frame` unless the client is gone; whether it was sent."""
