@@ -73,7 +73,7 @@ def add_call_sockets(
     """The socket's route, and a plain GET of its path that OpenAPI documents it by."""
     app.add_api_websocket_route(PATH, CallSockets(app, keyring, admission, max_frame_bytes))
 
-    async def call_socket() -> Response:
+    async def call_socket(call_identify_id: CallId) -> Response:
         raise UpgradeRequired(
             "open this path with a WebSocket handshake", headers={"Upgrade": "websocket"}
         )
@@ -165,13 +165,16 @@ class CallSockets:
 
 async def _deny(websocket: WebSocket, exc: Exception, started: float) -> None:
     answer = error_answer(exc, "GET", websocket.scope["path"])
+    request_id = correlation_id.get()
+    if request_id:  # the request-id middleware adds it to HTTP answers only
+        answer.headers[REQUEST_ID_HEADER] = request_id
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
         await websocket.send_denial_response(answer)
     else:  # a server that can only refuse by closing: the reason is the error's code
         code = orjson.loads(answer.body)["error"]["code"]
         await websocket.close(CLOSE_POLICY_VIOLATION, code)
     path = logged_path(websocket.scope, answer.status_code)
-    log_request("GET", path, answer.status_code, started, correlation_id.get())
+    log_request("GET", path, answer.status_code, started, request_id)
 
 
 class _CallSocket:

@@ -97,6 +97,19 @@ async def test_handshake_without_a_key_allowed_to_orchestrate_is_refused_with_ou
     assert answer.json()["error"]["code"] == code
 
 
+async def test_socket_and_refusal_carry_the_request_id_of_the_handshake(
+    service: Service,
+) -> None:
+    async with socket(service, headers=bearer("client") | {"X-Request-ID": "gw-7"}) as ws:
+        assert ws.response is not None
+        accepted = ws.response.headers["X-Request-ID"]
+    with pytest.raises(WebSocketUpgradeError) as refused:
+        async with socket(service, headers={"X-Request-ID": "gw-8"}):
+            pass
+
+    assert (accepted, refused.value.response.headers["X-Request-ID"]) == ("gw-7", "gw-8")
+
+
 async def test_handshake_takes_the_key_from_x_api_key_too(service: Service) -> None:
     async with socket(service, headers={"X-API-Key": KEYS["client"]}) as ws:
         await ws.send_json(TURN)
@@ -338,3 +351,21 @@ async def test_socket_turns_are_shed_when_the_worker_holds_its_limit(
     assert shed["data"]["status"] == 503
     assert shed["data"]["error"]["code"] == "overloaded"
     assert await steps_of(service, "CALL-2") == []
+
+
+async def test_socket_leaves_one_log_line_with_its_turns_refusals_and_close_code(
+    service: Service, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with socket(service, headers=bearer("client") | {"X-Request-ID": "gw-9"}) as ws:
+        await ws.send_text("not json")
+        await frames_of_turn(ws)
+        await ws.send_json(TURN)
+        await frames_of_turn(ws)
+
+    # The transport's exit awaited the socket's handler, which logs as it ends.
+    lines = capsys.readouterr().err.splitlines()
+    logged = [json.loads(line) for line in lines if line.startswith("{")]
+    (line,) = [e for e in logged if e["event"] == "call_socket"]
+    assert line["path"] == PATH and line["request_id"] == "gw-9"
+    assert (line["turns"], line["refused"], line["close_code"]) == (1, 1, 1000)
+    assert "hello" not in json.dumps(logged)  # the caller's words stay out of the logs
