@@ -117,6 +117,7 @@ class TurnFrame(OrchestrateRequest):
                 ]
             )
         fields = self.model_dump(exclude={"idempotency_key"}) | {"call_identify_id": call_id}
+        # Not validated again: the frame's fields passed the same rules, the path's call id its.
         return OrchestrateRequest.model_construct(**fields), self.idempotency_key or ""
 
 

@@ -369,3 +369,19 @@ async def test_socket_leaves_one_log_line_with_its_turns_refusals_and_close_code
     assert line["path"] == PATH and line["request_id"] == "gw-9"
     assert (line["turns"], line["refused"], line["close_code"]) == (1, 1, 1000)
     assert "hello" not in json.dumps(logged)  # the caller's words stay out of the logs
+
+
+async def test_turn_sent_over_http_is_replayed_on_the_socket_with_the_same_key(
+    service: Service,
+) -> None:
+    sent = await service.http.post(
+        "/orchestrate",
+        json=TURN | {"call_identify_id": CALL},
+        headers={"Idempotency-Key": "turn-7"},
+    )
+    async with socket(service) as ws:
+        await ws.send_json(TURN | {"idempotency_key": "turn-7"})
+        again = await frames_of_turn(ws)
+
+    assert again == [{"event": "turn", "data": sent.json(), "replayed": True}]
+    assert len(await steps_of(service)) == 1
