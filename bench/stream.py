@@ -276,7 +276,7 @@ def print_table(results: Results, args: argparse.Namespace) -> None:
         cells = [_median([of(out) for out in outs]) for outs in (results.floor, results.service)]
         print(f"{label:28}{cells[0]:>12,.0f}{cells[1]:>12,.0f}")
     errors = [sum(out["errors"] for out in outs) for outs in (results.floor, results.service)]
-    print(f"{'errors (all rounds)':28}{errors[0]:>12}{errors[1]:>12}")
+    print(f"{'errors (all rounds)':28}{errors[0]:>12,}{errors[1]:>12,}")
     cpu = [
         _per_request_ms(results.floor, lambda out: out["cpu_sec"]),
         _per_request_ms(results.service, lambda out: out["cpu_sec"]),
