@@ -52,6 +52,8 @@ from report import print_trail_check
 ADDED_P50_TARGET_MS = 2.0
 ADDED_P99_TARGET_MS = 10.0
 FIGURES = [  # (row label, the load generator's key, percentile)
+    ("answer head p50 ms", "head_ms", "p50"),
+    ("answer head p99 ms", "head_ms", "p99"),
     ("first chunk p50 ms", "first_ms", "p50"),
     ("first chunk p99 ms", "first_ms", "p99"),
     ("end p50 ms", "end_ms", "p50"),
@@ -310,6 +312,8 @@ def _signed(value: float | None) -> str:
 def print_targets(results: Results) -> None:
     print("targets (issue 23, added to the agent alone):")
     for label, key, percentile in FIGURES:
+        if key == "head_ms":
+            continue  # where a first chunk's delay starts, not a target of its own
         target = ADDED_P50_TARGET_MS if percentile == "p50" else ADDED_P99_TARGET_MS
         added = _median(results.added_ms(key, percentile))
         verdict = "no figure" if added is None else "met" if added <= target else "MISSED"

@@ -29,7 +29,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import orjson
@@ -53,8 +53,17 @@ class StreamFault(Exception):
         self.kind = kind
 
 
+class Timing(NamedTuple):
+    """Seconds from sending a request to its answer's head, its first chunk, its end."""
+
+    head: float
+    first: float
+    end: float
+
+
 @dataclass
 class StreamTally:
+    head_sec: list[float] = field(default_factory=list)
     first_sec: list[float] = field(default_factory=list)
     end_sec: list[float] = field(default_factory=list)
     requests: int = 0
@@ -103,14 +112,15 @@ async def _check_head(answer: aiohttp.ClientResponse) -> None:
 
 async def stream_from_agent(
     http: aiohttp.ClientSession, url: str, message_id: str, chunks: int
-) -> tuple[float, float]:
-    """One SendStreamingMessage: seconds to the first chunk and to the stream's end."""
+) -> Timing:
+    """One SendStreamingMessage, timed to its answer's head, first chunk and end."""
     message = {"messageId": message_id, "role": "ROLE_USER", "parts": [{"text": "hi"}]}
     rpc = {"jsonrpc": "2.0", "id": message_id, "method": "SendStreamingMessage"}
     body = orjson.dumps(rpc | {"params": {"message": message, "configuration": {}}})
     headers = {"A2A-Version": "1.0", "Accept": "text/event-stream"}
     started, first, seen, state = time.monotonic(), None, 0, None
     async with http.post(url, data=body, headers=headers) as answer:
+        head = time.monotonic()
         await _check_head(answer)
         async for _, data in sse_events(answer):
             reply = orjson.loads(data)
@@ -125,16 +135,17 @@ async def stream_from_agent(
     ended = time.monotonic()
     if first is None or seen != chunks or state != "TASK_STATE_COMPLETED":
         raise StreamFault("agent stream incomplete", f"{seen} chunks, last state {state}")
-    return first - started, ended - started
+    return Timing(head - started, first - started, ended - started)
 
 
 async def stream_turn(
     http: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str]
-) -> tuple[float, float]:
-    """One streamed turn: seconds to its first `chunk` event and to its `turn` event."""
+) -> Timing:
+    """One streamed turn, timed to its answer's head, first `chunk` event and `turn` event."""
     started, first, ended, turn = time.monotonic(), None, None, None
     texts: list[str] = []
     async with http.post(url, data=body, headers=headers) as answer:
+        head = time.monotonic()
         await _check_head(answer)
         async for name, data in sse_events(answer):
             if turn is not None:
@@ -151,13 +162,14 @@ async def stream_turn(
         raise StreamFault(f"turn {turn.get('status', 'error body')} {code}", repr(data[:200]))
     if first is None or "".join(texts) != turn["response"]["text"]:
         raise StreamFault("chunks differ from the answer's text", f"{len(texts)} chunks")
-    return first - started, ended - started
+    return Timing(head - started, first - started, ended - started)
 
 
-def _record(tally: StreamTally, window: Window, first: float, end: float) -> None:
+def _record(tally: StreamTally, window: Window, timing: Timing) -> None:
     if window.holds(time.monotonic()):
-        tally.first_sec.append(first)
-        tally.end_sec.append(end)
+        tally.head_sec.append(timing.head)
+        tally.first_sec.append(timing.first)
+        tally.end_sec.append(timing.end)
 
 
 async def _agent_worker(
@@ -172,11 +184,11 @@ async def _agent_worker(
         number += 1
         tally.requests += 1
         try:
-            first, end = await stream_from_agent(http, args.url, f"{name}-{number}", args.chunks)
+            timing = await stream_from_agent(http, args.url, f"{name}-{number}", args.chunks)
         except (StreamFault, aiohttp.ClientError, TimeoutError, ValueError) as exc:
             tally.error(_as_fault(exc))
             continue
-        _record(tally, window, first, end)
+        _record(tally, window, timing)
 
 
 async def _call_worker(
@@ -195,11 +207,11 @@ async def _call_worker(
         for turn in range(len(CALL_TURNS)):
             tally.requests += 1
             try:
-                first, end = await stream_turn(http, args.url, _turn_body(call_id, turn), headers)
+                timing = await stream_turn(http, args.url, _turn_body(call_id, turn), headers)
             except (StreamFault, aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
                 tally.error(_as_fault(exc))
                 break  # a broken call is abandoned; the next one starts fresh
-            _record(tally, window, first, end)
+            _record(tally, window, timing)
         else:
             tally.completed_calls.append(call_id)
 
@@ -233,6 +245,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "window_sec": args.seconds,
         "measured": len(tally.end_sec),
+        "head_ms": percentiles_ms(tally.head_sec),
         "first_ms": percentiles_ms(tally.first_sec),
         "end_ms": percentiles_ms(tally.end_sec),
         "requests": tally.requests,
