@@ -38,6 +38,7 @@ from processes import (
     BenchError,
     clean_environment,
     free_port,
+    machine_busy_seconds,
     process_tree,
     run_loadgen,
     service_environment,
@@ -68,6 +69,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--first-chunk-ms", type=float, default=200.0, help="agent's first chunk")
     parser.add_argument("--chunks", type=int, default=20, help="chunks after the first")
     parser.add_argument("--chunk-gap-ms", type=float, default=20.0, help="between chunks")
+    parser.add_argument(
+        "--quiet-below",
+        type=float,
+        default=None,
+        metavar="CORES",
+        help="before each round, wait until the rest of the machine keeps at most this many"
+        " cores busy (a shared machine), up to --quiet-wait-sec",
+    )
+    parser.add_argument("--quiet-wait-sec", type=float, default=120.0)
     parser.add_argument(
         "--profile",
         action="store_true",
@@ -201,9 +211,11 @@ def run_rounds(stack: StreamStack, args: argparse.Namespace) -> Results:
     results = Results()
     for number in range(1, args.rounds + 1):
         print(f"round {number}/{args.rounds}: floor ...", end="", flush=True)
+        _wait_for_quiet(args)
         floor = floor_round(stack, args, f"F{number}")
         results.floor.append(floor)
         print(f" {_brief(floor)}; service ...", end="", flush=True)
+        _wait_for_quiet(args)
         service = service_round(stack, args, f"S{number}")
         results.service.append(service)
         check_trails(stack.redis, service["completed_calls"], results.trails)
@@ -218,8 +230,25 @@ def _brief(out: dict[str, Any]) -> str:
     first, end = out["first_ms"], out["end_ms"]
     return (
         f"first chunk {_ms(first['p50'])}/{_ms(first['p99'])} ms,"
-        f" end {_ms(end['p50'])}/{_ms(end['p99'])} ms (p50/p99), {out['errors']} errors"
+        f" end {_ms(end['p50'])}/{_ms(end['p99'])} ms (p50/p99), {out['errors']} errors,"
+        f" other work {_others_busy(out):.2f} cores"
     )
+
+
+def _wait_for_quiet(args: argparse.Namespace) -> None:
+    """With --quiet-below: until a second in which the machine (our servers idle between
+    rounds) kept at most that many cores busy, or --quiet-wait-sec passed."""
+    if args.quiet_below is None:
+        return
+    started = time.monotonic()
+    while True:
+        before = machine_busy_seconds()
+        time.sleep(1.0)
+        busy = machine_busy_seconds() - before
+        waited = time.monotonic() - started
+        if busy <= args.quiet_below or waited >= args.quiet_wait_sec:
+            print(f" (waited {waited:.0f} s, machine {busy:.2f} cores busy)", end="", flush=True)
+            return
 
 
 def profile_round(stack: StreamStack, args: argparse.Namespace) -> list[str]:
