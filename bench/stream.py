@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,7 +280,7 @@ def _median(values: list[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
-def _per_request_ms(outs: list[dict[str, Any]], cpu_sec: Any) -> str:
+def _per_request_ms(outs: list[dict[str, Any]], cpu_sec: Callable[[dict], float]) -> str:
     """Median over rounds of CPU ms per measured request."""
     each = [cpu_sec(out) / out["measured"] * 1000 for out in outs if out["measured"]]
     return _ms(_median(each))
@@ -292,46 +292,41 @@ def _others_busy(out: dict[str, Any]) -> float:
     return max(0.0, out["machine_busy_sec"] - ours) / out["window_sec"]
 
 
-def print_table(results: Results, args: argparse.Namespace) -> None:
+def print_table(results: Results) -> None:
+    sides = (results.floor, results.service)
     print(f"{'':28}{'floor':>12}{'service':>12}{'added':>12}   (median over rounds)")
     for label, key, percentile in FIGURES:
-        floor = _median([out[key][percentile] for out in results.floor])
-        service = _median([out[key][percentile] for out in results.service])
+        floor, service = (_median([out[key][percentile] for out in side]) for side in sides)
         added = _median(results.added_ms(key, percentile))
         print(f"{label:28}{_ms(floor):>12}{_ms(service):>12}{_signed(added):>12}")
-    rows = [
-        ("requests measured/round", lambda out: out["measured"]),
-        ("requests sent/round", lambda out: out["requests"]),
-    ]
-    for label, of in rows:
-        cells = [_median([of(out) for out in outs]) for outs in (results.floor, results.service)]
+    for label, of in (("requests measured/round", "measured"), ("requests sent/round", "requests")):
+        cells = [_median([out[of] for out in side]) for side in sides]
         print(f"{label:28}{cells[0]:>12,.0f}{cells[1]:>12,.0f}")
-    errors = [sum(out["errors"] for out in outs) for outs in (results.floor, results.service)]
+    errors = [sum(out["errors"] for out in side) for side in sides]
     print(f"{'errors (all rounds)':28}{errors[0]:>12,}{errors[1]:>12,}")
-    cpu = [
-        _per_request_ms(results.floor, lambda out: out["cpu_sec"]),
-        _per_request_ms(results.service, lambda out: out["cpu_sec"]),
-    ]
+    cpu = [_per_request_ms(side, lambda out: out["cpu_sec"]) for side in sides]
     print(f"{'CPU ms/request, server':28}{cpu[0]:>12}{cpu[1]:>12}   (floor: the stub's)")
-    generator = [
-        _per_request_ms(outs, lambda out: out["cpu_sec_by_group"]["load generator"])
-        for outs in (results.floor, results.service)
+    own = [
+        _per_request_ms(side, lambda out: out["cpu_sec_by_group"]["load generator"])
+        for side in sides
     ]
-    print(f"{'CPU ms/request, load gen.':28}{generator[0]:>12}{generator[1]:>12}")
-    others = [
-        _median([_others_busy(out) for out in outs]) for outs in (results.floor, results.service)
-    ]
+    print(f"{'CPU ms/request, load gen.':28}{own[0]:>12}{own[1]:>12}")
+    others = [_median([_others_busy(out) for out in side]) for side in sides]
     print(f"{'other work, cores busy':28}{others[0]:>12.2f}{others[1]:>12.2f}   (not ours)")
-    for out in results.floor + results.service:
-        for kind, count in out["error_kinds"].items():
-            print(f"  errors: {kind}: {count}")
-    for sample in [s for out in results.floor + results.service for s in out["error_samples"]][:5]:
-        print(f"  error: {sample}")
+    _print_errors(results.floor + results.service)
     added = "; ".join(
         f"{label.removesuffix(' ms')} " + " ".join(_signed(v) for v in results.added_ms(key, p))
         for label, key, p in FIGURES
     )
     print(f"added per round, ms: {added}")
+
+
+def _print_errors(outs: list[dict[str, Any]]) -> None:
+    for out in outs:
+        for kind, count in out["error_kinds"].items():
+            print(f"  errors: {kind}: {count}")
+    for sample in [sample for out in outs for sample in out["error_samples"]][:5]:
+        print(f"  error: {sample}")
 
 
 def _signed(value: float | None) -> str:
@@ -375,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmark failed: {exc}", file=sys.stderr)
         return 1
     print()
-    print_table(results, args)
+    print_table(results)
     print()
     print_trail_check(results.trails.calls, results.trails.passed, results.trails.failures)
     if results.profile:
