@@ -12,6 +12,9 @@ with different --turns and divide the difference in instructions by the differen
     # (summary of b.cg - summary of a.cg) / (turns printed by b - turns printed by a)
 
 `--floor` drives bench/floor.py instead of the service; `--service-dir` another version of it.
+`--stream` sends every turn with `Accept: text/event-stream` to the streaming stub agent
+(bench/stream_agent.py, 21 chunks 1 ms apart): a streamed turn's CPU; `--stream-agent` sends
+JSON turns to that same agent (which it then answers whole), the same turn unstreamed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import subprocess
 import sys
 import tempfile
 import time
@@ -92,6 +96,7 @@ async def drive(app: App, headers: list, turns: int, warm: int, inflight: int) -
     """Whole calls, `inflight` at a time, until `warm` + `turns` turns are done (a call in
     progress is finished, so a few more may run); CPU is counted after the warm-up."""
     done, errors, cpu_at_warm = 0, 0, time.process_time()
+    streamed = (b"accept", b"text/event-stream") in headers
 
     async def caller() -> None:
         nonlocal done, errors, cpu_at_warm
@@ -104,6 +109,7 @@ async def drive(app: App, headers: list, turns: int, warm: int, inflight: int) -
                 })  # fmt: skip
                 status, answer = await post(app, body, headers)
                 errors += status != 200 or b'"status":"error"' in answer
+                errors += streamed and b"event: chunk" not in answer
                 done += 1
                 if done == warm:
                     cpu_at_warm = time.process_time()
@@ -134,12 +140,28 @@ def build_app(floor: bool, redis_url: str, stub_url: str) -> tuple[App, list]:
     return create_app(settings), [*headers, (b"authorization", f"Bearer {key}".encode())]
 
 
+def start_stub(url: str, port: int, streaming: bool, tmp: Path) -> subprocess.Popen:
+    """The stub agent, or the streaming one with short delays (the CPU of a turn, not its
+    pace, is measured here)."""
+    if not streaming:
+        env = os.environ | {"STUB_URL": url}
+        return start_uvicorn(
+            "stub_agent:app", port, env=env, log_file=tmp / "stub.log", app_dir=BENCH
+        )
+    env = os.environ | {"STREAM_URL": url, "STREAM_FIRST_MS": "1", "STREAM_GAP_MS": "1"}
+    return start_uvicorn(
+        "stream_agent:app", port, env=env, log_file=tmp / "stub.log", app_dir=BENCH
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--floor", action="store_true", help="drive bench/floor.py instead")
     parser.add_argument("--turns", type=int, default=5000, help="measured turns")
     parser.add_argument("--warm", type=int, default=500, help="turns before measuring")
     parser.add_argument("--inflight", type=int, default=1, help="calls in flight")
+    parser.add_argument("--stream", action="store_true", help="streamed turns, streaming agent")
+    parser.add_argument("--stream-agent", action="store_true", help="JSON turns, streaming agent")
     parser.add_argument(
         "--service-dir", type=Path, default=REPO, help="e.g. another commit's export"
     )
@@ -150,12 +172,11 @@ async def main() -> None:
     redis_port, stub_port = free_port(), free_port()
     redis_server = start_redis(redis_port, tmp)
     stub_url = f"http://127.0.0.1:{stub_port}/"
-    env = os.environ | {"STUB_URL": stub_url}
-    stub = start_uvicorn(
-        "stub_agent:app", stub_port, env=env, log_file=tmp / "stub.log", app_dir=BENCH
-    )
+    stub = start_stub(stub_url, stub_port, args.stream or args.stream_agent, tmp)
     try:
         app, headers = build_app(args.floor, f"redis://127.0.0.1:{redis_port}/0", stub_url)
+        if args.stream:
+            headers.append((b"accept", b"text/event-stream"))
         stdout, sys.stderr = sys.stdout, (tmp / "app.log").open("w", buffering=1)  # its log lines
         shutdown = await lifespan(app)
         figures = await drive(app, headers, args.turns, args.warm, args.inflight)

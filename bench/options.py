@@ -31,6 +31,11 @@ def add_slow_agent_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--agent-delay-ms", type=int, default=0, help="the stub agent answers after this long"
     )
+    add_service_options(parser)
+
+
+def add_service_options(parser: argparse.ArgumentParser) -> None:
+    """--service-env and --workers: the service's settings and its uvicorn workers."""
     parser.add_argument(
         "--service-env",
         type=_setting,

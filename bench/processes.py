@@ -273,7 +273,7 @@ RUN_SECRET = secrets.token_hex(32)  # every service process of a run shares it, 
 def clean_environment() -> dict[str, str]:
     """This environment without the service's own variables (a developer's REDIS_URL...)."""
     ours = ("REDIS_", "API_KEYS", "AGENT_", "ORCH_", "LOG_", "OTEL_", "IDEMPOTENCY_", "MAX_")
-    ours += ("STUB_", "FLOOR_")
+    ours += ("STUB_", "FLOOR_", "STREAM_")
     return {k: v for k, v in os.environ.items() if not k.upper().startswith(ours)}
 
 
@@ -285,11 +285,17 @@ def service_environment(redis_url: str, stub_url: str, api_keys: str) -> dict[st
 
 
 def run_loadgen(
-    mode: str, url: str | list[str], *, timeout: float, **options: object
+    mode: str,
+    url: str | list[str],
+    *,
+    timeout: float,
+    script: str = "loadgen.py",
+    **options: object,
 ) -> dict[str, Any]:
-    """Runs bench/loadgen.py in its own process and returns the JSON it prints. An option
-    given a list is repeated, once per item (several URLs, several CPU groups)."""
-    command = [sys.executable, str(BENCH / "loadgen.py"), mode]
+    """Runs bench/loadgen.py (or another generator in bench/, `script`) in its own process and
+    returns the JSON it prints. An option given a list is repeated, once per item (several
+    URLs, several CPU groups)."""
+    command = [sys.executable, str(BENCH / script), mode]
     for name, value in ({"url": url} | options).items():
         for item in value if isinstance(value, list) else [value]:
             command.append(f"--{name.replace('_', '-')}={item}")  # "=": a key may start with "-"

@@ -1,4 +1,5 @@
-"""The two raw-ASGI chores the stub agent and the floor share: read a body, send JSON."""
+"""The raw-ASGI chores the stub agents and the floor share: read a body, send JSON, a lifespan
+with nothing to start."""
 
 from __future__ import annotations
 
@@ -20,3 +21,14 @@ async def respond(send: Any, status: int, body: bytes) -> None:
     headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def empty_lifespan(receive: Any, send: Any) -> None:
+    """The lifespan protocol of an app with nothing to open or close."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

@@ -17,7 +17,7 @@ import os
 from typing import Any
 
 import orjson
-from raw_asgi import read_body, respond
+from raw_asgi import empty_lifespan, read_body, respond
 
 URL = os.environ.get("STUB_URL", "http://127.0.0.1:9100/")
 STATE = os.environ.get("STUB_STATE", "TASK_STATE_COMPLETED")
@@ -59,7 +59,7 @@ def answer(request: bytes) -> bytes:
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
-        await _lifespan(receive, send)
+        await empty_lifespan(receive, send)
         return
     if scope["method"] == "POST":
         body = await read_body(receive)
@@ -70,13 +70,3 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await respond(send, 200, CARD)
     else:
         await respond(send, 404, b'{"error":"not found"}')
-
-
-async def _lifespan(receive: Any, send: Any) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

@@ -132,3 +132,22 @@ def test_overload_run_reports_shed_turns_next_to_an_unloaded_run() -> None:
     assert re.search(r"^other errors\s+0\s+0$", run.stdout, re.MULTILINE), run.stdout
     assert "admitted p99, overloaded / unloaded:" in run.stdout
     assert re.search(r"^trail check: PASS: [\d,]+ of [\d,]+", run.stdout, re.MULTILINE)
+
+
+def test_streaming_run_times_the_first_chunk_and_the_end_through_the_service_and_alone() -> None:
+    run = run_script("stream.py", "--smoke", timeout=120)
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    number = r"\d+\.\d"
+    for row in ("first chunk p50 ms", "first chunk p99 ms", "end p50 ms", "end p99 ms"):
+        # floor, service, and what the service added (signed): every figure measured.
+        figures = rf"^{row}\s+{number}\s+{number}\s+[+-]{number}$"
+        assert re.search(figures, run.stdout, re.MULTILINE), f"no {row!r} row:\n{run.stdout}"
+    assert re.search(r"^errors \(all rounds\)\s+0\s+0$", run.stdout, re.MULTILINE), run.stdout
+    assert re.search(r"^requests measured/round\s+[1-9][\d,]*\s+[1-9][\d,]*$", run.stdout, re.M)
+    assert re.search(r"^trail check: PASS: [\d,]+ of [\d,]+", run.stdout, re.MULTILINE)
+    # Whether the targets are met is a measurement; that each is judged is the harness's job.
+    verdicts = re.findall(
+        r"^  (?:first chunk|end) p(?:50|99): [+-]\S+ ms <= \d+ ms: (met|MISSED)$", run.stdout, re.M
+    )
+    assert len(verdicts) == 4, run.stdout
