@@ -302,11 +302,14 @@ def agents(served_agents: Agents) -> Agents:
 
 @pytest.fixture
 def serve_agent() -> Iterator[AgentServer]:
-    """Serves one more agent for this test only: `serve_agent(executor, v03=False) -> url`."""
+    """Serves one more agent for this test only: `serve_agent(executor, v03=False,
+    streaming=True) -> url` (`streaming`: what its card says)."""
     stops: list[Callable[[], None]] = []
 
-    def serve(executor: AgentExecutor, *, v03: bool = False) -> str:
-        url, stop = serve_in_thread(lambda u: agent_app(u, executor, name="extra", v03=v03))
+    def serve(executor: AgentExecutor, *, v03: bool = False, streaming: bool = True) -> str:
+        url, stop = serve_in_thread(
+            lambda u: agent_app(u, executor, name="extra", v03=v03, streaming=streaming)
+        )
         stops.append(stop)
         return url
 

@@ -2,8 +2,8 @@
 
 Each executor shows one way an agent can answer: a plain message, a completed task, a question
 (input-required) then completion, an answer held until the test opens a gate, an exception, a
-failed task. `agent_app` builds the Starlette app for one executor; `agents_router` mounts
-several under paths for in-process tests.
+failed task, an answer streamed word by word. `agent_app` builds the Starlette app for one
+executor; `agents_router` mounts several under paths for in-process tests.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,7 +203,79 @@ class FailingTaskAgent(Recording):
         await up.failed(up.new_agent_message([new_text_part("cannot do that")]))
 
 
-def agent_card(url: str, name: str, protocol_version: str = "1.0") -> AgentCard:
+class StreamingAgent(Recording):
+    """Speaks its answer word by word: each of `artifacts` (its chunks) as artifact updates of one
+    artifact id (the first chunk opens it, the others append, the last is marked lastChunk), then
+    completes with `closing` as its status message, or asks for input with it when `asks`.
+
+    With a `gate`, it waits there after `held_after` chunks: the caller may have those while the
+    agent is not done. With `raises_after`, it raises after that many chunks (a2a-sdk then ends
+    the stream with `event: error`). `finished` counts the answers it gave to the end.
+    """
+
+    def __init__(
+        self,
+        *artifacts: Sequence[str],
+        closing: str | None = None,
+        asks: bool = False,
+        gate: Gate | None = None,
+        held_after: int = 1,
+        raises_after: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.artifacts = artifacts or (WORDS,)
+        self.closing = closing
+        self.asks = asks
+        self.gate = gate
+        self.held_after = held_after
+        self.raises_after = raises_after
+        self.finished = 0
+
+    @property
+    def chunks(self) -> list[str]:
+        return [chunk for artifact in self.artifacts for chunk in artifact]
+
+    @property
+    def text(self) -> str:
+        """The whole answer as a caller reads it: each artifact, then the status message, on a
+        line of its own."""
+        pieces = ["".join(artifact) for artifact in self.artifacts]
+        return "\n".join(pieces + ([self.closing] if self.closing else []))
+
+    async def answer(self, ctx: RequestContext, queue: EventQueue) -> None:
+        await queue.enqueue_event(new_task_from_user_message(ctx.message))
+        up = TaskUpdater(queue, ctx.task_id, ctx.context_id)
+        await up.start_work()
+        sent = 0
+        for number, artifact in enumerate(self.artifacts, 1):
+            for index, chunk in enumerate(artifact):
+                if self.gate is not None and sent == self.held_after:
+                    await self.gate.pass_through()
+                if sent == self.raises_after:
+                    raise RuntimeError("agent exploded mid-stream")
+                await up.add_artifact(
+                    [new_text_part(chunk)],
+                    artifact_id=f"answer-{number}",
+                    name="answer",
+                    append=index > 0 or None,
+                    last_chunk=index == len(artifact) - 1 or None,
+                )
+                sent += 1
+        message = up.new_agent_message([new_text_part(self.closing)]) if self.closing else None
+        if self.asks:
+            await up.requires_input(message)
+        else:
+            await up.complete(message)
+        self.finished += 1
+
+
+# An answer as a language model speaks it: a few words at a time.
+WORDS = ("Your refund ", "of 42 euros ", "is on ", "its way.")
+
+
+def agent_card(
+    url: str, name: str, protocol_version: str = "1.0", *, streaming: bool = True
+) -> AgentCard:
     return AgentCard(
         name=name,
         description=f"test agent {name}",
@@ -211,15 +283,24 @@ def agent_card(url: str, name: str, protocol_version: str = "1.0") -> AgentCard:
         supported_interfaces=[
             AgentInterface(url=url, protocol_binding="JSONRPC", protocol_version=protocol_version)
         ],
-        capabilities=AgentCapabilities(streaming=True),
+        capabilities=AgentCapabilities(streaming=streaming),
         default_input_modes=["text/plain"],
         default_output_modes=["text/plain"],
         skills=[AgentSkill(id=name, name=name, description=name, tags=["test"])],
     )
 
 
-def agent_app(url: str, executor: AgentExecutor, *, name: str = "agent", v03: bool = False):
-    card = agent_card(url, name, "0.3" if v03 else "1.0")
+def agent_app(
+    url: str,
+    executor: AgentExecutor,
+    *,
+    name: str = "agent",
+    v03: bool = False,
+    streaming: bool = True,
+):
+    """The agent's Starlette app; `streaming` is what its card says (a2a-sdk then refuses
+    SendStreamingMessage when False)."""
+    card = agent_card(url, name, "0.3" if v03 else "1.0", streaming=streaming)
     handler = DefaultRequestHandler(
         agent_executor=executor, task_store=InMemoryTaskStore(), agent_card=card
     )
