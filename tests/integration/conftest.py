@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -145,6 +145,16 @@ class RedisView:
             self.client.execute_command(*command)
 
 
+def turn_body(intent: str, message: str, call_id: str = CALL_ID, **fields: Any) -> dict[str, Any]:
+    return {
+        "call_identify_id": call_id,
+        "account_id": ACCOUNT_ID,
+        "eci": "ECI-1",
+        "input_message": message,
+        "intent": intent,
+    } | fields
+
+
 @dataclass
 class Caller:
     """Drives one served instance of the service over HTTP."""
@@ -159,14 +169,22 @@ class Caller:
         headers: dict[str, str] | None = None,
         **fields: Any,
     ) -> httpx.Response:
-        body = {
-            "call_identify_id": call_id,
-            "account_id": ACCOUNT_ID,
-            "eci": "ECI-1",
-            "input_message": message,
-            "intent": intent,
-        } | fields
+        body = turn_body(intent, message, call_id, **fields)
         return await self.http.post("/orchestrate", json=body, headers=headers)
+
+    def stream(
+        self,
+        intent: str,
+        message: str = "hello",
+        call_id: str = CALL_ID,
+        headers: dict[str, str] | None = None,
+        **fields: Any,
+    ) -> AbstractAsyncContextManager[httpx.Response]:
+        """The turn asked for as a stream (`Accept: text/event-stream`): `async with` it to
+        read the answer as it comes; leaving the block hangs up."""
+        body = turn_body(intent, message, call_id, **fields)
+        headers = {"Accept": "text/event-stream"} | (headers or {})
+        return self.http.stream("POST", "/orchestrate", json=body, headers=headers)
 
     async def metric(self, name: str) -> float:
         """A sample's value from /metrics (the first one of that name)."""

@@ -1,0 +1,359 @@
+"""Streamed turns (`Accept: text/event-stream`): the agent's words reach the caller as the agent
+speaks them, then the turn's answer, over real HTTP from real a2a-sdk agents (A2A 1.0 and 0.3)
+and from agents that stream badly."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import (
+    CALL_ID,
+    AgentServer,
+    Caller,
+    MisbehaverServer,
+    RedisView,
+    ServiceFactory,
+    turn_body,
+)
+from tests.support.agents import WORDS, StreamingAgent
+from tests.support.misbehavers import (
+    STREAMED_CHUNKS,
+    AnyAgent,
+    CutMidStream,
+    GarbageMidStream,
+    JsonRpcError,
+    StallsMidStream,
+)
+from tests.support.streams import StreamReader, is_stream, read_stream, without_ids
+from tests.support.timing import DEADLINE_SEC, Gate, eventually
+
+pytestmark = pytest.mark.integration
+
+A2A_TIMEOUT_SEC = 1.0  # only for the agent that stalls: every other one answers well within
+
+
+@pytest.fixture(params=["a2a-1.0", "a2a-0.3"])
+def v03(request: pytest.FixtureRequest) -> bool:
+    """Whether the a2a-sdk agent speaks A2A 0.3 (message/stream) rather than 1.0."""
+    return request.param == "a2a-0.3"
+
+
+def greeted_by(make_service: ServiceFactory, url: str, **settings: Any) -> Caller:
+    """A service whose first stage (greeting) is served by the agent at `url`."""
+    return make_service(agent_urls={"greeting": url}, **settings)
+
+
+async def test_words_reach_the_caller_while_the_agent_is_still_speaking(
+    make_service: ServiceFactory,
+    serve_agent: AgentServer,
+    gate: Gate,
+    store: RedisView,
+    v03: bool,
+) -> None:
+    agent = StreamingAgent(gate=gate, held_after=1, closing="Anything else?")
+    caller = greeted_by(make_service, serve_agent(agent, v03=v03))
+
+    async with asyncio.timeout(DEADLINE_SEC), caller.stream("greeting") as response:
+        stream = StreamReader(response)
+        first = await stream.until("chunk")
+        # The agent has spoken one chunk and waits at the gate: the caller already has it.
+        assert (gate.arrivals, agent.finished) == (1, 0)
+        gate.open()
+        await stream.to_end()
+
+    assert response.status_code == 200
+    assert is_stream(response)
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["x-accel-buffering"] == "no"
+    assert "idempotent-replayed" not in response.headers
+    assert first.data == {"text": WORDS[0]}
+    assert stream.chunks == [*WORDS, "\nAnything else?"]
+    turn = stream.turn
+    assert "".join(stream.chunks) == turn["response"]["text"] == agent.text
+    assert (turn["status"], turn["response_status"], turn["step_seq"]) == ("success", "success", 1)
+    assert turn["next_flow_id"] == 2
+    # Statuses are the agent's task states, each only when it changes, the last the final one.
+    assert all(a != b for a, b in zip(stream.statuses, stream.statuses[1:], strict=False))
+    if stream.statuses:
+        assert stream.statuses[-1] == turn["response"]["task_state"] == "completed"
+    step = store.steps()[0]
+    assert (step["seq"], step["response_status"]) == (1, "success")
+    assert step["response_data"]["text"] == agent.text
+    assert store.state()["current_flow_id"] == 2
+    assert len(agent.seen.texts) == 1
+
+
+async def test_streamed_turn_ends_with_what_the_same_turn_answers_without_streaming(
+    make_service: ServiceFactory, serve_agent: AgentServer, store: RedisView, v03: bool
+) -> None:
+    # Two artifacts, each in appended chunks with lastChunk on its last, then a status message.
+    agent = StreamingAgent(("Your ", "refund"), ("is ", "approved."), closing="Bye.")
+    caller = greeted_by(make_service, serve_agent(agent, v03=v03))
+
+    plain = await caller.turn("greeting", call_id="CALL-JSON")
+    async with asyncio.timeout(DEADLINE_SEC), caller.stream("greeting") as response:
+        stream = await read_stream(response)
+
+    assert plain.status_code == 200, plain.text
+    assert stream.chunks == ["Your ", "refund", "\nis ", "approved.", "\nBye."]
+    assert "".join(stream.chunks) == "Your refund\nis approved.\nBye."
+    assert without_ids(stream.turn) == without_ids(plain.json())
+    assert stream.turn["call_identify_id"] == CALL_ID
+    assert stream.turn["response"]["task_id"] != plain.json()["response"]["task_id"]
+    assert [s["response_data"]["text"] for s in store.steps()] == [agent.text]
+
+
+async def test_agent_asking_for_input_streams_its_words_then_its_question(
+    make_service: ServiceFactory, serve_agent: AgentServer, store: RedisView, v03: bool
+) -> None:
+    agent = StreamingAgent(("Let me ", "check. "), closing="Which order is it?", asks=True)
+    caller = greeted_by(make_service, serve_agent(agent, v03=v03))
+
+    plain = await caller.turn("greeting", call_id="CALL-JSON")
+    async with asyncio.timeout(DEADLINE_SEC), caller.stream("greeting") as response:
+        stream = await read_stream(response)
+
+    turn = stream.turn
+    assert "".join(stream.chunks) == turn["response"]["text"] == agent.text
+    assert agent.text == "Let me check. \nWhich order is it?"
+    assert (turn["response_status"], turn["response"]["task_state"]) == (
+        "input_required",
+        "input_required",
+    )
+    if stream.statuses:
+        assert stream.statuses[-1] == "input_required"
+    assert without_ids(turn) == without_ids(plain.json())
+    assert store.steps()[0]["response_status"] == "input_required"
+
+
+async def test_agent_that_raises_mid_stream_ends_the_stream_with_an_error_turn(
+    make_service: ServiceFactory, serve_agent: AgentServer, store: RedisView, v03: bool
+) -> None:
+    agent = StreamingAgent(raises_after=2)
+    caller = greeted_by(make_service, serve_agent(agent, v03=v03))
+
+    plain = await caller.turn("greeting", call_id="CALL-JSON")
+    async with asyncio.timeout(DEADLINE_SEC), caller.stream("greeting") as response:
+        stream = await read_stream(response)
+
+    assert response.status_code == 200
+    assert stream.chunks == list(WORDS[:2])
+    turn = stream.turn
+    assert (turn["status"], turn["response_status"]) == ("error", "error")
+    assert turn["response"]["error"]["code"] == plain.json()["response"]["error"]["code"]
+    assert turn["response"]["error"]["code"] == "agent_error"
+    assert (turn["intent_flow_id"], turn["next_flow_id"]) == (1, 1)
+    step = store.steps()[0]
+    assert (step["response_status"], step["error"]["code"]) == ("error", "agent_error")
+
+
+@pytest.fixture(
+    params=["cut_abruptly", "ended_unfinished", "garbage", "stalled", "json_rpc_error_first"]
+)
+def bad_streamer(request: pytest.FixtureRequest) -> tuple[AnyAgent, int, str]:
+    """(an agent that streams badly, the chunks it sends first, the fault code it causes)."""
+    return {
+        "cut_abruptly": (CutMidStream(abrupt=True), 2, "agent_disconnected"),
+        "ended_unfinished": (CutMidStream(abrupt=False), 2, "agent_disconnected"),
+        "garbage": (GarbageMidStream(), 1, "agent_bad_response"),
+        "stalled": (StallsMidStream(), 1, "agent_timeout"),
+        "json_rpc_error_first": (JsonRpcError(streams=True), 0, "agent_error"),
+    }[request.param]
+
+
+async def test_agent_stream_fault_ends_with_an_error_turn_and_is_recorded(
+    make_service: ServiceFactory,
+    serve_misbehaver: MisbehaverServer,
+    store: RedisView,
+    bad_streamer: tuple[AnyAgent, int, str],
+) -> None:
+    agent, chunks_sent, code = bad_streamer
+    timeout = {"a2a_timeout_sec": A2A_TIMEOUT_SEC} if code == "agent_timeout" else {}
+    caller = greeted_by(make_service, serve_misbehaver(agent), **timeout)
+
+    async with asyncio.timeout(DEADLINE_SEC), caller.stream("greeting") as response:
+        stream = await read_stream(response)
+
+    assert response.status_code == 200
+    assert is_stream(response)
+    assert stream.chunks == list(STREAMED_CHUNKS[:chunks_sent])
+    turn = stream.turn
+    assert (turn["status"], turn["response_status"]) == ("error", "error")
+    assert turn["response"]["error"]["code"] == code
+    assert (turn["intent_flow_id"], turn["next_flow_id"], turn["step_seq"]) == (1, 1, 1)
+    steps = store.steps()
+    assert [(s["response_status"], s["error"]["code"]) for s in steps] == [("error", code)]
+    assert store.state()["stages"]["1"]["errors"] == 1
+    # Words already spoken are not spoken again: the agent was called once.
+    assert agent.requests == 1
+
+
+async def test_client_gone_mid_stream_the_agent_finishes_and_the_key_replays_the_turn(
+    make_service: ServiceFactory,
+    serve_agent: AgentServer,
+    gate: Gate,
+    store: RedisView,
+    v03: bool,
+) -> None:
+    agent = StreamingAgent(gate=gate, held_after=1)
+    caller = greeted_by(make_service, serve_agent(agent, v03=v03))
+    key = {"Idempotency-Key": "key-1"}
+
+    async with asyncio.timeout(DEADLINE_SEC):
+        async with caller.stream("greeting", headers=key) as response:
+            first = await StreamReader(response).until("chunk")
+        # The caller hung up after the first words; the agent still waits at the gate.
+        assert first.data == {"text": WORDS[0]}
+        assert (agent.finished, store.steps()) == (0, [])
+        gate.open()
+        await eventually(lambda: agent.finished == 1, "the agent to finish its answer")
+        await eventually(lambda: _committed(caller), "the step to be committed")
+
+    steps = (await caller.http.get(f"/session/{CALL_ID}/steps")).json()
+    assert [(s["seq"], s["response_status"]) for s in steps] == [(1, "success")]
+    assert steps[0]["response_data"]["text"] == agent.text
+    assert store.state()["current_flow_id"] == 2
+
+    async with asyncio.timeout(DEADLINE_SEC), caller.stream("greeting", headers=key) as replay:
+        replayed = await read_stream(replay)
+    as_json = await caller.turn("greeting", headers=key)
+
+    assert replay.status_code == 200
+    assert is_stream(replay)
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replayed.names == ["turn"]
+    turn = replayed.turn
+    assert (turn["status"], turn["step_seq"]) == ("success", 1)
+    assert turn["response"]["text"] == agent.text
+    # The same answer, whichever way it is asked for again.
+    assert as_json.headers["idempotent-replayed"] == "true"
+    assert as_json.content == replayed.turn_event.raw.encode()
+    assert len(agent.seen.texts) == 1
+    assert len(store.steps()) == 1
+    assert await caller.metric("orch_stream_clients_gone_total") == 1
+
+
+async def _committed(caller: Caller) -> bool:
+    answer = await caller.http.get(f"/session/{CALL_ID}/steps")
+    return answer.status_code == 200 and len(answer.json()) == 1
+
+
+async def test_same_key_while_the_turn_streams_is_refused_as_json(
+    make_service: ServiceFactory,
+    serve_agent: AgentServer,
+    gate: Gate,
+    store: RedisView,
+) -> None:
+    agent = StreamingAgent(gate=gate, held_after=1)
+    caller = greeted_by(make_service, serve_agent(agent))
+    key = {"Idempotency-Key": "key-1"}
+
+    async with asyncio.timeout(DEADLINE_SEC), caller.stream("greeting", headers=key) as first:
+        stream = StreamReader(first)
+        await stream.until("chunk")
+        async with caller.stream("greeting", headers=key) as duplicate:
+            await duplicate.aread()
+        plain_duplicate = await caller.turn("greeting", headers=key)
+        async with caller.stream("greeting", headers={"Idempotency-Key": "key-2"}) as other:
+            await other.aread()
+        gate.open()
+        await stream.to_end()
+
+    assert duplicate.status_code == 409
+    assert not is_stream(duplicate)
+    assert duplicate.headers["content-type"].startswith("application/json")
+    assert duplicate.json()["error"]["code"] == plain_duplicate.json()["error"]["code"]
+    assert duplicate.json()["error"]["code"] in ("idempotency_key_in_progress", "turn_in_progress")
+    assert int(duplicate.headers["Retry-After"]) >= 1
+    assert (other.status_code, other.json()["error"]["code"]) == (409, "turn_in_progress")
+    assert stream.turn["status"] == "success"
+    assert "".join(stream.chunks) == agent.text
+    assert len(agent.seen.texts) == 1
+    assert len(store.steps()) == 1
+
+
+REFUSALS = {
+    # name: (intent, body fields, whether the client sends its API key)
+    "intent_of_a_later_stage": ("refund_request", {}, True),
+    "no_api_key": ("greeting", {}, False),
+    "invalid_body": ("greeting", {"account_id": None}, True),
+}
+
+
+@pytest.mark.parametrize("refusal", REFUSALS)
+async def test_turn_refused_before_the_agent_is_a_json_error_not_a_stream(
+    make_service: ServiceFactory,
+    serve_agent: AgentServer,
+    store: RedisView,
+    refusal: str,
+) -> None:
+    agent = StreamingAgent()
+    caller = greeted_by(make_service, serve_agent(agent))
+    intent, fields, keyed = REFUSALS[refusal]
+    body = turn_body(intent, "hello", **fields)
+
+    async with httpx.AsyncClient(
+        base_url=caller.http.base_url,
+        headers=caller.http.headers if keyed else {},
+        timeout=DEADLINE_SEC,
+    ) as http:
+        plain = await http.post("/orchestrate", json=body)
+        streamed = await http.post(
+            "/orchestrate", json=body, headers={"Accept": "text/event-stream"}
+        )
+
+    assert plain.status_code >= 400
+    assert streamed.status_code == plain.status_code
+    assert not is_stream(streamed)
+    assert streamed.headers["content-type"].startswith("application/json")
+    assert streamed.json()["error"]["code"] == plain.json()["error"]["code"]
+    assert streamed.json()["error"]["message"]
+    assert agent.seen.texts == []
+    assert store.keys() == []
+
+
+async def test_agent_that_does_not_stream_gives_its_whole_text_in_one_chunk(
+    make_service: ServiceFactory, serve_agent: AgentServer, store: RedisView, v03: bool
+) -> None:
+    # Its card says streaming: false; a2a-sdk refuses it a streamed request.
+    agent = StreamingAgent(("Your ", "refund"), ("is ", "approved."), closing="Bye.")
+    caller = greeted_by(make_service, serve_agent(agent, v03=v03, streaming=False))
+
+    plain = await caller.turn("greeting", call_id="CALL-JSON")
+    async with asyncio.timeout(DEADLINE_SEC), caller.stream("greeting") as response:
+        stream = await read_stream(response)
+
+    assert response.status_code == 200
+    assert stream.chunks == [agent.text]
+    assert stream.names[-2:] == ["chunk", "turn"]
+    assert stream.turn["status"] == "success"
+    assert stream.turn["response"]["text"] == agent.text
+    assert without_ids(stream.turn) == without_ids(plain.json())
+    assert len(agent.seen.texts) == 2
+
+
+async def test_long_silence_before_the_first_words_is_kept_alive_with_pings(
+    make_service: ServiceFactory, serve_agent: AgentServer, gate: Gate, store: RedisView
+) -> None:
+    agent = StreamingAgent(gate=gate, held_after=0)
+    caller = greeted_by(make_service, serve_agent(agent), stream_ping_sec=0.05)
+    before_words: list[str] = []
+    after: list[str] = []
+
+    async with asyncio.timeout(DEADLINE_SEC), caller.stream("greeting") as response:
+        lines = response.aiter_lines()
+        # The agent is held before its first word: whatever comes now is the service's own.
+        while not (line := await anext(lines)).startswith(":"):
+            before_words.append(line)
+        gate.open()
+        after = [line async for line in lines]
+
+    assert line.startswith(": ping")
+    assert not any(seen.startswith("event: chunk") for seen in before_words)
+    assert any(seen.startswith("event: chunk") for seen in after)
+    assert [seen for seen in after if seen.startswith("event: ")][-1] == "event: turn"
+    assert len(store.steps()) == 1
