@@ -25,6 +25,10 @@ class OrchestratorError(Exception):
         self.details = details
         self.headers = headers or {}
 
+    def body(self) -> dict[str, Any]:
+        """The answer's body: `{"error": {"code", "message", ...details}}`."""
+        return {"error": {"code": self.code, "message": self.message, **self.details}}
+
 
 class Unauthenticated(OrchestratorError):
     """No API key, or one that is not known."""

@@ -1,7 +1,10 @@
 """A2A client: sends one caller turn to an agent over JSON-RPC 2.0 and returns one typed reply.
 
 Speaks A2A 1.0 (`SendMessage`, `A2A-Version: 1.0`) by default; an agent whose card says it only
-speaks 0.3 gets `message/send` instead. The card is read once per agent URL and cached.
+speaks 0.3 gets `message/send` instead. The card is read once per agent URL and cached. Given a
+listener, a call to an agent whose card says it streams is `SendStreamingMessage`
+(`message/stream`), read as Server-Sent Events (a2a_stream.py), the listener hearing the words as
+they arrive.
 Every transport or protocol failure leaves here as an `AgentFault` subclass.
 
 It speaks httpx's transport API (`httpx.Request` in, `httpx.Response` out) rather than going
@@ -17,11 +20,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import httpx
 import orjson
 from asgi_correlation_id import correlation_id
+from httpx_sse import EventSource, SSEError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
 
 from orchestrator_flows.core.errors import (
@@ -36,11 +40,23 @@ from orchestrator_flows.core.errors import (
 )
 from orchestrator_flows.core.models import PendingTask
 from orchestrator_flows.core.replies import NEEDS_INPUT, AgentReply
+from orchestrator_flows.infra.a2a_stream import (
+    FAILED,
+    StreamAssembly,
+    StreamListener,
+    normalise_state,
+)
 from orchestrator_flows.infra.settings import VERSION
 
 Protocol = Literal["1.0", "0.3"]
 CARD_PATHS = (".well-known/agent-card.json", ".well-known/agent.json")
-FAILED = frozenset({"failed", "rejected", "canceled"})
+
+
+class Card(NamedTuple):
+    """What an agent's card tells the client: the protocol it speaks, whether it streams."""
+
+    protocol: Protocol
+    streams: bool
 
 
 class A2AClient:
@@ -59,7 +75,7 @@ class A2AClient:
         self._extensions = {"timeout": httpx.Timeout(None).as_dict()}
         self._max_bytes = max_response_bytes
         self._max_attempts = max_attempts
-        self._protocols: dict[str, Protocol] = {}
+        self._cards: dict[str, Card] = {}
         # Agent URLs come from configuration: few. Each with its Host header.
         self._targets: dict[str, tuple[httpx.URL, tuple[bytes, bytes]]] = {}
 
@@ -73,24 +89,42 @@ class A2AClient:
         continues: PendingTask | None = None,
         idempotent: bool = False,
         data: dict[str, Any] | None = None,
+        listener: StreamListener | None = None,
     ) -> AgentReply:
         """SendMessage, card look-up included, retried while safe, all within the turn's deadline.
 
-        Every attempt carries the same messageId, so an agent can recognise a repeat.
+        Every attempt carries the same messageId, so an agent can recognise a repeat. With a
+        `listener`, the answer is streamed when the agent streams, else told whole as it comes;
+        once words were told, a fault is not retried (they would be told twice).
         """
         attempts = 0
+        spoken = False
 
         async def attempt() -> AgentReply:
-            nonlocal attempts
+            nonlocal attempts, spoken
             attempts += 1
-            protocol = await self._protocol_of(url)
-            body = _request(protocol, text, metadata, message_id, continues, data)
-            return _parse_answer(await self._post(url, body, protocol), protocol)
+            card = await self._card_of(url)
+            if listener is not None and card.streams:
+                body = _request(card.protocol, text, metadata, message_id, continues, data, True)
+                assembly = StreamAssembly(listener)
+                try:
+                    await self._stream(url, body, card.protocol, assembly)
+                finally:
+                    spoken = assembly.spoken
+                return assembly.reply()
+            body = _request(card.protocol, text, metadata, message_id, continues, data)
+            reply = _parse_answer(await self._post(url, body, card.protocol), card.protocol)
+            if listener is not None and reply.text:
+                listener.chunk(reply.text)
+            return reply
+
+        def may_retry(fault: BaseException) -> bool:
+            return not spoken and _worth_retrying(fault, idempotent)
 
         deadline = time.monotonic() + self._timeout
         try:
             async with asyncio.timeout(self._timeout):
-                reply = await self._attempts(attempt, idempotent, deadline)
+                reply = await self._attempts(attempt, may_retry, deadline)
         except TimeoutError as exc:
             late = f"agent did not answer within {self._timeout:g}s"
             raise AgentTimeout(late, attempts=attempts) from exc
@@ -101,14 +135,17 @@ class A2AClient:
         return reply if attempts == 1 else replace(reply, attempts=attempts)
 
     async def _attempts(
-        self, attempt: Callable[[], Awaitable[AgentReply]], idempotent: bool, deadline: float
+        self,
+        attempt: Callable[[], Awaitable[AgentReply]],
+        may_retry: Callable[[BaseException], bool],
+        deadline: float,
     ) -> AgentReply:
         """The first attempt on its own, since nearly every call ends there; tenacity's loop,
         whose set-up every call would pay, only once it failed in a way worth retrying."""
         try:
             return await attempt()
         except AgentFault as fault:
-            if not _worth_retrying(fault, idempotent):
+            if not may_retry(fault):
                 raise
             first_fault = fault
         replayed = False
@@ -120,35 +157,89 @@ class A2AClient:
                 raise first_fault
             return await attempt()
 
-        return await self._retrying(idempotent, deadline)(again)
+        return await self._retrying(may_retry, deadline)(again)
 
-    def _retrying(self, idempotent: bool, deadline: float) -> AsyncRetrying:
+    def _retrying(
+        self, may_retry: Callable[[BaseException], bool], deadline: float
+    ) -> AsyncRetrying:
         def out_of_time(state: RetryCallState) -> bool:
             late = time.monotonic() + state.upcoming_sleep >= deadline
             return late or state.attempt_number >= self._max_attempts
 
         return AsyncRetrying(
-            retry=retry_if_exception(lambda exc: _worth_retrying(exc, idempotent)),
+            retry=retry_if_exception(may_retry),
             wait=_backoff_or_retry_after,
             stop=out_of_time,
             reraise=True,
         )
 
-    async def _protocol_of(self, url: str) -> Protocol:
-        if url not in self._protocols:
-            self._protocols[url] = await self._read_card_protocol(url)
-        return self._protocols[url]
+    async def _card_of(self, url: str) -> Card:
+        if url not in self._cards:
+            self._cards[url] = await self._read_card(url)
+        return self._cards[url]
 
-    async def _read_card_protocol(self, url: str) -> Protocol:
+    async def _read_card(self, url: str) -> Card:
         for path in CARD_PATHS:
             card_url = url.rstrip("/") + "/" + path
             _, raw = await self._exchange("GET", card_url, _CARD_HEADERS)
             if raw is not None:
                 try:
-                    return protocol_from_card(orjson.loads(raw))
+                    card = orjson.loads(raw)
                 except ValueError:
-                    return "1.0"
-        return "1.0"  # no card: assume the current protocol
+                    return Card("1.0", streams=False)
+                return Card(protocol_from_card(card), streams_from_card(card))
+        return Card("1.0", streams=False)  # no card: the current protocol, one-shot answers
+
+    async def _stream(
+        self, url: str, body: dict[str, Any], protocol: Protocol, assembly: StreamAssembly
+    ) -> None:
+        """Reads the agent's stream into `assembly`, to its final event or the stream's end."""
+        request = self._request("POST", url, _STREAM_HEADERS[protocol], orjson.dumps(body))
+        try:
+            answer = await self._transport.handle_async_request(request)
+            try:
+                await self._read_stream(answer, assembly)
+            finally:
+                await answer.aclose()
+        except httpx.HTTPError as exc:
+            raise _fault_of(exc) from exc
+        except SSEError as exc:
+            raise AgentBadResponse(f"agent stream is not Server-Sent Events: {exc}") from exc
+
+    async def _read_stream(self, answer: httpx.Response, assembly: StreamAssembly) -> None:
+        if answer.status_code != 200:
+            raise AgentHttpError(
+                f"agent answered HTTP {answer.status_code}",
+                status=answer.status_code,
+                retry_after=retry_after_seconds(answer.headers.get("retry-after")),
+            )
+        if not _is_event_stream(answer.headers):
+            # One JSON answer instead of a stream: a refusal before the first event (bad request,
+            # streaming not supported), or the whole answer at once.
+            decoded = _json_rpc(await self._read_limited(answer))
+            if "error" in decoded:
+                raise _json_rpc_error(decoded["error"])
+            assembly.take(decoded.get("result"))
+            return
+        size = 0
+        async for event in EventSource(answer).aiter_sse():
+            size += len(event.data)
+            if size > self._max_bytes:
+                raise AgentBadResponse(f"agent stream is over {self._max_bytes} bytes")
+            if not event.data:
+                continue
+            try:
+                decoded = orjson.loads(event.data)
+            except orjson.JSONDecodeError as exc:
+                raise AgentBadResponse("agent stream event is not JSON") from exc
+            if not isinstance(decoded, dict) or decoded.get("jsonrpc") != "2.0":
+                raise AgentBadResponse("agent stream event is not a JSON-RPC 2.0 response")
+            if "error" in decoded:
+                raise _json_rpc_error(decoded["error"])
+            assembly.take(decoded.get("result"))
+            if assembly.finished:
+                return
+        raise AgentDisconnected("agent stream ended before its final event")
 
     async def _post(self, url: str, body: dict[str, Any], protocol: Protocol) -> dict[str, Any]:
         answer, raw = await self._exchange("POST", url, _POST_HEADERS[protocol], orjson.dumps(body))
@@ -158,13 +249,7 @@ class A2AClient:
                 status=answer.status_code,
                 retry_after=retry_after_seconds(answer.headers.get("retry-after")),
             )
-        try:
-            decoded = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise AgentBadResponse("agent answer is not JSON") from exc
-        if not isinstance(decoded, dict) or decoded.get("jsonrpc") != "2.0":
-            raise AgentBadResponse("agent answer is not a JSON-RPC 2.0 response")
-        return decoded
+        return _json_rpc(raw)
 
     async def _exchange(
         self, method: str, url: str, headers: RawHeaders, content: bytes = b""
@@ -222,6 +307,27 @@ class A2AClient:
         return b"".join(chunks)
 
 
+def _json_rpc(raw: bytes) -> dict[str, Any]:
+    try:
+        decoded = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise AgentBadResponse("agent answer is not JSON") from exc
+    if not isinstance(decoded, dict) or decoded.get("jsonrpc") != "2.0":
+        raise AgentBadResponse("agent answer is not a JSON-RPC 2.0 response")
+    return decoded
+
+
+def _json_rpc_error(error: Any) -> AgentError:
+    error = error if isinstance(error, dict) else {}
+    return AgentError(
+        f"agent JSON-RPC error {error.get('code')}: {str(error.get('message', ''))[:500]}"
+    )
+
+
+def _is_event_stream(headers: httpx.Headers) -> bool:
+    return headers.get("content-type", "").partition(";")[0].strip() == "text/event-stream"
+
+
 def _has_content_encoding(headers: httpx.Headers) -> bool:
     # Over the raw names: a lookup by name (`in`, `get`) first works out the headers' text
     # encoding and raises KeyError when absent, costlier than this scan (bench/RESULTS.md).
@@ -239,6 +345,10 @@ _CARD_HEADERS: RawHeaders = [*_HEADERS, _A2A_1]
 _POST_HEADERS: dict[Protocol, RawHeaders] = {
     "1.0": [*_HEADERS, _JSON, _A2A_1],
     "0.3": [*_HEADERS, _JSON],
+}
+_STREAMING = [(b"Accept", b"text/event-stream"), (b"Cache-Control", b"no-store")]
+_STREAM_HEADERS: dict[Protocol, RawHeaders] = {
+    protocol: [*_STREAMING, *headers[1:]] for protocol, headers in _POST_HEADERS.items()
 }
 _backoff = wait_exponential_jitter(multiplier=0.05, max=1.0, jitter=0.05)
 
@@ -299,6 +409,12 @@ def protocol_from_card(card: Any) -> Protocol:
     return "1.0"
 
 
+def streams_from_card(card: Any) -> bool:
+    """Only an agent whose card says `capabilities.streaming: true` is asked to stream."""
+    capabilities = card.get("capabilities") if isinstance(card, dict) else None
+    return isinstance(capabilities, dict) and capabilities.get("streaming") is True
+
+
 def _request(
     protocol: Protocol,
     text: str,
@@ -306,6 +422,7 @@ def _request(
     message_id: str,
     continues: PendingTask | None,
     data: dict[str, Any] | None = None,
+    streaming: bool = False,
 ) -> dict[str, Any]:
     """The JSON-RPC request: the caller's words as a text part, and `data`, if any, as a data
     part after it."""
@@ -314,13 +431,14 @@ def _request(
         if data is not None:
             parts.append({"data": data})
         message: dict[str, Any] = {"role": "ROLE_USER", "parts": parts}
-        method, params_extra = "SendMessage", {"configuration": {}}
+        method = "SendStreamingMessage" if streaming else "SendMessage"
+        params_extra: dict[str, Any] = {"configuration": {}}
     else:
         parts = [{"kind": "text", "text": text}]
         if data is not None:
             parts.append({"kind": "data", "data": data})
         message = {"kind": "message", "role": "user", "parts": parts}
-        method, params_extra = "message/send", {}
+        method, params_extra = "message/stream" if streaming else "message/send", {}
     message |= {"messageId": message_id, "metadata": metadata}
     if continues is not None:
         message["taskId"] = continues["task_id"]
@@ -336,10 +454,7 @@ def _request(
 
 def _parse_answer(answer: dict[str, Any], protocol: Protocol) -> AgentReply:
     if "error" in answer:
-        error = answer["error"] if isinstance(answer["error"], dict) else {}
-        raise AgentError(
-            f"agent JSON-RPC error {error.get('code')}: {str(error.get('message', ''))[:500]}"
-        )
+        raise _json_rpc_error(answer["error"])
     result = answer.get("result")
     if not isinstance(result, dict):
         raise AgentBadResponse("agent answer has neither result nor error")
@@ -398,13 +513,6 @@ def _reply_from_task(task: dict[str, Any]) -> AgentReply:
         context_id=_str_or_none(task.get("contextId")),
         task_state=state,
     )
-
-
-def normalise_state(state: Any) -> str | None:
-    """'TASK_STATE_INPUT_REQUIRED' (1.0) and 'input-required' (0.3) both become 'input_required'."""
-    if not isinstance(state, str) or not state:
-        return None
-    return state.removeprefix("TASK_STATE_").lower().replace("-", "_")
 
 
 def _read_parts(parts: Any) -> tuple[list[str], list[Any]]:

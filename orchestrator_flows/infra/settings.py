@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # Turns one worker holds at once; past them a turn is answered 503 `overloaded` at once,
     # before Redis or an agent is asked (0: no limit).
     max_turns_in_flight: int = Field(1500, ge=0)
+    # A streamed turn (Accept: text/event-stream) sends a keep-alive comment after this many
+    # seconds without an event, so that proxies keep a slow agent's stream open.
+    stream_ping_sec: float = Field(15.0, gt=0)
     # The built-in intent classifier adds a sentence encoder to its n-gram model when the
     # package's `encoder` extra is installed; false keeps it to the n-gram model alone.
     classifier_encoder: bool = True

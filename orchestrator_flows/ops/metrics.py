@@ -109,6 +109,26 @@ class Metrics:
             " the classifier agent faulted or answered out of shape, by code",
             ["code"], registry=r,
         )  # fmt: skip
+        self.agent_first_chunk_seconds = Histogram(
+            "orch_agent_first_chunk_seconds", "Streamed turns: from the agent call to the"
+            " agent's first words, by agent", ["agent"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.streamed_turns = Counter(
+            "orch_streamed_turns", "Turns answered as a stream, by transport (sse, websocket)",
+            ["transport"], registry=r,
+        )  # fmt: skip
+        self.agent_streams_cut = Counter(
+            "orch_agent_streams_cut", "Agent answers that failed after their first words, by"
+            " agent and code", ["agent", "code"], registry=r,
+        )  # fmt: skip
+        self.stream_clients_gone = Counter(
+            "orch_stream_clients_gone", "Streamed turns whose client left before the end (the"
+            " turn still ran to its commit), by transport", ["transport"], registry=r,
+        )  # fmt: skip
+        self.agent_first_chunk_seconds_by = Children(self.agent_first_chunk_seconds)
+        self.streamed_turns_by = Children(self.streamed_turns)
+        self.agent_streams_cut_by = Children(self.agent_streams_cut)
+        self.stream_clients_gone_by = Children(self.stream_clients_gone)
         self.classifications_by = Children(self.classifications)
         self.classification_seconds_by = Children(self.classification_seconds)
         self.classifier_agent_faults_by = Children(self.classifier_agent_faults)

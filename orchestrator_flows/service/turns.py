@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 import structlog
@@ -55,6 +56,7 @@ from orchestrator_flows.core.transitions import (
     new_call,
 )
 from orchestrator_flows.infra.a2a_client import A2AClient
+from orchestrator_flows.infra.a2a_stream import StreamListener
 from orchestrator_flows.infra.redis_store import Lease, RedisStore
 from orchestrator_flows.ops.metrics import Metrics
 from orchestrator_flows.service.breakers import Breakers
@@ -88,6 +90,13 @@ class Unsaved:
 MAX_UNSAVED = 10_000  # per process; the oldest are dropped first
 
 
+class TurnListener(StreamListener, Protocol):
+    """Hears a turn as it runs: `admitted` once every check before the agent call passed (the
+    agent is about to be called), then the agent's task states and words as they come."""
+
+    def admitted(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class TurnRules:
     max_steps: int = DEFAULT_MAX_STEPS
@@ -117,12 +126,17 @@ class TurnService:
         self._clock = clock
         self._intents = intents or IntentChooser(flows, None, metrics)
         self._unsaved: OrderedDict[tuple[str, str], Unsaved] = OrderedDict()
+        self._detached: set[asyncio.Task[None]] = set()
         # The logger as configured now, bound once: the module's lazy proxy would look the
         # bound logger up again for every turn's line.
         self._log = log.bind()
 
     async def run_turn(
-        self, turn: OrchestrateRequest, idempotency_key: str = "", api_key_id: str | None = None
+        self,
+        turn: OrchestrateRequest,
+        idempotency_key: str = "",
+        api_key_id: str | None = None,
+        listener: TurnListener | None = None,
     ) -> TurnAnswer:
         # Only a keyed turn is ever compared with another: no key, no fingerprint to compute.
         fingerprint = self._fingerprint(turn) if idempotency_key else ""
@@ -136,11 +150,17 @@ class TurnService:
             unsaved = self._unsaved.pop((turn.call_identify_id, idempotency_key), None)
             if unsaved and unsaved.fingerprint == fingerprint and unsaved.based_on == start.state:
                 transition = unsaved.transition  # the agent already answered this very turn
+                if listener is not None:
+                    listener.admitted()
+                    if said := transition.step["response_data"].get("text"):
+                        listener.chunk(said)  # what the agent said then, told now
             else:
                 message_id = _message_id(turn, idempotency_key)
                 choice = await self._choose_intent(turn, stage, message_id)
                 plan = self._plan(start.state, turn, start.held_bytes, choice)
-                ctx = (turn, plan, message_id, idempotency_key, api_key_id)
+                if listener is not None:
+                    listener.admitted()
+                ctx = (turn, plan, message_id, idempotency_key, api_key_id, listener)
                 transition = await self._call_agent(state, *ctx)
             masked = self._masked(transition, stage)
             await self._commit(lease, start.state, state, transition, masked, fingerprint)
@@ -151,6 +171,17 @@ class TurnService:
         _log_turn(self._log, transition)
         # The client hears the agent as it spoke; only the stored copies are masked.
         return TurnAnswer(200, orjson.dumps(_answer(transition)))
+
+    def detach(self, work: Coroutine[Any, Any, None]) -> None:
+        """Runs `work` (a streamed turn) to its end whoever waits for it; `drain` awaits it."""
+        task = asyncio.create_task(work)
+        self._detached.add(task)
+        task.add_done_callback(self._detached.discard)
+
+    async def drain(self, timeout: float) -> None:
+        """At shutdown: lets streamed turns whose client left reach their commit."""
+        if self._detached:
+            await asyncio.wait(set(self._detached), timeout=timeout)
 
     def _admit(self, stored: CallState | None, turn: OrchestrateRequest, held: int) -> Stage:
         size = CallSize(held, self._store.max_call_bytes)
@@ -277,6 +308,7 @@ class TurnService:
         message_id: str,
         idempotency_key: str,
         api_key_id: str | None,
+        listener: TurnListener | None,
     ) -> Transition:
         started = self._clock()
         outcome = await self._guarded_send(
@@ -287,6 +319,7 @@ class TurnService:
             message_id,
             continues=plan.continues,
             idempotent=plan.idempotent,
+            listener=listener,
         )
         ctx = TurnContext(
             turn,
@@ -343,6 +376,7 @@ class TurnService:
         continues: PendingTask | None = None,
         idempotent: bool = False,
         data: dict[str, Any] | None = None,
+        listener: StreamListener | None = None,
     ) -> Outcome:
         """The agent's answer or fault, through the agent's circuit breaker."""
         try:
@@ -351,6 +385,8 @@ class TurnService:
             self._metrics.agent_faults_by(role, refused.code).inc()
             return refused
         started = time.perf_counter()
+        if listener is not None:
+            listener = heard = _FirstWords(listener, started, self._metrics, role)
         try:
             outcome: Outcome = await self._agents.send_message(
                 url,
@@ -360,6 +396,7 @@ class TurnService:
                 continues=continues,
                 idempotent=idempotent,
                 data=data,
+                listener=listener,
             )
         except AgentFault as fault:
             outcome = fault
@@ -371,7 +408,30 @@ class TurnService:
         self._metrics.agent_seconds_by(role).observe(time.perf_counter() - started)
         if fault:
             self._metrics.agent_faults_by(role, fault.code).inc()
+            if listener is not None and heard.spoken:
+                self._metrics.agent_streams_cut_by(role, fault.code).inc()
         return outcome
+
+
+class _FirstWords:
+    """Passes a streamed answer on, timing the agent's first words."""
+
+    def __init__(
+        self, listener: StreamListener, started: float, metrics: Metrics, role: str
+    ) -> None:
+        self._listener = listener
+        self._started = started
+        self._observe = metrics.agent_first_chunk_seconds_by(role).observe
+        self.spoken = False
+
+    def status(self, state: str) -> None:
+        self._listener.status(state)
+
+    def chunk(self, text: str) -> None:
+        if not self.spoken:
+            self.spoken = True
+            self._observe(time.perf_counter() - self._started)
+        self._listener.chunk(text)
 
 
 def _message_id(turn: OrchestrateRequest, idempotency_key: str) -> str:

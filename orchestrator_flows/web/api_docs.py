@@ -80,7 +80,27 @@ def turn_answer() -> Responses:
         'stage, and `response` is `{"error": {"code", "message"}}` with one of these codes:\n'
         + faults
     )
-    return {200: {"description": description}}
+    stream = (
+        "Sent with `Accept: text/event-stream`, once the turn is admitted: Server-Sent Events "
+        '`status` (`{"state": ...}`, the agent\'s task state), `chunk` (`{"text": ...}`, the '
+        "agent's next words; all chunks joined are `response.text`) and last, once, `turn`: "
+        "this same JSON body (or the error body of a failure after the agent answered). "
+        "Keep-alive comments `: ping` in long silences. A refusal before the agent is called is "
+        "the usual JSON error. See docs/streaming.md."
+    )
+    return {
+        200: {
+            "description": f"{description}\n{stream}",
+            "content": {"text/event-stream": {"schema": {"type": "string"}, "example": _EXAMPLE}},
+        }
+    }
+
+
+_EXAMPLE = (
+    'event: chunk\ndata: {"text":"Welcome "}\n\n'
+    'event: chunk\ndata: {"text":"back!"}\n\n'
+    'event: turn\ndata: {"call_identify_id":"CALL-001","status":"success", ...}\n\n'
+)
 
 
 def add_offline_docs(app: FastAPI) -> None:

@@ -153,6 +153,7 @@ def create_app(
         settings.max_body_bytes,
         max_in_flight=settings.max_turns_in_flight,
         on_shed=metrics.turns_shed.inc,
+        ping_sec=settings.stream_ping_sec,
     )
     add_error_handlers(app)
     _add_routes(app, settings, turn)
@@ -246,6 +247,8 @@ def _lifespan(
             try:
                 yield
             finally:
+                # Streamed turns whose client left still reach their commit.
+                await app.state.turns.drain(settings.shutdown_grace_sec)
                 await app.state.store.close()
 
     return lifespan

@@ -36,7 +36,7 @@ def error_answer(exc: Exception, method: str, path: str) -> JSONResponse:
             # The operator's problem, not the client's: say it where operators look.
             reason = exc.details.get("reason", "unknown")
             log.warning("%s %s answered 503: session store unavailable (%s)", method, path, reason)
-        return error_response(exc.status_code, exc.code, exc.message, exc.headers, **exc.details)
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
     if isinstance(exc, RequestValidationError):
         # Name the fields and the rule they broke, never echo the values (they may be personal).
         fields = [

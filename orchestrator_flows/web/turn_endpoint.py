@@ -9,20 +9,27 @@ router. The endpoint does for a turn what the framework does for a route, with t
 answers: body limit, API key, Idempotency-Key and body validation, errors rendered by
 error_answers.error_answer. The route app.py declares for POST /orchestrate is the same
 endpoint: OpenAPI documents it, and without the middleware the router would serve it.
+
+A turn sent with `Accept: text/event-stream` is answered as it runs (turn_streams.py): once it
+is admitted, Server-Sent Events `status`, `chunk` and last `turn`; a refusal before that is
+the same JSON error as ever.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, ValidationError
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from orchestrator_flows.core.errors import BodyTooLarge, Overloaded
 from orchestrator_flows.core.models import OrchestrateRequest
+from orchestrator_flows.ops.metrics import Metrics
+from orchestrator_flows.service.turn_streams import TurnStream, open_stream
 from orchestrator_flows.service.turns import TurnAnswer, TurnService
 from orchestrator_flows.web.access_log import NO_REQUEST_LINE
 from orchestrator_flows.web.auth import SECURITY, KeyRing, Permission, presented_key
@@ -48,7 +55,10 @@ IdempotencyKey = TypeAdapter(
     ]
 )  # printable ASCII without spaces
 # The request headers a turn reads; the first of each counts, as with Starlette's Headers.get.
-_READ = frozenset({b"authorization", b"x-api-key", b"idempotency-key", b"content-length"})
+_READ = frozenset(
+    {b"authorization", b"x-api-key", b"idempotency-key", b"content-length", b"accept"}
+)
+EVENT_STREAM = "text/event-stream"
 
 
 class ClientGone(Exception):
@@ -66,8 +76,10 @@ class TurnEndpoint:
         max_body_bytes: int,
         max_in_flight: int = 0,
         on_shed: Callable[[], None] = lambda: None,
+        ping_sec: float = 15.0,
     ):
         self._state = app.state  # `turns` is set there by the lifespan
+        self._ping_sec = ping_sec
         self._keyring = keyring
         self._max_body = max_body_bytes
         self._max_in_flight = max_in_flight or sys.maxsize
@@ -84,6 +96,12 @@ class TurnEndpoint:
             return
         headers = {name: value for name, value in reversed(scope["headers"]) if name in _READ}
         self.in_flight += 1
+        if EVENT_STREAM.encode() in headers.get(b"accept", b""):
+            try:
+                await self._streamed_turn(headers, scope, receive, send)
+            finally:
+                self.in_flight -= 1
+            return
         try:
             answer = await self._turn(headers, receive)
         except ClientGone:
@@ -107,8 +125,16 @@ class TurnEndpoint:
         )
 
     async def _turn(self, headers: dict[bytes, bytes], receive: Receive) -> TurnAnswer:
-        # In the order the framework checked them: body size, key (so a caller without one
-        # hears 401 whatever it sent, and makes us read nothing), header, body.
+        turn, idempotency_key, key_id = await self._checked(headers, receive)
+        turns: TurnService = self._state.turns
+        return await turns.run_turn(turn, idempotency_key, key_id)
+
+    async def _checked(
+        self, headers: dict[bytes, bytes], receive: Receive
+    ) -> tuple[OrchestrateRequest, str, str | None]:
+        """The turn, its Idempotency-Key and its API key's id, once the request passed the
+        checks the framework would make, in its order: body size, key (so a caller without one
+        hears 401 whatever it sent, and makes us read nothing), header, body."""
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self._max_body:
             raise _too_large(self._max_body)
@@ -116,8 +142,51 @@ class TurnEndpoint:
         caller = self._keyring.authorize(presented, Permission.ORCHESTRATE)
         idempotency_key = _idempotency_key(_text(headers, b"idempotency-key"))
         turn = _parse(OrchestrateRequest, await _read_body(receive, self._max_body))
-        turns: TurnService = self._state.turns
-        return await turns.run_turn(turn, idempotency_key, caller.key_id)
+        return turn, idempotency_key, caller.key_id
+
+    async def _streamed_turn(
+        self, headers: dict[bytes, bytes], scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        try:
+            turn, idempotency_key, key_id = await self._checked(headers, receive)
+            stream = await open_stream(self._state.turns, turn, idempotency_key, key_id)
+        except ClientGone:
+            scope[NO_REQUEST_LINE] = True
+            return
+        except Exception as exc:
+            await error_answer(exc, "POST", scope["path"])(scope, receive, send)
+            return
+        metrics: Metrics = self._state.metrics
+        metrics.streamed_turns_by("sse").inc()
+        if not stream.replayed:
+            scope[NO_REQUEST_LINE] = True
+        told = _Told(stream)
+        answer = EventSourceResponse(
+            told.events(),
+            headers={"idempotent-replayed": "true"} if stream.replayed else None,
+            ping=self._ping_sec,
+            ping_message_factory=_ping,
+        )
+        await answer(scope, receive, send)
+        if not told.whole:
+            metrics.stream_clients_gone_by("sse").inc()
+
+
+class _Told:
+    """A turn's events as Server-Sent Events; `whole` once the last was sent."""
+
+    def __init__(self, stream: TurnStream) -> None:
+        self._stream = stream
+        self.whole = False
+
+    async def events(self) -> AsyncIterator[ServerSentEvent]:
+        async for event in self._stream.events():
+            yield ServerSentEvent(data=event.data.decode(), event=event.name)
+        self.whole = True
+
+
+def _ping() -> ServerSentEvent:
+    return ServerSentEvent(comment="ping")
 
 
 class TurnMiddleware:
