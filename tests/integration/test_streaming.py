@@ -5,21 +5,26 @@ and from agents that stream badly."""
 from __future__ import annotations
 
 import asyncio
+import re
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.conftest import (
     CALL_ID,
+    Agents,
     AgentServer,
     Caller,
     MisbehaverServer,
     RedisView,
     ServiceFactory,
+    flows_with_idempotent_greeting,
     turn_body,
 )
-from tests.support.agents import WORDS, StreamingAgent
+from tests.support.agents import WORDS, EchoingStreamer, StreamingAgent
 from tests.support.misbehavers import (
     STREAMED_CHUNKS,
     AnyAgent,
@@ -76,10 +81,11 @@ async def test_words_reach_the_caller_while_the_agent_is_still_speaking(
     assert "".join(stream.chunks) == turn["response"]["text"] == agent.text
     assert (turn["status"], turn["response_status"], turn["step_seq"]) == ("success", "success", 1)
     assert turn["next_flow_id"] == 2
-    # Statuses are the agent's task states, each only when it changes, the last the final one.
-    assert all(a != b for a, b in zip(stream.statuses, stream.statuses[1:], strict=False))
-    if stream.statuses:
-        assert stream.statuses[-1] == turn["response"]["task_state"] == "completed"
+    # The agent's task states as they change: working before its first words.
+    assert stream.statuses == ["submitted", "working", "completed"]
+    assert turn["response"]["task_state"] == "completed"
+    working = stream.events.index(next(e for e in stream.events if e.data == {"state": "working"}))
+    assert working < stream.names.index("chunk")
     step = store.steps()[0]
     assert (step["seq"], step["response_status"]) == (1, "success")
     assert step["response_data"]["text"] == agent.text
@@ -124,8 +130,7 @@ async def test_agent_asking_for_input_streams_its_words_then_its_question(
         "input_required",
         "input_required",
     )
-    if stream.statuses:
-        assert stream.statuses[-1] == "input_required"
+    assert stream.statuses == ["submitted", "working", "input_required"]
     assert without_ids(turn) == without_ids(plain.json())
     assert store.steps()[0]["response_status"] == "input_required"
 
@@ -170,10 +175,13 @@ async def test_agent_stream_fault_ends_with_an_error_turn_and_is_recorded(
     serve_misbehaver: MisbehaverServer,
     store: RedisView,
     bad_streamer: tuple[AnyAgent, int, str],
+    tmp_path: Path,
 ) -> None:
     agent, chunks_sent, code = bad_streamer
     timeout = {"a2a_timeout_sec": A2A_TIMEOUT_SEC} if code == "agent_timeout" else {}
-    caller = greeted_by(make_service, serve_misbehaver(agent), **timeout)
+    # An agent safe to ask again: only the words it already spoke keep the service from it.
+    flows = flows_with_idempotent_greeting(tmp_path)
+    caller = greeted_by(make_service, serve_misbehaver(agent), flows_file=flows, **timeout)
 
     async with asyncio.timeout(DEADLINE_SEC), caller.stream("greeting") as response:
         stream = await read_stream(response)
@@ -190,6 +198,31 @@ async def test_agent_stream_fault_ends_with_an_error_turn_and_is_recorded(
     assert store.state()["stages"]["1"]["errors"] == 1
     # Words already spoken are not spoken again: the agent was called once.
     assert agent.requests == 1
+    cut = await metric_total(caller, "orch_agent_streams_cut_total")
+    assert cut == (1 if chunks_sent else 0)
+
+
+async def test_stream_cut_before_any_words_is_asked_again_when_the_agent_is_idempotent(
+    make_service: ServiceFactory,
+    serve_misbehaver: MisbehaverServer,
+    store: RedisView,
+    tmp_path: Path,
+) -> None:
+    agent = CutMidStream(abrupt=True, chunks=0, times=1)
+    flows = flows_with_idempotent_greeting(tmp_path)
+    caller = greeted_by(make_service, serve_misbehaver(agent), flows_file=flows)
+
+    async with asyncio.timeout(DEADLINE_SEC), caller.stream("greeting") as response:
+        stream = await read_stream(response)
+
+    assert stream.chunks == list(STREAMED_CHUNKS)
+    assert (stream.turn["status"], stream.turn["response"]["text"]) == (
+        "success",
+        "".join(STREAMED_CHUNKS),
+    )
+    [step] = store.steps()
+    assert (step["response_status"], step["attempts"]) == ("success", 2)
+    assert agent.message_ids == [step["a2a_message_id"]] * 2
 
 
 async def test_client_gone_mid_stream_the_agent_finishes_and_the_key_replays_the_turn(
@@ -235,6 +268,17 @@ async def test_client_gone_mid_stream_the_agent_finishes_and_the_key_replays_the
     assert len(agent.seen.texts) == 1
     assert len(store.steps()) == 1
     assert await caller.metric("orch_stream_clients_gone_total") == 1
+
+
+async def metric_total(caller: Caller, name: str) -> float:
+    """The sum of a metric's samples over all its labels; 0 when it has none yet."""
+    text = (await caller.http.get("/metrics")).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
 
 
 async def _committed(caller: Caller) -> bool:
@@ -357,3 +401,92 @@ async def test_long_silence_before_the_first_words_is_kept_alive_with_pings(
     assert any(seen.startswith("event: chunk") for seen in after)
     assert [seen for seen in after if seen.startswith("event: ")][-1] == "event: turn"
     assert len(store.steps()) == 1
+
+
+async def test_a_question_and_its_answer_stream_within_one_agent_task(
+    make_service: ServiceFactory,
+    serve_agent: AgentServer,
+    store: RedisView,
+    v03: bool,
+) -> None:
+    agent = StreamingAgent(("Let me ", "check. "), closing="Which code did we send?", asks=True)
+    caller = make_service(agent_urls={"auth": serve_agent(agent, v03=v03)})
+    await caller.walk(1)
+
+    async with asyncio.timeout(DEADLINE_SEC):
+        async with caller.stream("verify_identity", "it is me") as response:
+            question = await read_stream(response)
+        async with caller.stream("otp_verify", "the code is 123456") as response:
+            answer = await read_stream(response)
+
+    asked, done = question.turn, answer.turn
+    assert (asked["response_status"], asked["next_flow_id"]) == ("input_required", 2)
+    assert (done["response_status"], done["next_flow_id"]) == ("success", 3)
+    assert "".join(question.chunks) == asked["response"]["text"] == agent.text
+    assert "".join(answer.chunks) == done["response"]["text"] == agent.text
+    # The reply went to the task that asked: the agent continued it rather than start another.
+    assert done["response"]["task_id"] == asked["response"]["task_id"]
+    assert answer.statuses[-1] == "completed"
+    assert agent.finished == 2
+    assert store.state()["completed_flows"] == [1, 2]
+
+
+async def test_agent_answering_with_one_message_streams_it_as_one_chunk(
+    service: Caller, agents: Agents, store: RedisView
+) -> None:
+    # The default greeting agent's card says it streams; it answers with a plain message.
+    async with asyncio.timeout(DEADLINE_SEC), service.stream("greeting", "hi") as response:
+        stream = await read_stream(response)
+
+    assert stream.names == ["chunk", "turn"]
+    assert stream.chunks == ["greeting: heard 'hi' at GREETING"]
+    assert stream.turn["response"]["text"] == stream.chunks[0]
+    assert (stream.turn["response"]["kind"], stream.turn["response"]["task_state"]) == (
+        "message",
+        None,
+    )
+    assert agents.executors["greeting"].seen.texts == ["hi"]
+
+
+async def test_concurrent_streams_each_carry_only_their_own_callers_words(
+    make_service: ServiceFactory, serve_agent: AgentServer, store: RedisView
+) -> None:
+    caller = greeted_by(make_service, serve_agent(EchoingStreamer()))
+    calls = {f"CALL-{n:02d}": f"caller {n} says {'la ' * n}bye" for n in range(16)}
+
+    async def streamed(call_id: str, words: str) -> StreamReader:
+        async with caller.stream("greeting", words, call_id=call_id) as response:
+            return await read_stream(response)
+
+    async with asyncio.timeout(DEADLINE_SEC):
+        streams = await asyncio.gather(*(streamed(c, w) for c, w in calls.items()))
+
+    for (call_id, words), stream in zip(calls.items(), streams, strict=True):
+        assert stream.chunks == re.findall(r"\S+\s*", words)
+        assert (stream.turn["call_identify_id"], stream.turn["response"]["text"]) == (
+            call_id,
+            words,
+        )
+        assert [s["response_data"]["text"] for s in store.steps(call_id)] == [words]
+
+
+async def test_personal_data_spoken_across_chunks_reaches_the_caller_but_is_stored_masked(
+    make_service: ServiceFactory, serve_agent: AgentServer, store: RedisView
+) -> None:
+    card = "4111 1111 1111 1111"
+    # The card number split across three chunks: no one chunk holds it whole.
+    agent = StreamingAgent(
+        ("Refunded to card 4111 ", "1111 1111 ", "1111, thank you."),
+    )
+    caller = greeted_by(make_service, serve_agent(agent))
+
+    key = {"Idempotency-Key": "key-1"}  # the answer is kept for replays too
+    async with asyncio.timeout(DEADLINE_SEC), caller.stream("greeting", headers=key) as response:
+        stream = await read_stream(response)
+
+    assert card in stream.turn["response"]["text"] == "".join(stream.chunks)
+    stored = "\n".join(v for values in store.stored().values() for v in values)
+    assert CALL_ID in stored  # the search did look at the call
+    assert card not in stored
+    assert card.replace(" ", "") not in stored
+    assert "****1111" in store.steps()[0]["response_data"]["text"]

@@ -206,7 +206,8 @@ class FailingTaskAgent(Recording):
 class StreamingAgent(Recording):
     """Speaks its answer word by word: each of `artifacts` (its chunks) as artifact updates of one
     artifact id (the first chunk opens it, the others append, the last is marked lastChunk), then
-    completes with `closing` as its status message, or asks for input with it when `asks`.
+    completes with `closing` as its status message. With `asks`, a new task asks for input with
+    it instead, and the caller's reply (the same task continued) completes it.
 
     With a `gate`, it waits there after `held_after` chunks: the caller may have those while the
     agent is not done. With `raises_after`, it raises after that many chunks (a2a-sdk then ends
@@ -242,12 +243,17 @@ class StreamingAgent(Recording):
         pieces = ["".join(artifact) for artifact in self.artifacts]
         return "\n".join(pieces + ([self.closing] if self.closing else []))
 
+    def artifacts_for(self, ctx: RequestContext) -> Sequence[Sequence[str]]:
+        return self.artifacts
+
     async def answer(self, ctx: RequestContext, queue: EventQueue) -> None:
-        await queue.enqueue_event(new_task_from_user_message(ctx.message))
+        continued = ctx.current_task is not None
+        if not continued:
+            await queue.enqueue_event(new_task_from_user_message(ctx.message))
         up = TaskUpdater(queue, ctx.task_id, ctx.context_id)
         await up.start_work()
         sent = 0
-        for number, artifact in enumerate(self.artifacts, 1):
+        for number, artifact in enumerate(self.artifacts_for(ctx), 1):
             for index, chunk in enumerate(artifact):
                 if self.gate is not None and sent == self.held_after:
                     await self.gate.pass_through()
@@ -262,11 +268,18 @@ class StreamingAgent(Recording):
                 )
                 sent += 1
         message = up.new_agent_message([new_text_part(self.closing)]) if self.closing else None
-        if self.asks:
+        if self.asks and not continued:
             await up.requires_input(message)
         else:
             await up.complete(message)
         self.finished += 1
+
+
+class EchoingStreamer(StreamingAgent):
+    """Streams the caller's own words back, one chunk a word: each caller hears only its own."""
+
+    def artifacts_for(self, ctx: RequestContext) -> Sequence[Sequence[str]]:
+        return [re.findall(r"\S+\s*", ctx.get_user_input())]
 
 
 # An answer as a language model speaks it: a few words at a time.

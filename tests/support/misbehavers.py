@@ -425,26 +425,31 @@ class StallsMidStream(SseMisbehaver):
 
 
 class CutMidStream(RawAgent):
-    """Two chunks, then the connection closes before the task reaches a final state: `abrupt`,
-    in the middle of the chunked body (as a crashed agent's kernel closes it); otherwise the
-    HTTP body ends cleanly, the task still working."""
+    """`chunks` chunks (two by default), then the connection closes before the task reaches a
+    final state: `abrupt`, in the middle of the chunked body (as a crashed agent's kernel
+    closes it); otherwise the HTTP body ends cleanly, the task still working. Past `times`, a
+    healthy streamed answer: all of STREAMED_CHUNKS, then completed."""
 
     streams = True
 
-    def __init__(self, *, abrupt: bool, times: int | None = None) -> None:
+    def __init__(self, *, abrupt: bool, chunks: int = 2, times: int | None = None) -> None:
         super().__init__(times)
         self.abrupt = abrupt
+        self.chunks = chunks
 
     def answer(
         self, request: dict[str, Any], writer: asyncio.StreamWriter, idle: float | None
     ) -> bool:
-        if not self.heard(request):
-            _write_json(writer, healthy_answer(request))
-            return True
         task = StreamedTask(request)
+        if not self.heard(request):
+            body = task.opened() + b"".join(map(task.chunk, range(len(STREAMED_CHUNKS))))
+            body += task.status("TASK_STATE_COMPLETED")
+            head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
+            writer.write(head.encode() + b"content-length: %d\r\n\r\n%s" % (len(body), body))
+            return True
         head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
         writer.write(head.encode() + b"transfer-encoding: chunked\r\n\r\n")
-        for part in (task.opened(), task.chunk(0), task.chunk(1)):
+        for part in (task.opened(), *map(task.chunk, range(self.chunks))):
             writer.write(b"%x\r\n%s\r\n" % (len(part), part))
         if not self.abrupt:
             writer.write(b"0\r\n\r\n")
