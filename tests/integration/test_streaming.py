@@ -281,8 +281,8 @@ async def metric_total(caller: Caller, name: str) -> float:
     )
 
 
-async def _committed(caller: Caller) -> bool:
-    answer = await caller.http.get(f"/session/{CALL_ID}/steps")
+async def _committed(caller: Caller, call_id: str = CALL_ID) -> bool:
+    answer = await caller.http.get(f"/session/{call_id}/steps")
     return answer.status_code == 200 and len(answer.json()) == 1
 
 
@@ -490,3 +490,36 @@ async def test_personal_data_spoken_across_chunks_reaches_the_caller_but_is_stor
     assert card not in stored
     assert card.replace(" ", "") not in stored
     assert "****1111" in store.steps()[0]["response_data"]["text"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="service: a streamed turn leaves the worker's MAX_TURNS_IN_FLIGHT count when its "
+    "client leaves, though its detached task still runs (and holds the agent's connection)",
+)
+async def test_turn_whose_client_left_still_holds_its_place_in_the_workers_limit(
+    make_service: ServiceFactory, serve_agent: AgentServer, gate: Gate, store: RedisView
+) -> None:
+    agent = StreamingAgent(gate=gate, held_after=1)
+    caller = greeted_by(make_service, serve_agent(agent), max_turns_in_flight=1)
+
+    async with asyncio.timeout(DEADLINE_SEC):
+        async with caller.stream("greeting", call_id="CALL-A") as response:
+            await StreamReader(response).until("chunk")
+        # The service has seen its client go (it counts it before it lets the request go).
+        await eventually(
+            lambda: _gone_counted(caller), "the service to see the streamed turn's client go"
+        )
+        # Refused by its stage's rules, were it admitted: the worker's limit comes first.
+        second = await caller.turn("refund_request", call_id="CALL-B")
+        in_flight = await caller.metric("orch_turns_in_flight")
+        gate.open()
+        await eventually(lambda: _committed(caller, "CALL-A"), "the first turn's commit")
+
+    assert (second.status_code, second.json()["error"]["code"]) == (503, "overloaded")
+    assert in_flight == 1
+    assert agent.finished == 1
+
+
+async def _gone_counted(caller: Caller) -> bool:
+    return await metric_total(caller, "orch_stream_clients_gone_total") == 1
