@@ -457,6 +457,41 @@ def test_sigterm_lets_the_turn_in_flight_finish_and_record_its_step(
     service.process.wait(10)  # and then the process exits
 
 
+async def test_sigterm_lets_a_streamed_turn_whose_client_left_reach_its_commit(
+    spawn_service: Callable[..., ServiceProcess],
+    serve_agent: AgentServer,
+    store: RedisView,
+    gate: Gate,
+) -> None:
+    agent = StreamingAgent(gate=gate, held_after=1)
+    service = spawn_service(
+        {"AGENT_URL_GREETING": serve_agent(agent), "A2A_TIMEOUT_SEC": "60"},
+        "--timeout-graceful-shutdown",
+        "60",
+    )
+    headers = bearer() | {"Accept": "text/event-stream", "Idempotency-Key": "key-1"}
+    async with (
+        httpx.AsyncClient(base_url=service.url, timeout=DEADLINE_SEC) as http,
+        http.stream("POST", "/orchestrate", json=BODY, headers=headers) as response,
+    ):
+        first = await StreamReader(response).until("chunk")
+    # The client left after the first words; the agent still speaks (held at the gate).
+    service.process.send_signal(signal.SIGTERM)
+    await asyncio.to_thread(
+        wait_until, lambda: _refuses_connections(service.url), "the service to refuse requests"
+    )
+    still_running = service.process.poll() is None
+    gate.open()
+    await asyncio.to_thread(service.process.wait, DEADLINE_SEC)
+
+    assert first.data == {"text": WORDS[0]}
+    assert still_running  # shutting down, it waits for the turn ...
+    assert agent.finished == 1
+    [step] = store.steps()  # ... which reached its commit
+    assert (step["response_status"], step["response_data"]["text"]) == ("success", agent.text)
+    assert step["idempotency_key"] == "key-1"
+
+
 class AnswerDropper:
     """A TCP proxy in front of Redis that, when armed, cuts the connection instead of passing on
     Redis's answer to the next command containing `marker`: the command ran, the client never
