@@ -424,6 +424,25 @@ class StallsMidStream(SseMisbehaver):
             pass
 
 
+class HugeEvent(SseMisbehaver):
+    """A chunk, then an event that never ends: one `data:` line of `size` bytes without a line
+    end, sent in 64 KiB pieces, then the end of the body."""
+
+    def __init__(self, size: int = 2 * 1024 * 1024, times: int | None = None) -> None:
+        super().__init__(times)
+        self.size = size
+
+    async def stream(self, task: StreamedTask, receive: Receive, send: Send) -> None:
+        await _send_body(send, task.opened() + task.chunk(0) + b"data: ")
+        piece = b"x" * (64 * 1024)
+        try:
+            for _ in range(self.size // len(piece)):
+                await _send_body(send, piece)
+            await _send_body(send, b"", more=False)
+        except OSError:
+            pass  # the service stopped reading, as it should
+
+
 class CutMidStream(RawAgent):
     """`chunks` chunks (two by default), then the connection closes before the task reaches a
     final state: `abrupt`, in the middle of the chunked body (as a crashed agent's kernel
