@@ -24,7 +24,16 @@ from tests.integration.conftest import (
     flows_with_idempotent_greeting,
     turn_body,
 )
-from tests.support.agents import WORDS, EchoingStreamer, StreamingAgent
+from tests.support.agents import (
+    WORDS,
+    EchoingStreamer,
+    FailingTaskAgent,
+    MessageAgent,
+    RaisingAgent,
+    RepeatingAgent,
+    StreamingAgent,
+    TaskAgent,
+)
 from tests.support.misbehavers import (
     STREAMED_CHUNKS,
     AnyAgent,
@@ -112,6 +121,44 @@ async def test_streamed_turn_ends_with_what_the_same_turn_answers_without_stream
     assert stream.turn["call_identify_id"] == CALL_ID
     assert stream.turn["response"]["task_id"] != plain.json()["response"]["task_id"]
     assert [s["response_data"]["text"] for s in store.steps()] == [agent.text]
+
+
+ANSWER_KINDS = {
+    "message": lambda: MessageAgent("greeting"),
+    "task_with_an_artifact": lambda: TaskAgent("greeting"),
+    "text_and_data_parts": RepeatingAgent,
+    "failed_task": FailingTaskAgent,
+    "raises_at_once": RaisingAgent,
+}
+
+
+@pytest.mark.parametrize("kind", ANSWER_KINDS)
+async def test_every_kind_of_answer_streamed_ends_as_the_same_turn_unstreamed(
+    make_service: ServiceFactory,
+    serve_agent: AgentServer,
+    store: RedisView,
+    v03: bool,
+    kind: str,
+) -> None:
+    caller = greeted_by(make_service, serve_agent(ANSWER_KINDS[kind](), v03=v03))
+
+    plain = await caller.turn("greeting", "card 4111 1111 1111 1111", call_id="CALL-JSON")
+    async with (
+        asyncio.timeout(DEADLINE_SEC),
+        caller.stream("greeting", "card 4111 1111 1111 1111") as response,
+    ):
+        stream = await read_stream(response)
+
+    assert plain.status_code == response.status_code == 200
+    assert without_ids(stream.turn) == without_ids(plain.json())
+    if stream.turn["status"] == "success":
+        assert "".join(stream.chunks) == stream.turn["response"]["text"]
+    steps = [store.steps(call_id)[0] for call_id in ("CALL-JSON", CALL_ID)]
+    assert steps[0]["response_data"] == steps[1]["response_data"] | {
+        key: steps[0]["response_data"][key]
+        for key in ("task_id", "context_id")
+        if key in steps[0]["response_data"]
+    }
 
 
 async def test_agent_asking_for_input_streams_its_words_then_its_question(
