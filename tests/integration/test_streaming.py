@@ -101,6 +101,8 @@ async def test_words_reach_the_caller_while_the_agent_is_still_speaking(
     assert step["response_data"]["text"] == agent.text
     assert store.state()["current_flow_id"] == 2
     assert len(agent.seen.texts) == 1
+    assert await metric_total(caller, "orch_streamed_turns_total") == 1
+    assert await metric_total(caller, "orch_agent_first_chunk_seconds_count") == 1
 
 
 async def test_streamed_turn_ends_with_what_the_same_turn_answers_without_streaming(
@@ -384,10 +386,12 @@ async def test_same_key_while_the_turn_streams_is_refused_as_json(
 
 
 REFUSALS = {
-    # name: (intent, body fields, whether the client sends its API key)
-    "intent_of_a_later_stage": ("refund_request", {}, True),
-    "no_api_key": ("greeting", {}, False),
-    "invalid_body": ("greeting", {"account_id": None}, True),
+    # name: (intent, body fields, headers, whether the client sends its API key)
+    "intent_of_a_later_stage": ("refund_request", {}, {}, True),
+    "no_api_key": ("greeting", {}, {}, False),
+    "invalid_body": ("greeting", {"account_id": None}, {}, True),
+    "body_too_large": ("greeting", {"input_message": "x" * 70_000}, {}, True),
+    "invalid_idempotency_key": ("greeting", {}, {"Idempotency-Key": "two words"}, True),
 }
 
 
@@ -400,7 +404,7 @@ async def test_turn_refused_before_the_agent_is_a_json_error_not_a_stream(
 ) -> None:
     agent = StreamingAgent()
     caller = greeted_by(make_service, serve_agent(agent))
-    intent, fields, keyed = REFUSALS[refusal]
+    intent, fields, headers, keyed = REFUSALS[refusal]
     body = turn_body(intent, "hello", **fields)
 
     async with httpx.AsyncClient(
@@ -408,9 +412,9 @@ async def test_turn_refused_before_the_agent_is_a_json_error_not_a_stream(
         headers=caller.http.headers if keyed else {},
         timeout=DEADLINE_SEC,
     ) as http:
-        plain = await http.post("/orchestrate", json=body)
+        plain = await http.post("/orchestrate", json=body, headers=headers)
         streamed = await http.post(
-            "/orchestrate", json=body, headers={"Accept": "text/event-stream"}
+            "/orchestrate", json=body, headers=headers | {"Accept": "text/event-stream"}
         )
 
     assert plain.status_code >= 400
@@ -586,3 +590,69 @@ async def test_turn_whose_client_left_still_holds_its_place_in_the_workers_limit
 
 async def _gone_counted(caller: Caller) -> bool:
     return await metric_total(caller, "orch_stream_clients_gone_total") == 1
+
+
+async def test_streamed_turn_past_the_workers_limit_is_refused_as_json(
+    make_service: ServiceFactory, serve_agent: AgentServer, gate: Gate, store: RedisView
+) -> None:
+    agent = StreamingAgent(gate=gate, held_after=1)
+    caller = greeted_by(make_service, serve_agent(agent), max_turns_in_flight=1)
+
+    async with asyncio.timeout(DEADLINE_SEC), caller.stream("greeting", call_id="CALL-A") as first:
+        stream = StreamReader(first)
+        await stream.until("chunk")
+        async with caller.stream("greeting", call_id="CALL-B") as second:
+            await second.aread()
+        gate.open()
+        await stream.to_end()
+
+    assert (second.status_code, second.json()["error"]["code"]) == (503, "overloaded")
+    assert not is_stream(second)
+    assert int(second.headers["Retry-After"]) >= 1
+    assert stream.turn["status"] == "success"
+    assert store.steps("CALL-B") == []
+    assert len(agent.seen.texts) == 1
+
+
+async def test_a_json_turn_replays_as_a_stream_of_its_one_turn_event(
+    make_service: ServiceFactory, serve_agent: AgentServer, store: RedisView
+) -> None:
+    agent = StreamingAgent()
+    caller = greeted_by(make_service, serve_agent(agent))
+    key = {"Idempotency-Key": "key-1"}
+
+    plain = await caller.turn("greeting", headers=key)
+    async with asyncio.timeout(DEADLINE_SEC), caller.stream("greeting", headers=key) as response:
+        replayed = await read_stream(response)
+
+    assert plain.status_code == 200
+    assert response.headers["idempotent-replayed"] == "true"
+    assert replayed.names == ["turn"]
+    assert replayed.turn_event.raw.encode() == plain.content
+    assert len(agent.seen.texts) == 1
+
+
+async def test_after_a_stream_fault_the_same_key_replays_the_fault_and_a_new_key_asks_again(
+    make_service: ServiceFactory, serve_misbehaver: MisbehaverServer, store: RedisView
+) -> None:
+    agent = CutMidStream(abrupt=True, times=1)
+    caller = greeted_by(make_service, serve_misbehaver(agent))
+
+    async def streamed(key: str) -> tuple[httpx.Response, StreamReader]:
+        headers = {"Idempotency-Key": key}
+        async with caller.stream("greeting", headers=headers) as response:
+            return response, await read_stream(response)
+
+    async with asyncio.timeout(DEADLINE_SEC):
+        _, failed = await streamed("key-1")
+        replay, replayed = await streamed("key-1")
+        _, asked_again = await streamed("key-2")
+
+    assert failed.turn["response"]["error"]["code"] == "agent_disconnected"
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replayed.names == ["turn"]
+    assert replayed.turn_event.raw == failed.turn_event.raw
+    assert asked_again.turn["status"] == "success"
+    assert "".join(asked_again.chunks) == "".join(STREAMED_CHUNKS)
+    assert [s["response_status"] for s in store.steps()] == ["error", "success"]
+    assert agent.requests == 2
