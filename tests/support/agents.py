@@ -31,7 +31,7 @@ from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
 from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
-from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill
+from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill, TaskState
 from google.protobuf.json_format import MessageToDict
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -273,6 +273,19 @@ class StreamingAgent(Recording):
         else:
             await up.complete(message)
         self.finished += 1
+
+
+class ProgressAgent(Recording):
+    """Says "One moment..." in a working status message, then completes with an artifact, as
+    an agent that reports its progress does."""
+
+    async def answer(self, ctx: RequestContext, queue: EventQueue) -> None:
+        await queue.enqueue_event(new_task_from_user_message(ctx.message))
+        up = TaskUpdater(queue, ctx.task_id, ctx.context_id)
+        progress = up.new_agent_message([new_text_part("One moment...")])
+        await up.update_status(TaskState.TASK_STATE_WORKING, message=progress)
+        await up.add_artifact([new_text_part("Your refund is on its way.")], name="answer")
+        await up.complete()
 
 
 class EchoingStreamer(StreamingAgent):
