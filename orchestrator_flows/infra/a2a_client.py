@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -221,11 +221,12 @@ class A2AClient:
                 raise _json_rpc_error(decoded["error"])
             assembly.take(decoded.get("result"))
             return
-        size = 0
-        async for event in EventSource(answer).aiter_sse():
-            size += len(event.data)
-            if size > self._max_bytes:
-                raise AgentBadResponse(f"agent stream is over {self._max_bytes} bytes")
+        # Held to the size limit as bytes arrive: an event is decoded only once whole, and an
+        # agent could send one that never ends.
+        capped = httpx.Response(
+            200, headers=answer.headers, stream=_Capped(answer.stream, self._max_bytes)
+        )
+        async for event in EventSource(capped).aiter_sse():
             if not event.data:
                 continue
             try:
@@ -305,6 +306,26 @@ class A2AClient:
                 raise AgentBadResponse(f"agent answer is over {self._max_bytes} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+class _Capped(httpx.AsyncByteStream):
+    """A response body that fails once more than `limit` bytes of it have arrived."""
+
+    def __init__(self, body: httpx.AsyncByteStream | httpx.SyncByteStream, limit: int) -> None:
+        assert isinstance(body, httpx.AsyncByteStream)
+        self._body = body
+        self._limit = limit
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        size = 0
+        async for chunk in self._body:
+            size += len(chunk)
+            if size > self._limit:
+                raise AgentBadResponse(f"agent stream is over {self._limit} bytes")
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._body.aclose()
 
 
 def _json_rpc(raw: bytes) -> dict[str, Any]:

@@ -12,7 +12,7 @@ goes on to its commit (the agent may have acted).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Literal, NamedTuple
 
 import orjson
@@ -40,6 +40,8 @@ class TurnStream:
         # Retrieved here too: a refusal whose client left is nobody's to answer.
         self._opened.add_done_callback(lambda opened: opened.cancelled() or opened.exception())
         self.replayed = False
+        self.over = False  # the turn ended: committed, or failed
+        self._on_over: list[Callable[[], None]] = []
 
     def admitted(self) -> None:
         self._opened.set_result(None)
@@ -58,19 +60,33 @@ class TurnStream:
             if event.name == "turn":
                 return
 
+    def when_over(self, then: Callable[[], None]) -> None:
+        """Runs `then` once the turn has ended (at once if it has)."""
+        if self.over:
+            then()
+        else:
+            self._on_over.append(then)
+
     def _end(self, answer: bytes) -> None:
         self._events.put_nowait(StreamEvent("turn", answer))
         if not self._opened.done():
             self._opened.set_result(None)  # a replay: over before any agent was called
+        self._finish()
+
+    def _finish(self) -> None:
+        self.over = True
+        for then in self._on_over:
+            then()
 
     def _fail(self, exc: BaseException) -> None:
         if not self._opened.done():
             self._opened.set_exception(exc)  # refused before the agent: the caller answers
-            return
-        if not isinstance(exc, OrchestratorError):
-            log.error("streamed_turn_failed", exc_info=exc)
-            exc = INTERNAL
-        self._events.put_nowait(StreamEvent("turn", orjson.dumps(exc.body())))
+        else:
+            if not isinstance(exc, OrchestratorError):
+                log.error("streamed_turn_failed", exc_info=exc)
+                exc = INTERNAL
+            self._events.put_nowait(StreamEvent("turn", orjson.dumps(exc.body())))
+        self._finish()
 
 
 async def open_stream(

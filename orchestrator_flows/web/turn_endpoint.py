@@ -97,10 +97,7 @@ class TurnEndpoint:
         headers = {name: value for name, value in reversed(scope["headers"]) if name in _READ}
         self.in_flight += 1
         if EVENT_STREAM.encode() in headers.get(b"accept", b""):
-            try:
-                await self._streamed_turn(headers, scope, receive, send)
-            finally:
-                self.in_flight -= 1
+            await self._streamed_turn(headers, scope, receive, send)
             return
         try:
             answer = await self._turn(headers, receive)
@@ -144,18 +141,27 @@ class TurnEndpoint:
         turn = _parse(OrchestrateRequest, await _read_body(receive, self._max_body))
         return turn, idempotency_key, caller.key_id
 
+    def _turn_over(self) -> None:
+        self.in_flight -= 1
+
     async def _streamed_turn(
         self, headers: dict[bytes, bytes], scope: Scope, receive: Receive, send: Send
     ) -> None:
+        """Answers the turn as a stream. The turn is in flight until it ends, not until its
+        answer does: a client may leave a turn that goes on."""
         try:
             turn, idempotency_key, key_id = await self._checked(headers, receive)
             stream = await open_stream(self._state.turns, turn, idempotency_key, key_id)
-        except ClientGone:
-            scope[NO_REQUEST_LINE] = True
+        except BaseException as exc:
+            self.in_flight -= 1
+            if isinstance(exc, ClientGone):
+                scope[NO_REQUEST_LINE] = True
+            elif isinstance(exc, Exception):
+                await error_answer(exc, "POST", scope["path"])(scope, receive, send)
+            else:
+                raise
             return
-        except Exception as exc:
-            await error_answer(exc, "POST", scope["path"])(scope, receive, send)
-            return
+        stream.when_over(self._turn_over)
         metrics: Metrics = self._state.metrics
         metrics.streamed_turns_by("sse").inc()
         if not stream.replayed:
@@ -167,9 +173,11 @@ class TurnEndpoint:
             ping=self._ping_sec,
             ping_message_factory=_ping,
         )
-        await answer(scope, receive, send)
-        if not told.whole:
-            metrics.stream_clients_gone_by("sse").inc()
+        try:
+            await answer(scope, receive, send)
+        finally:
+            if not told.whole:
+                metrics.stream_clients_gone_by("sse").inc()
 
 
 class _Told:

@@ -337,3 +337,11 @@ def test_0_3_events_end_at_the_final_flag() -> None:
 def test_event_that_is_no_kind_of_update_is_agent_bad_response() -> None:
     with pytest.raises(AgentBadResponse):
         StreamAssembly(Heard()).take({"something": "else"})
+
+
+async def test_event_that_never_ends_is_cut_off_at_the_size_limit(client) -> None:
+    endless = b"data: " + b"x" * 5_000  # no end of line: never a whole event
+    agent_client, _ = client(handler=streaming_agent(endless), max_response_bytes=1_000)
+
+    with pytest.raises(AgentBadResponse, match="over 1000 bytes"):
+        await streamed(agent_client, Heard())
