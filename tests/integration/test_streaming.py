@@ -231,14 +231,7 @@ async def test_agent_that_raises_mid_stream_ends_the_stream_with_an_error_turn(
         "ended_unfinished",
         "garbage",
         "stalled",
-        pytest.param(
-            "event_over_the_size_limit",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="service: MAX_AGENT_RESPONSE_BYTES counts only whole SSE events, so an "
-                "event that never ends is read to its last byte (agent_disconnected)",
-            ),
-        ),
+        "event_over_the_size_limit",
         "json_rpc_error_first",
     ]
 )
@@ -578,11 +571,6 @@ async def test_personal_data_spoken_across_chunks_reaches_the_caller_but_is_stor
     assert "****1111" in store.steps()[0]["response_data"]["text"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service: a streamed turn leaves the worker's MAX_TURNS_IN_FLIGHT count when its "
-    "client leaves, though its detached task still runs (and holds the agent's connection)",
-)
 async def test_turn_whose_client_left_still_holds_its_place_in_the_workers_limit(
     make_service: ServiceFactory, serve_agent: AgentServer, gate: Gate, store: RedisView
 ) -> None:
