@@ -223,6 +223,7 @@ def run_serve(args: argparse.Namespace) -> int:
             # SIGTERM: stop taking requests, finish the turns in flight for up to this long.
             timeout_graceful_shutdown=settings.shutdown_grace_sec,
             http=PROTOCOL,  # the HTTP limits, read by each worker from its environment
+            ws_max_size=settings.max_body_bytes,  # a call's socket takes turns, no larger
             access_log=False,  # access_log.py logs each request, without its query string
         )
     return 0

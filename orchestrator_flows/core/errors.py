@@ -156,6 +156,16 @@ class TurnInProgress(OrchestratorError):
     answer_headers: ClassVar[dict[str, str]] = RETRY_AFTER
 
 
+class TurnInProgressOnSocket(OrchestratorError):
+    """A turn frame arrived on a call's socket (GET /calls/{id}/ws) while that socket's previous
+    turn was still running: the frame was dropped and the running turn goes on. Send the next
+    turn after the running one's `turn` event."""
+
+    status_code = 409
+    code = "turn_in_progress_on_socket"
+    example_details: ClassVar[dict[str, Any]] = {"call_identify_id": "CALL-001"}
+
+
 class TurnConflict(OrchestratorError):
     """The call changed while the turn ran (e.g. it was deleted); nothing was recorded."""
 
@@ -234,6 +244,15 @@ class InvalidRequest(OrchestratorError):
     example_details: ClassVar[dict[str, Any]] = {
         "fields": [{"loc": ["body", "intent"], "type": "missing", "message": "Field required"}]
     }
+
+
+class UpgradeRequired(OrchestratorError):
+    """A call's socket (GET /calls/{id}/ws) is a WebSocket: open it with a WebSocket handshake
+    (`Upgrade: websocket`), not a plain HTTP request."""
+
+    status_code = 426
+    code = "upgrade_required"
+    answer_headers: ClassVar[dict[str, str]] = {"Upgrade": "websocket"}
 
 
 class HeaderTooLarge(OrchestratorError):

@@ -1,16 +1,18 @@
 """Demo A2A agents, one per role, built with the official a2a-sdk: deterministic, no model.
 
 Each answer uses the call context the orchestrator sends in the message metadata. They exist so
-that a new user can run a whole call on one machine (`orchestrator-flows demo`).
+that a new user can run a whole call on one machine (`orchestrator-flows demo`). Every agent
+answers in task mode and streams its sentence word by word, as a language-model agent would.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from asyncio import sleep
 from collections.abc import Callable
 
-from a2a.helpers import new_task_from_user_message, new_text_message, new_text_part
+from a2a.helpers import new_task_from_user_message, new_text_part
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
@@ -20,6 +22,11 @@ from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill, 
 from starlette.applications import Starlette
 
 DEMO_OTP = "123456"
+WORD_DELAY_SEC = 0.04
+"""The pause between two words of an answer: slow enough to watch the words arrive."""
+ANSWER_ID = "answer"
+"""Each answer is this one artifact of its task: a later answer of the same task (the OTP
+agent's next question) replaces the earlier one, so a task's text is its latest answer."""
 MAX_OTP_TRIES = 3
 SERVICES = {
     "refund": "a refund",
@@ -41,45 +48,81 @@ def reference(prefix: str, *parts: str) -> str:
     return f"{prefix}-{digest}"
 
 
-class MessageAgent(AgentExecutor):
-    """Answers each request with one plain Message built by `reply`."""
+def words_of(text: str) -> list[str]:
+    """The text cut after each word's trailing spaces: the pieces joined with "" are the text."""
+    return re.findall(r"\s*\S+\s*", text) or [text]
 
-    def __init__(self, reply: Callable[[str, dict], str]):
+
+class StreamingAgent(AgentExecutor):
+    """A task-mode agent that says each answer as one artifact, one word per artifact update."""
+
+    def __init__(self, word_delay_sec: float):
+        self.word_delay_sec = word_delay_sec
+
+    async def start(self, ctx: RequestContext, queue: EventQueue) -> TaskUpdater:
+        """The Task (on a task's first turn: a2a-sdk wants it before any status), then working."""
+        if ctx.current_task is None:
+            await queue.enqueue_event(new_task_from_user_message(ctx.message))
+        updater = TaskUpdater(queue, ctx.task_id, ctx.context_id)
+        await updater.start_work()
+        return updater
+
+    async def say(self, updater: TaskUpdater, text: str) -> None:
+        words = words_of(text)
+        for n, word in enumerate(words):
+            if n and self.word_delay_sec > 0:
+                await sleep(self.word_delay_sec)
+            await updater.add_artifact(
+                [new_text_part(word)],
+                artifact_id=ANSWER_ID,
+                name="answer",
+                append=n > 0,  # the first word replaces the task's earlier answer, if any
+                last_chunk=n == len(words) - 1,
+            )
+
+    async def cancel(self, ctx: RequestContext, queue: EventQueue) -> None:
+        await TaskUpdater(queue, ctx.task_id, ctx.context_id).cancel()
+
+
+class SentenceAgent(StreamingAgent):
+    """Greeting, closing, fallback: says the sentence `reply` builds, then completes."""
+
+    def __init__(self, reply: Callable[[str, dict], str], word_delay_sec: float):
+        super().__init__(word_delay_sec)
         self.reply = reply
 
     async def execute(self, ctx: RequestContext, queue: EventQueue) -> None:
         text = self.reply(ctx.get_user_input(), context_of(ctx))
-        await queue.enqueue_event(new_text_message(text, context_id=ctx.context_id))
+        updater = await self.start(ctx, queue)
+        await self.say(updater, text)
+        await updater.complete()
 
-    async def cancel(self, ctx: RequestContext, queue: EventQueue) -> None:
-        return None
 
+class OtpAgent(StreamingAgent):
+    """Asks for a one-time code (input-required) and accepts the demo code.
 
-class OtpAgent(AgentExecutor):
-    """Asks for a one-time code (input-required) and accepts the demo code."""
+    Each question or verdict is the task's answer artifact alone, never also the status
+    message, so the caller hears it once whether the answer is streamed or not."""
 
     async def execute(self, ctx: RequestContext, queue: EventQueue) -> None:
         first = ctx.current_task is None
-        if first:
-            await queue.enqueue_event(new_task_from_user_message(ctx.message))
-        up = TaskUpdater(queue, ctx.task_id, ctx.context_id)
+        wrong_codes = 0 if first else _caller_messages(ctx)  # history excludes this message
         words = ctx.get_user_input()
+        updater = await self.start(ctx, queue)
         if not first and DEMO_OTP in words:
             account = context_of(ctx).get("account_id", "caller")
-            await up.add_artifact([new_text_part(f"Thank you, {account} is verified.")])
-            await up.complete()
+            await self.say(updater, f"Thank you, {account} is verified.")
+            await updater.complete()
             return
-        wrong_codes = 0 if first else _caller_messages(ctx)  # history excludes this message
         if wrong_codes >= MAX_OTP_TRIES:
-            await up.failed(up.new_agent_message([new_text_part("Too many wrong codes.")]))
+            await self.say(updater, "Too many wrong codes.")
+            await updater.failed()
             return
         ask = "Please read me the 6-digit one-time code we just sent to your phone."
         if not first:
             ask = "That code did not match. " + ask
-        await up.requires_input(up.new_agent_message([new_text_part(ask)]))
-
-    async def cancel(self, ctx: RequestContext, queue: EventQueue) -> None:
-        await TaskUpdater(queue, ctx.task_id, ctx.context_id).cancel()
+        await self.say(updater, ask)
+        await updater.requires_input()
 
 
 def _caller_messages(ctx: RequestContext) -> int:
@@ -87,18 +130,18 @@ def _caller_messages(ctx: RequestContext) -> int:
     return sum(1 for message in history if message.role == Role.ROLE_USER)
 
 
-class ServiceAgent(AgentExecutor):
+class ServiceAgent(StreamingAgent):
     """Refund, billing, ...: restates the request at INTENT_CAPTURE, confirms it at FULFILLMENT."""
 
-    def __init__(self, role: str):
+    def __init__(self, role: str, word_delay_sec: float):
+        super().__init__(word_delay_sec)
         self.role = role
 
     async def execute(self, ctx: RequestContext, queue: EventQueue) -> None:
-        meta, words = context_of(ctx), ctx.get_user_input()
-        await queue.enqueue_event(new_task_from_user_message(ctx.message))
-        up = TaskUpdater(queue, ctx.task_id, ctx.context_id)
-        await up.add_artifact([new_text_part(self.answer(words, meta))], name="answer")
-        await up.complete()
+        text = self.answer(ctx.get_user_input(), context_of(ctx))
+        updater = await self.start(ctx, queue)
+        await self.say(updater, text)
+        await updater.complete()
 
     def answer(self, words: str, meta: dict) -> str:
         what, account = SERVICES[self.role], meta.get("account_id", "your account")
@@ -108,9 +151,6 @@ class ServiceAgent(AgentExecutor):
         if meta.get("flow_label") == "FULFILLMENT":
             return f"Done: {what} for {account} is processed{about}. Your reference is {ref}."
         return f'I understand you want {what}: "{words}"{about}. Shall I go ahead for {account}?'
-
-    async def cancel(self, ctx: RequestContext, queue: EventQueue) -> None:
-        await TaskUpdater(queue, ctx.task_id, ctx.context_id).cancel()
 
 
 def greet(words: str, meta: dict) -> str:
@@ -135,14 +175,14 @@ def ask_to_rephrase(words: str, meta: dict) -> str:
     )
 
 
-def executor_for(role: str) -> AgentExecutor:
+def executor_for(role: str, word_delay_sec: float = WORD_DELAY_SEC) -> AgentExecutor:
     if role in SERVICES:
-        return ServiceAgent(role)
+        return ServiceAgent(role, word_delay_sec)
     replies = {"greeting": greet, "closing": close, "fallback": ask_to_rephrase}
     if role == "auth":
-        return OtpAgent()
+        return OtpAgent(word_delay_sec)
     if role in replies:
-        return MessageAgent(replies[role])
+        return SentenceAgent(replies[role], word_delay_sec)
     raise ValueError(f"no demo agent for role {role!r}")
 
 
@@ -154,8 +194,9 @@ SKILLS = {
 } | {role: f"Takes and fulfils {what}" for role, what in SERVICES.items()}
 
 
-def agent_app(role: str, url: str) -> Starlette:
-    """The A2A 1.0 JSON-RPC app of one demo agent, with its agent card; `url` goes in the card."""
+def agent_app(role: str, url: str, word_delay_sec: float = WORD_DELAY_SEC) -> Starlette:
+    """The A2A 1.0 JSON-RPC app of one demo agent, with its agent card; `url` goes in the card.
+    `word_delay_sec` is the pause between two streamed words (0: no pause)."""
     card = AgentCard(
         name=f"demo-{role}",
         description=SKILLS[role],
@@ -169,7 +210,9 @@ def agent_app(role: str, url: str) -> Starlette:
         skills=[AgentSkill(id=role, name=role, description=SKILLS[role], tags=["demo", role])],
     )
     handler = DefaultRequestHandler(
-        agent_executor=executor_for(role), task_store=InMemoryTaskStore(), agent_card=card
+        agent_executor=executor_for(role, word_delay_sec),
+        task_store=InMemoryTaskStore(),
+        agent_card=card,
     )
     routes = create_agent_card_routes(card) + create_jsonrpc_routes(handler, rpc_url="/")
     return Starlette(routes=routes)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
+from typing import Any
 
 import httpx
+from httpx_sse import EventSource, connect_sse
 
 # (intent, words): an intent of None leaves it to the service's classifier, which learnt the
 # intents from the examples in flows.toml, in English and Spanish.
@@ -16,6 +19,7 @@ TURNS: list[tuple[str | None, str]] = [
     ("process_refund", "Yes, please go ahead with the refund."),
     (None, "No, that's everything. Thanks, goodbye!"),
 ]
+INDENT = " " * 8  # under the words after "caller: " and "agent:  "
 
 
 def walk_call(
@@ -25,8 +29,9 @@ def walk_call(
     account_id: str = "ACC-1001",
     transport: httpx.BaseTransport | None = None,
 ) -> str | None:
-    """Drives one whole call with the client's key, then prints the audit trail as the auditor
-    reads it. None if every turn passed, else which turn failed and how."""
+    """Drives one whole call with the client's key, printing the agent's words as they stream
+    in, then prints the audit trail as the auditor reads it. None if every turn passed, else
+    which turn failed and how."""
     call_id = f"DEMO-{time.strftime('%Y%m%d-%H%M%S')}"
     print(f"\nCall {call_id} for account {account_id}\n")
     client = {"Authorization": f"Bearer {client_key}"}
@@ -40,9 +45,11 @@ def walk_call(
             }
             if intent is not None:
                 body["intent"] = intent
+            print(f"caller: {words}")
             try:
-                failure = _print_turn(http.post("/orchestrate", json=body), words)
-            except httpx.HTTPError as exc:
+                failure = _say_turn(http, body)
+            except (httpx.HTTPError, ValueError) as exc:  # ValueError: an event's data not JSON
+                print()
                 failure = f"no answer ({exc})"
             if failure:
                 return f"turn {number} of {len(TURNS)} ({intent or 'classified'}): {failure}"
@@ -50,27 +57,79 @@ def walk_call(
         return _print_trail(http.get(f"/session/{call_id}/steps", headers=auditor), call_id)
 
 
-def _print_turn(answer: httpx.Response, words: str) -> str | None:
-    if answer.status_code != 200:
-        print(f"  turn refused: HTTP {answer.status_code} {answer.text}")
-        code = answer.json().get("error", {}).get("code", "") if _is_json(answer) else ""
-        return f"HTTP {answer.status_code} {code}".rstrip()
-    turn = answer.json()
+def _say_turn(http: httpx.Client, body: dict[str, Any]) -> str | None:
+    """Posts one turn asking for a stream (`Accept: text/event-stream`). A turn refused before
+    its agent is called answers plain JSON, as without streaming."""
+    with connect_sse(http, "POST", "/orchestrate", json=body) as source:
+        answer = source.response
+        if not _is_event_stream(answer):
+            answer.read()
+            if answer.status_code != 200:
+                return _print_refusal(answer)
+            turn = answer.json()
+            print(f"agent:  {_indented(_text_of(turn))}")
+            return _print_summary(turn)
+        print("agent:  ", end="", flush=True)
+        turn, spoken = _print_words(source)
+    if turn is None:
+        return "the stream ended before its turn event"
+    if not spoken:  # a replayed turn streams only its turn event
+        print(_indented(_text_of(turn)), end="")
+    print()
+    return _print_summary(turn)
+
+
+def _print_words(source: EventSource) -> tuple[dict[str, Any] | None, bool]:
+    """Prints each `chunk` as it arrives; returns the `turn` event's data (last) and whether
+    any word was printed."""
+    spoken = False
+    for event in source.iter_sse():
+        if event.event == "chunk":
+            print(_indented(json.loads(event.data)["text"]), end="", flush=True)
+            spoken = True
+        elif event.event == "turn":
+            return json.loads(event.data), spoken
+    return None, spoken
+
+
+def _print_refusal(answer: httpx.Response) -> str:
+    print(f"{INDENT}turn refused: HTTP {answer.status_code} {answer.text}\n")
+    code = answer.json().get("error", {}).get("code", "") if _is_json(answer) else ""
+    return f"HTTP {answer.status_code} {code}".rstrip()
+
+
+def _print_summary(turn: dict[str, Any]) -> str | None:
+    if "error" in turn:  # the agent answered, then the turn failed (e.g. the store at commit)
+        error = turn["error"]
+        print(f"{INDENT}turn failed after the agent answered: {error}\n")
+        return f"the turn's error {error.get('code', '')} after the agent answered"
     chosen = ""
     if turn["intent_source"] == "classifier":
         chosen = f" (classified, confidence {turn['intent_confidence']:.2f})"
     print(
-        f"[{turn['intent_flow_id']} {turn['flow_label']}] intent={turn['intent']}{chosen} "
+        f"{INDENT}[{turn['intent_flow_id']} {turn['flow_label']}] intent={turn['intent']}{chosen} "
         f"agent={turn['agent_role']} -> {turn['response_status']}"
     )
-    print(f"  caller: {words}")
     if turn["status"] == "error":
-        print(f"  FAILED: {turn['response']['error']}")
+        print(f"{INDENT}FAILED: {turn['response']['error']}\n")
         return f"the {turn['agent_role']} agent's fault {turn['response']['error']['code']}"
-    print(f"  agent:  {turn['response']['text']}")
     nxt = turn["next_flow_label"] or "call complete"
-    print(f"  next:   {nxt}\n")
+    print(f"{INDENT}next: {nxt}\n")
     return None
+
+
+def _text_of(turn: dict[str, Any]) -> str:
+    response = turn.get("response")
+    return (response.get("text") or "") if isinstance(response, dict) else ""
+
+
+def _indented(text: str) -> str:
+    """The agent's lines under one another: a new artifact or message starts a new line."""
+    return text.replace("\n", "\n" + INDENT)
+
+
+def _is_event_stream(answer: httpx.Response) -> bool:
+    return answer.headers.get("content-type", "").startswith("text/event-stream")
 
 
 def _is_json(answer: httpx.Response) -> bool:

@@ -74,6 +74,7 @@ from orchestrator_flows.service.turns import TurnRules, TurnService
 from orchestrator_flows.web.access_log import RequestLog
 from orchestrator_flows.web.api_docs import add_offline_docs, error_responses, turn_answer
 from orchestrator_flows.web.auth import Caller, Permission, keyring_from, require
+from orchestrator_flows.web.call_socket import add_call_sockets
 from orchestrator_flows.web.error_answers import add_error_handlers
 from orchestrator_flows.web.request_ids import add_request_ids
 from orchestrator_flows.web.turn_endpoint import (
@@ -157,6 +158,7 @@ def create_app(
     )
     add_error_handlers(app)
     _add_routes(app, settings, turn)
+    add_call_sockets(app, app.state.keyring, turn, settings.max_body_bytes)
     add_offline_docs(app)
     # From the outside in: the request id (so that every answer and log line carries it), the
     # request's log line, then POST /orchestrate answered ahead of the router. Middleware added

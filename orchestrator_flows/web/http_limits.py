@@ -16,7 +16,10 @@ hold a connection open for ever or make the process buffer an endless header.
 
 Every command we ship serves through it (`orchestrator-flows serve`, the demo, the image);
 plain `uvicorn main:app` does not: the protocol is chosen before the app is imported, so add
-`--http orchestrator_flows.web.http_limits:LimitedHttpProtocol --no-access-log`.
+`--http orchestrator_flows.web.http_limits:LimitedHttpProtocol --no-access-log
+--ws-max-size 65536`: each of them also sets uvicorn's WebSocket message limit to
+MAX_BODY_BYTES, so that a message on a call's socket (call_socket.py) larger than a turn's body
+closes it 1009 before it is buffered whole (uvicorn's default is 16 MiB).
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ class HttpLimits:
     body_timeout_sec: float
     max_connections: int
     descriptors: int  # open files the process needs: clients, agents' pool, the rest
+    # A WebSocket message (a call's socket, call_socket.py) over this many bytes, decompressed,
+    # closes its socket 1009 before it is read whole: MAX_BODY_BYTES, a turn's body.
+    max_frame_bytes: int = 64 * 1024
 
     @classmethod
     def from_settings(cls, settings: Settings) -> HttpLimits:
@@ -66,6 +72,7 @@ class HttpLimits:
             body_timeout_sec=settings.http_body_timeout_sec,
             max_connections=connections,
             descriptors=connections + settings.agent_max_connections + OTHER_DESCRIPTORS,
+            max_frame_bytes=settings.max_body_bytes,
         )
 
 
@@ -73,7 +80,11 @@ def uvicorn_options(limits: HttpLimits) -> dict[str, Any]:
     """What every uvicorn serving the service in this process is given: the limits, and no
     access log (it writes query strings as they came; access_log.py logs each request instead)."""
     make_room_for(limits.descriptors)
-    return {"http": limited_protocol(limits), "access_log": False}
+    return {
+        "http": limited_protocol(limits),
+        "ws_max_size": limits.max_frame_bytes,
+        "access_log": False,
+    }
 
 
 def limited_protocol(limits: HttpLimits) -> type[LimitedHttpProtocol]:

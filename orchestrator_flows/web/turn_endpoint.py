@@ -18,7 +18,8 @@ the same JSON error as ever.
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, Response
@@ -45,15 +46,12 @@ Result = TypeVar("Result")
 
 PATH = "/orchestrate"
 IDEMPOTENCY_KEY = "Idempotency-Key"
-IdempotencyKey = TypeAdapter(
-    Annotated[
-        str,
-        StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"),
-        Field(
-            description="Retry-safe key: the same key and body replay the first answer, no new step"
-        ),
-    ]
-)  # printable ASCII without spaces
+IdempotencyKeyText = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$"),
+    Field(description="Retry-safe key: the same key and body replay the first answer, no new step"),
+]  # printable ASCII without spaces
+IdempotencyKey = TypeAdapter(IdempotencyKeyText)
 # The request headers a turn reads; the first of each counts, as with Starlette's Headers.get.
 _READ = frozenset(
     {b"authorization", b"x-api-key", b"idempotency-key", b"content-length", b"accept"}
@@ -112,6 +110,19 @@ class TurnEndpoint:
         if not answer.replayed:
             scope[NO_REQUEST_LINE] = True
         await _send_answer(send, answer)
+
+    @contextmanager
+    def holding(self) -> Iterator[None]:
+        """Counts a turn that came another way (a call's socket) in flight, as one of ours;
+        Overloaded, counted as shed, when the worker holds its limit."""
+        if self.in_flight >= self._max_in_flight:
+            self._on_shed()
+            raise self._overloaded()
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
 
     def _overloaded(self) -> Overloaded:
         return Overloaded(
@@ -266,21 +277,23 @@ def _text(headers: dict[bytes, bytes], name: bytes) -> str | None:
 
 def _idempotency_key(raw: str | None) -> str:
     """The Idempotency-Key header ("" without one), validated like a declared header."""
-    return "" if raw is None else _validated(IdempotencyKey.validate_python, raw, "header")
+    if raw is None:
+        return ""
+    return validated(IdempotencyKey.validate_python, raw, "header", IDEMPOTENCY_KEY)
 
 
 def _parse(model: type[Body], raw: bytes) -> Body:
-    return _validated(model.model_validate_json, raw, "body")
+    return validated(model.model_validate_json, raw, "body")
 
 
-def _validated(validate: Callable[[Any], Result], value: Any, where: str) -> Result:
+def validated(validate: Callable[[Any], Result], value: Any, *where: str) -> Result:
+    """`validate(value)`; its errors as FastAPI's, located under `where` ("body"; "header",
+    name), so that clients see one shape for every 422."""
     try:
         return validate(value)
     except ValidationError as exc:
-        # Located like FastAPI's own errors, so clients see one shape for every 422.
         errors = exc.errors(include_url=False, include_input=False, include_context=False)
-        loc_of = (where, IDEMPOTENCY_KEY) if where == "header" else (where,)
-        raise RequestValidationError([{**e, "loc": (*loc_of, *e["loc"])} for e in errors]) from None
+        raise RequestValidationError([{**e, "loc": (*where, *e["loc"])} for e in errors]) from None
 
 
 def openapi_extra() -> dict[str, Any]:

@@ -157,6 +157,10 @@ def test_demo_once_walks_a_whole_call_on_the_embedded_store(tmp_path: Path) -> N
     for label in ["GREETING", "AUTHENTICATION", "INTENT_CAPTURE", "FULFILLMENT", "CLOSING"]:
         assert f"{label}" in out
     assert "input_required" in out  # the OTP round trip
+    # The agents' streamed words, joined as they arrived: each answer whole, and said once
+    assert "agent:  Welcome to Orchestrator Flows, customer ACC-1001! Before we start," in out
+    assert out.count("6-digit one-time code") == 1
+    assert "agent:  Thank you, ACC-1001 is verified.\n" in out
     assert "Audit trail" in out
     assert "call complete" in out
     assert (tmp_path / ".orchestrator" / "appendonly.aof").exists()

@@ -351,11 +351,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def serve_in_thread(app_for_url: Callable[[str], object]) -> tuple[str, Callable[[], None]]:
-    """Serves an ASGI app with uvicorn on a free loopback port; returns (url, stop)."""
+def serve_in_thread(
+    app_for_url: Callable[[str], object], **options: Any
+) -> tuple[str, Callable[[], None]]:
+    """Serves an ASGI app with uvicorn (and its `options`) on a free loopback port; returns
+    (url, stop)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    config = uvicorn.Config(app_for_url(url), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(
+        app_for_url(url), host="127.0.0.1", port=port, log_level="warning", **options
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
