@@ -422,6 +422,28 @@ async def make_service(
     _stop_all(stops)
 
 
+@pytest.fixture(params=["a2a-1.0", "a2a-0.3"])
+def v03(request: pytest.FixtureRequest) -> bool:
+    """Whether the a2a-sdk agent speaks A2A 0.3 (message/stream) rather than 1.0."""
+    return request.param == "a2a-0.3"
+
+
+def greeted_by(make_service: ServiceFactory, url: str, **settings: Any) -> Caller:
+    """A service whose first stage (greeting) is served by the agent at `url`."""
+    return make_service(agent_urls={"greeting": url}, **settings)
+
+
+async def metric_total(caller: Caller, name: str) -> float:
+    """The sum of a metric's samples over all its labels; 0 when it has none yet."""
+    text = (await caller.http.get("/metrics")).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
 def flows_with_idempotent_greeting(tmp_path: Path) -> Path:
     """The default flows file, its greeting agent marked idempotent (safe to ask again)."""
     flows = tmp_path / "flows.toml"
