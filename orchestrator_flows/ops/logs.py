@@ -52,6 +52,9 @@ def configure_logging(level: str = "INFO", fmt: LogFormat = "json") -> None:
     root.handlers = [handler]
     root.setLevel(numeric_level)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per agent call is noise
+    # sse-starlette (the a2a-sdk agents' streams: the demo agents, in-process) logs every event
+    # it sends at DEBUG: the agent's words, unmasked. Never.
+    logging.getLogger("sse_starlette").setLevel(logging.INFO)
     # uvicorn's access log writes query strings as they came: off however uvicorn was started
     # (its protocol writes it only to a logger with handlers). access_log.py logs requests.
     access = logging.getLogger("uvicorn.access")

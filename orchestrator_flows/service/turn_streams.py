@@ -60,6 +60,10 @@ class TurnStream:
             if event.name == "turn":
                 return
 
+    async def next_event(self) -> StreamEvent:
+        """The turn's next event; safe to cancel (a wait with a timeout), losing none."""
+        return await self._events.get()
+
     def when_over(self, then: Callable[[], None]) -> None:
         """Runs `then` once the turn has ended (at once if it has)."""
         if self.over:

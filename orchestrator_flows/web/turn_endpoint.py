@@ -18,23 +18,23 @@ the same JSON error as ever.
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field, StringConstraints, TypeAdapter, ValidationError
-from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from orchestrator_flows.core.errors import BodyTooLarge, Overloaded
 from orchestrator_flows.core.models import OrchestrateRequest
 from orchestrator_flows.ops.metrics import Metrics
-from orchestrator_flows.service.turn_streams import TurnStream, open_stream
+from orchestrator_flows.service.turn_streams import open_stream
 from orchestrator_flows.service.turns import TurnAnswer, TurnService
 from orchestrator_flows.web.access_log import NO_REQUEST_LINE
 from orchestrator_flows.web.auth import SECURITY, KeyRing, Permission, presented_key
 from orchestrator_flows.web.error_answers import error_answer
+from orchestrator_flows.web.event_stream import send_events
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -177,35 +177,14 @@ class TurnEndpoint:
         metrics.streamed_turns_by("sse").inc()
         if not stream.replayed:
             scope[NO_REQUEST_LINE] = True
-        told = _Told(stream)
-        answer = EventSourceResponse(
-            told.events(),
-            headers={"idempotent-replayed": "true"} if stream.replayed else None,
-            ping=self._ping_sec,
-            ping_message_factory=_ping,
-        )
+        whole = False
         try:
-            await answer(scope, receive, send)
+            whole = await send_events(
+                stream, receive, send, ping_sec=self._ping_sec, replayed=stream.replayed
+            )
         finally:
-            if not told.whole:
+            if not whole:
                 metrics.stream_clients_gone_by("sse").inc()
-
-
-class _Told:
-    """A turn's events as Server-Sent Events; `whole` once the last was sent."""
-
-    def __init__(self, stream: TurnStream) -> None:
-        self._stream = stream
-        self.whole = False
-
-    async def events(self) -> AsyncIterator[ServerSentEvent]:
-        async for event in self._stream.events():
-            yield ServerSentEvent(data=event.data.decode(), event=event.name)
-        self.whole = True
-
-
-def _ping() -> ServerSentEvent:
-    return ServerSentEvent(comment="ping")
 
 
 class TurnMiddleware:
