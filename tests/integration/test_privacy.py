@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import httpx
-import pytest
 from httpx_sse import EventSource
 
 from tests.integration.conftest import Agents, AgentServer, LoggedService, RedisView
@@ -76,11 +75,6 @@ def test_a_call_full_of_personal_data_leaves_none_in_redis_or_the_logs(
     assert "******" in trail[2]["response_data"]["text"]  # the code repeated back by an agent
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service: at LOG_LEVEL=DEBUG sse-starlette logs every event it sends "
-    "(\"chunk: b'event: chunk ...'\", logger sse_starlette.sse): the agent's words unmasked",
-)
 def test_a_streamed_call_full_of_personal_data_leaves_none_in_redis_or_the_logs(
     logged_service: tuple[LoggedService, Path],
     serve_agent: AgentServer,
