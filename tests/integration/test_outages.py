@@ -30,6 +30,7 @@ from tests.integration.conftest import (
     CALL_ID,
     SERVICE_DIR,
     Agents,
+    AgentServer,
     MisbehaverServer,
     RedisTarget,
     RedisView,
@@ -38,9 +39,10 @@ from tests.integration.conftest import (
     clean_environment,
     uvicorn_command,
 )
-from tests.support.agents import free_port
+from tests.support.agents import WORDS, StreamingAgent, free_port
 from tests.support.misbehavers import Answering, Held
 from tests.support.service import bearer
+from tests.support.streams import StreamReader, read_stream
 from tests.support.timing import DEADLINE_SEC, Gate, wait_until
 
 pytestmark = pytest.mark.integration
@@ -277,6 +279,60 @@ async def test_answer_lost_to_a_redis_outage_is_committed_by_the_keyed_retry_wit
         assert client.llen(call_key(CALL_ID, "steps")) == 1
 
 
+@ON_ITS_OWN_REDIS
+async def test_streamed_answer_lost_to_a_redis_outage_is_told_again_by_the_keyed_retry(
+    make_service: ServiceFactory,
+    serve_agent: AgentServer,
+    own_redis: OwnRedis,
+    gate: Gate,
+) -> None:
+    agent = StreamingAgent(gate=gate, held_after=1)
+    caller = make_service(
+        agent_urls={"greeting": serve_agent(agent)},
+        redis_url=own_redis.url,
+        redis_timeout_sec=0.5,
+        **LONG_LEASE,
+    )
+    key = {"Idempotency-Key": "key-1"}
+
+    async with asyncio.timeout(DEADLINE_SEC), caller.stream("greeting", headers=key) as first:
+        lost = StreamReader(first)
+        await lost.until("chunk")
+        own_redis.stop()  # the agent has begun to speak; its answer cannot be committed
+        gate.open()
+        await lost.to_end()
+    own_redis.start()
+    with own_redis.client() as client:
+        assert client.llen(call_key(CALL_ID, "steps")) == 0  # nothing half-written
+
+    async def retried() -> httpx.Response | StreamReader:
+        async with caller.stream("greeting", headers=key) as response:
+            if response.status_code == 409:  # the lost turn's lease, until it is released
+                await response.aread()
+                return response
+            return await read_stream(response)
+
+    busy, retry = [], await retried()
+    async with asyncio.timeout(DEADLINE_SEC):
+        while isinstance(retry, httpx.Response):
+            busy.append(retry.json()["error"]["code"])
+            await asyncio.sleep(0.05)
+            retry = await retried()
+
+    # The words were told as the agent spoke; the answer could not be kept: an error body.
+    assert lost.chunks == list(WORDS)
+    assert lost.turn == {"error": lost.turn["error"]}
+    assert lost.turn["error"]["code"] == "store_unavailable"
+    assert set(busy) <= {"idempotency_key_in_progress"}
+    # The retry commits the answer kept, and tells its words again in one chunk.
+    assert retry.chunks == ["".join(WORDS)]
+    assert (retry.turn["status"], retry.turn["response"]["text"]) == ("success", agent.text)
+    assert retry.turn["step_seq"] == 1
+    assert len(agent.seen.texts) == 1
+    with own_redis.client() as client:
+        assert client.llen(call_key(CALL_ID, "steps")) == 1
+
+
 @dataclass
 class ServiceProcess:
     process: subprocess.Popen
@@ -399,6 +455,41 @@ def test_sigterm_lets_the_turn_in_flight_finish_and_record_its_step(
     [step] = store.steps()
     assert step["response_status"] == "success"
     service.process.wait(10)  # and then the process exits
+
+
+async def test_sigterm_lets_a_streamed_turn_whose_client_left_reach_its_commit(
+    spawn_service: Callable[..., ServiceProcess],
+    serve_agent: AgentServer,
+    store: RedisView,
+    gate: Gate,
+) -> None:
+    agent = StreamingAgent(gate=gate, held_after=1)
+    service = spawn_service(
+        {"AGENT_URL_GREETING": serve_agent(agent), "A2A_TIMEOUT_SEC": "60"},
+        "--timeout-graceful-shutdown",
+        "60",
+    )
+    headers = bearer() | {"Accept": "text/event-stream", "Idempotency-Key": "key-1"}
+    async with (
+        httpx.AsyncClient(base_url=service.url, timeout=DEADLINE_SEC) as http,
+        http.stream("POST", "/orchestrate", json=BODY, headers=headers) as response,
+    ):
+        first = await StreamReader(response).until("chunk")
+    # The client left after the first words; the agent still speaks (held at the gate).
+    service.process.send_signal(signal.SIGTERM)
+    await asyncio.to_thread(
+        wait_until, lambda: _refuses_connections(service.url), "the service to refuse requests"
+    )
+    still_running = service.process.poll() is None
+    gate.open()
+    await asyncio.to_thread(service.process.wait, DEADLINE_SEC)
+
+    assert first.data == {"text": WORDS[0]}
+    assert still_running  # shutting down, it waits for the turn ...
+    assert agent.finished == 1
+    [step] = store.steps()  # ... which reached its commit
+    assert (step["response_status"], step["response_data"]["text"]) == ("success", agent.text)
+    assert step["idempotency_key"] == "key-1"
 
 
 class AnswerDropper:

@@ -5,12 +5,14 @@ values. The agents must still hear them, and the client must still get the agent
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
+from httpx_sse import EventSource
 
 from tests.integration.conftest import Agents, AgentServer, LoggedService, RedisView
-from tests.support.agents import MessageAgent
+from tests.support.agents import EchoingStreamer, MessageAgent
 from tests.support.service import bearer
 
 CALL_ID = "PRIV-1"
@@ -71,3 +73,41 @@ def test_a_call_full_of_personal_data_leaves_none_in_redis_or_the_logs(
     assert trail[0]["input_message"] == "Hi, I'm Jane, [email], my card is [card ****1111]"
     assert trail[3]["input_message"] == "the code is ******"
     assert "******" in trail[2]["response_data"]["text"]  # the code repeated back by an agent
+
+
+def test_a_streamed_call_full_of_personal_data_leaves_none_in_redis_or_the_logs(
+    logged_service: tuple[LoggedService, Path],
+    serve_agent: AgentServer,
+    store: RedisView,
+) -> None:
+    start, log_path = logged_service
+    # The refund agent streams the caller's words back one word a chunk: numbers split apart.
+    url = start({"refund": serve_agent(EchoingStreamer())})
+    streams = []
+    with httpx.Client(base_url=url, timeout=30) as http:
+        for n, (intent, words) in enumerate(CALL):
+            body = {
+                "call_identify_id": CALL_ID,
+                "account_id": "ACC-1",
+                "eci": "ECI-1",
+                "input_message": words,
+                "intent": intent,
+            }
+            headers = bearer("client") | {"Idempotency-Key": f"turn-{n}"}
+            headers["Accept"] = "text/event-stream"
+            with http.stream("POST", "/orchestrate", json=body, headers=headers) as response:
+                assert response.status_code == 200, response.read()
+                streams.append([(e.event, e.data) for e in EventSource(response).iter_sse()])
+
+    turns = [json.loads(data) for events in streams for name, data in events if name == "turn"]
+    assert len(turns) == len(CALL)
+    assert turns[-1]["is_complete"] is True
+    stored = "\n".join(f"{key}\n" + "\n".join(v) for key, v in store.stored().items())
+    logged = log_path.read_text()
+    assert CALL_ID in stored and CALL_ID in logged  # the scans did look at the call
+    for raw in RAW:
+        assert raw not in stored, f"{raw!r} is in Redis"
+        assert raw not in logged, f"{raw!r} is in the log"
+    # The client hears the agent as it spoke, word by word.
+    refund = "".join(json.loads(data)["text"] for name, data in streams[4] if name == "chunk")
+    assert refund == CALL[4][1]

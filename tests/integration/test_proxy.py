@@ -4,6 +4,7 @@ Skipped where nginx is not installed (CI installs it: .ci/run)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import subprocess
@@ -15,10 +16,18 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.integration.conftest import Caller, RedisView, service_client
+from tests.integration.conftest import (
+    AgentServer,
+    Caller,
+    RedisView,
+    ServiceFactory,
+    service_client,
+)
 from tests.support import nginx
-from tests.support.agents import free_port
+from tests.support.agents import WORDS, StreamingAgent, free_port
 from tests.support.service import bearer
+from tests.support.streams import StreamReader
+from tests.support.timing import DEADLINE_SEC, Gate
 
 pytestmark = [
     pytest.mark.integration,
@@ -32,12 +41,13 @@ ProxyFactory = Callable[..., Proxy]
 
 @pytest.fixture
 def proxy_for(default_service_url: str, tmp_path: Path) -> Iterator[ProxyFactory]:
-    """`proxy_for(**directives)`: nginx with deploy/nginx.conf in front of the service, the
-    named directives given other arguments."""
+    """`proxy_for(upstream=None, **directives)`: nginx with deploy/nginx.conf in front of the
+    service (the default one, or the one at `upstream`), the named directives given other
+    arguments."""
     started: list[subprocess.Popen] = []
 
-    def start(**directives: str) -> Proxy:
-        service = urlsplit(default_service_url)
+    def start(upstream: str | None = None, **directives: str) -> Proxy:
+        service = urlsplit(upstream or default_service_url)
         port = free_port()
         conf = nginx.runnable_conf(
             f"{service.hostname}:{service.port}", f"127.0.0.1:{port}", tmp_path, **directives
@@ -112,3 +122,31 @@ def test_the_proxy_closes_a_connection_that_does_not_send_its_header_in_time(
 
     assert ended == b""
     assert json.loads(httpx.get(url + "/healthz", timeout=10).text) == {"status": "ok"}
+
+
+async def test_streamed_words_pass_the_proxy_as_the_agent_speaks_them(
+    proxy_for: ProxyFactory,
+    make_service: ServiceFactory,
+    serve_agent: AgentServer,
+    gate: Gate,
+    store: RedisView,
+) -> None:
+    agent = StreamingAgent(gate=gate, held_after=1)
+    service = make_service(agent_urls={"greeting": serve_agent(agent)})
+    url, _ = proxy_for(upstream=str(service.http.base_url))
+
+    async with (
+        asyncio.timeout(DEADLINE_SEC),
+        service_client(url) as http,
+        Caller(http).stream("greeting") as response,
+    ):
+        stream = StreamReader(response)
+        first = await stream.until("chunk")
+        # The agent waits at the gate: nginx passed the first words on without buffering.
+        assert agent.finished == 0
+        gate.open()
+        await stream.to_end()
+
+    assert first.data == {"text": WORDS[0]}
+    assert "".join(stream.chunks) == stream.turn["response"]["text"] == agent.text
+    assert len(store.steps()) == 1

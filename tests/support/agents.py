@@ -2,8 +2,8 @@
 
 Each executor shows one way an agent can answer: a plain message, a completed task, a question
 (input-required) then completion, an answer held until the test opens a gate, an exception, a
-failed task. `agent_app` builds the Starlette app for one executor; `agents_router` mounts
-several under paths for in-process tests.
+failed task, an answer streamed word by word. `agent_app` builds the Starlette app for one
+executor; `agents_router` mounts several under paths for in-process tests.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
 from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
-from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill
+from a2a.types import AgentCapabilities, AgentCard, AgentInterface, AgentSkill, TaskState
 from google.protobuf.json_format import MessageToDict
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -203,7 +203,105 @@ class FailingTaskAgent(Recording):
         await up.failed(up.new_agent_message([new_text_part("cannot do that")]))
 
 
-def agent_card(url: str, name: str, protocol_version: str = "1.0") -> AgentCard:
+class StreamingAgent(Recording):
+    """Speaks its answer word by word: each of `artifacts` (its chunks) as artifact updates of one
+    artifact id (the first chunk opens it, the others append, the last is marked lastChunk), then
+    completes with `closing` as its status message. With `asks`, a new task asks for input with
+    it instead, and the caller's reply (the same task continued) completes it.
+
+    With a `gate`, it waits there after `held_after` chunks: the caller may have those while the
+    agent is not done. With `raises_after`, it raises after that many chunks (a2a-sdk then ends
+    the stream with `event: error`). `finished` counts the answers it gave to the end.
+    """
+
+    def __init__(
+        self,
+        *artifacts: Sequence[str],
+        closing: str | None = None,
+        asks: bool = False,
+        gate: Gate | None = None,
+        held_after: int = 1,
+        raises_after: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.artifacts = artifacts or (WORDS,)
+        self.closing = closing
+        self.asks = asks
+        self.gate = gate
+        self.held_after = held_after
+        self.raises_after = raises_after
+        self.finished = 0
+
+    @property
+    def chunks(self) -> list[str]:
+        return [chunk for artifact in self.artifacts for chunk in artifact]
+
+    @property
+    def text(self) -> str:
+        """The whole answer as a caller reads it: each artifact, then the status message, on a
+        line of its own."""
+        pieces = ["".join(artifact) for artifact in self.artifacts]
+        return "\n".join(pieces + ([self.closing] if self.closing else []))
+
+    def artifacts_for(self, ctx: RequestContext) -> Sequence[Sequence[str]]:
+        return self.artifacts
+
+    async def answer(self, ctx: RequestContext, queue: EventQueue) -> None:
+        continued = ctx.current_task is not None
+        if not continued:
+            await queue.enqueue_event(new_task_from_user_message(ctx.message))
+        up = TaskUpdater(queue, ctx.task_id, ctx.context_id)
+        await up.start_work()
+        sent = 0
+        for number, artifact in enumerate(self.artifacts_for(ctx), 1):
+            for index, chunk in enumerate(artifact):
+                if self.gate is not None and sent == self.held_after:
+                    await self.gate.pass_through()
+                if sent == self.raises_after:
+                    raise RuntimeError("agent exploded mid-stream")
+                await up.add_artifact(
+                    [new_text_part(chunk)],
+                    artifact_id=f"answer-{number}",
+                    name="answer",
+                    append=index > 0 or None,
+                    last_chunk=index == len(artifact) - 1 or None,
+                )
+                sent += 1
+        message = up.new_agent_message([new_text_part(self.closing)]) if self.closing else None
+        if self.asks and not continued:
+            await up.requires_input(message)
+        else:
+            await up.complete(message)
+        self.finished += 1
+
+
+class ProgressAgent(Recording):
+    """Says "One moment..." in a working status message, then completes with an artifact, as
+    an agent that reports its progress does."""
+
+    async def answer(self, ctx: RequestContext, queue: EventQueue) -> None:
+        await queue.enqueue_event(new_task_from_user_message(ctx.message))
+        up = TaskUpdater(queue, ctx.task_id, ctx.context_id)
+        progress = up.new_agent_message([new_text_part("One moment...")])
+        await up.update_status(TaskState.TASK_STATE_WORKING, message=progress)
+        await up.add_artifact([new_text_part("Your refund is on its way.")], name="answer")
+        await up.complete()
+
+
+class EchoingStreamer(StreamingAgent):
+    """Streams the caller's own words back, one chunk a word: each caller hears only its own."""
+
+    def artifacts_for(self, ctx: RequestContext) -> Sequence[Sequence[str]]:
+        return [re.findall(r"\S+\s*", ctx.get_user_input())]
+
+
+# An answer as a language model speaks it: a few words at a time.
+WORDS = ("Your refund ", "of 42 euros ", "is on ", "its way.")
+
+
+def agent_card(
+    url: str, name: str, protocol_version: str = "1.0", *, streaming: bool = True
+) -> AgentCard:
     return AgentCard(
         name=name,
         description=f"test agent {name}",
@@ -211,15 +309,24 @@ def agent_card(url: str, name: str, protocol_version: str = "1.0") -> AgentCard:
         supported_interfaces=[
             AgentInterface(url=url, protocol_binding="JSONRPC", protocol_version=protocol_version)
         ],
-        capabilities=AgentCapabilities(streaming=True),
+        capabilities=AgentCapabilities(streaming=streaming),
         default_input_modes=["text/plain"],
         default_output_modes=["text/plain"],
         skills=[AgentSkill(id=name, name=name, description=name, tags=["test"])],
     )
 
 
-def agent_app(url: str, executor: AgentExecutor, *, name: str = "agent", v03: bool = False):
-    card = agent_card(url, name, "0.3" if v03 else "1.0")
+def agent_app(
+    url: str,
+    executor: AgentExecutor,
+    *,
+    name: str = "agent",
+    v03: bool = False,
+    streaming: bool = True,
+):
+    """The agent's Starlette app; `streaming` is what its card says (a2a-sdk then refuses
+    SendStreamingMessage when False)."""
+    card = agent_card(url, name, "0.3" if v03 else "1.0", streaming=streaming)
     handler = DefaultRequestHandler(
         agent_executor=executor, task_store=InMemoryTaskStore(), agent_card=card
     )

@@ -1,10 +1,11 @@
 """Broken A2A agents for the reliability tests: each misbehaves in one way a real agent can.
 
-They are raw ASGI apps (no framework) except `Resetting`, a raw TCP server, because an ASGI app
-cannot close the socket without answering. Each one answers the agent card with 404 (the service
-then assumes A2A 1.0), records the messageId and metadata of every JSON-RPC request it receives,
-and misbehaves on the first `times` requests (all of them when `times` is None), answering like
-a healthy agent afterwards. `serve(agent)` puts any of them on a loopback port.
+They are raw ASGI apps (no framework) except the `RawAgent`s, raw TCP servers, because an ASGI
+app cannot close the socket without answering. Each one answers the agent card with 404 (the
+service then assumes A2A 1.0), or, for those that stream, with a card that says
+`capabilities.streaming: true`; records the messageId and metadata of every JSON-RPC request it
+receives, and misbehaves on the first `times` requests (all of them when `times` is None),
+answering like a healthy agent afterwards. `serve(agent)` puts any of them on a loopback port.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def healthy_answer(request: dict[str, Any], text: str | None = None) -> dict[str
 class Recorder:
     """What an agent received, and whether to misbehave on the request just received."""
 
+    streams = False  # whether its card says it streams; no card (404) when False
+
     def __init__(self, times: int | None = None) -> None:
         self.times = times  # misbehave on this many first requests; None: on every one
         self.message_ids: list[str] = []
@@ -70,7 +73,10 @@ class Misbehaver(Recorder):
             await _lifespan(receive, send)
             return
         if scope["method"] != "POST":
-            await respond(send, 404, b"")
+            if self.streams:
+                await respond_json(send, streaming_card())
+            else:
+                await respond(send, 404, b"")
             return
         request = json.loads(await _read_body(receive))
         if self.heard(request):
@@ -162,7 +168,13 @@ class Huge(Misbehaver):
 
 
 class JsonRpcError(Misbehaver):
-    """A JSON-RPC error, as a2a-sdk answers when the agent's code raises."""
+    """A JSON-RPC error, as a2a-sdk answers when the agent's code raises; to a streamed request
+    too when it raises before the first event (plain application/json, not a stream).
+    With `streams`, its card says it streams."""
+
+    def __init__(self, times: int | None = None, *, streams: bool = False) -> None:
+        super().__init__(times)
+        self.streams = streams
 
     async def misbehave(self, request: dict[str, Any], receive: Receive, send: Send) -> None:
         error = {"code": -32603, "message": "agent exploded"}
@@ -251,7 +263,9 @@ class RawAgent(Recorder):
                 served = True
                 method, length = _parse_head(head)
                 body = await reader.readexactly(length)
-                if method != "POST":
+                if method != "POST" and self.streams:
+                    _write_json(writer, streaming_card())
+                elif method != "POST":
                     writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
                 elif not self.answer(json.loads(body), writer, idle):
                     return
@@ -311,6 +325,154 @@ class ClosesIdle(RawAgent):
         if self.quiet_since is None:
             return False
         return time.monotonic() - self.quiet_since >= self.resets_after
+
+
+# Streamed answers (SendStreamingMessage): each SSE event is `data: <a JSON-RPC answer>`, as
+# a2a-sdk sends them.
+STREAMED_CHUNKS = ("chunk-1 ", "chunk-2 ", "chunk-3")
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-store"),
+]
+
+
+def streaming_card() -> dict[str, Any]:
+    """An A2A 1.0 card saying the agent streams (the service reads the version and that)."""
+    interface = {"url": "", "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}
+    return {
+        "name": "misbehaver",
+        "description": "an agent that streams badly",
+        "version": "1",
+        "supportedInterfaces": [interface],
+        "capabilities": {"streaming": True},
+        "defaultInputModes": ["text/plain"],
+        "defaultOutputModes": ["text/plain"],
+        "skills": [{"id": "s", "name": "s", "description": "s", "tags": ["t"]}],
+    }
+
+
+class StreamedTask:
+    """The SSE events of one streamed task, in the order a2a-sdk sends them."""
+
+    def __init__(self, request: dict[str, Any]) -> None:
+        self.request_id = request.get("id")
+        self.task_id, self.context_id = str(uuid.uuid4()), str(uuid.uuid4())
+
+    def event(self, result: dict[str, Any]) -> bytes:
+        answer = {"jsonrpc": "2.0", "id": self.request_id, "result": result}
+        return b"data: " + json.dumps(answer).encode() + b"\n\n"
+
+    def opened(self) -> bytes:
+        """The task, submitted, then working: what precedes the first chunk."""
+        task = {"id": self.task_id, "contextId": self.context_id}
+        return self.event({"task": task | {"status": {"state": "TASK_STATE_SUBMITTED"}}}) + (
+            self.status("TASK_STATE_WORKING")
+        )
+
+    def chunk(self, index: int) -> bytes:
+        """Chunk `index` of STREAMED_CHUNKS, appended to the one artifact."""
+        update = {
+            "taskId": self.task_id,
+            "contextId": self.context_id,
+            "artifact": {"artifactId": "answer", "parts": [{"text": STREAMED_CHUNKS[index]}]},
+        }
+        if index > 0:
+            update["append"] = True
+        if index == len(STREAMED_CHUNKS) - 1:
+            update["lastChunk"] = True
+        return self.event({"artifactUpdate": update})
+
+    def status(self, state: str) -> bytes:
+        update = {"taskId": self.task_id, "contextId": self.context_id, "status": {"state": state}}
+        return self.event({"statusUpdate": update})
+
+
+class SseMisbehaver(Misbehaver):
+    """Answers a streamed request with a 200 SSE stream, which `stream` writes."""
+
+    streams = True
+
+    async def misbehave(self, request: dict[str, Any], receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        await self.stream(StreamedTask(request), receive, send)
+
+    async def stream(self, task: StreamedTask, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+async def _send_body(send: Send, body: bytes, more: bool = True) -> None:
+    await send({"type": "http.response.body", "body": body, "more_body": more})
+
+
+class GarbageMidStream(SseMisbehaver):
+    """A chunk, then a data line that is not JSON, then the rest of a healthy answer: only a
+    caller that reads the garbage as a fault fails the turn."""
+
+    async def stream(self, task: StreamedTask, receive: Receive, send: Send) -> None:
+        await _send_body(send, task.opened() + task.chunk(0))
+        await _send_body(send, b"data: <html>502 Bad Gateway</html>\n\n")
+        await _send_body(send, task.chunk(1) + task.chunk(2))
+        await _send_body(send, task.status("TASK_STATE_COMPLETED"), more=False)
+
+
+class StallsMidStream(SseMisbehaver):
+    """A chunk, then silence: the stream never ends until the caller hangs up."""
+
+    async def stream(self, task: StreamedTask, receive: Receive, send: Send) -> None:
+        await _send_body(send, task.opened() + task.chunk(0))
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+
+class HugeEvent(SseMisbehaver):
+    """A chunk, then an event that never ends: one `data:` line of `size` bytes without a line
+    end, sent in 64 KiB pieces, then the end of the body."""
+
+    def __init__(self, size: int = 2 * 1024 * 1024, times: int | None = None) -> None:
+        super().__init__(times)
+        self.size = size
+
+    async def stream(self, task: StreamedTask, receive: Receive, send: Send) -> None:
+        await _send_body(send, task.opened() + task.chunk(0) + b"data: ")
+        piece = b"x" * (64 * 1024)
+        try:
+            for _ in range(self.size // len(piece)):
+                await _send_body(send, piece)
+            await _send_body(send, b"", more=False)
+        except OSError:
+            pass  # the service stopped reading, as it should
+
+
+class CutMidStream(RawAgent):
+    """`chunks` chunks (two by default), then the connection closes before the task reaches a
+    final state: `abrupt`, in the middle of the chunked body (as a crashed agent's kernel
+    closes it); otherwise the HTTP body ends cleanly, the task still working. Past `times`, a
+    healthy streamed answer: all of STREAMED_CHUNKS, then completed."""
+
+    streams = True
+
+    def __init__(self, *, abrupt: bool, chunks: int = 2, times: int | None = None) -> None:
+        super().__init__(times)
+        self.abrupt = abrupt
+        self.chunks = chunks
+
+    def answer(
+        self, request: dict[str, Any], writer: asyncio.StreamWriter, idle: float | None
+    ) -> bool:
+        task = StreamedTask(request)
+        if not self.heard(request):
+            body = task.opened() + b"".join(map(task.chunk, range(len(STREAMED_CHUNKS))))
+            body += task.status("TASK_STATE_COMPLETED")
+            head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
+            writer.write(head.encode() + b"content-length: %d\r\n\r\n%s" % (len(body), body))
+            return True
+        head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
+        writer.write(head.encode() + b"transfer-encoding: chunked\r\n\r\n")
+        for part in (task.opened(), *map(task.chunk, range(self.chunks))):
+            writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+        if not self.abrupt:
+            writer.write(b"0\r\n\r\n")
+        return not self.abrupt  # an abrupt cut closes the connection mid-body
 
 
 AnyAgent = Misbehaver | RawAgent
