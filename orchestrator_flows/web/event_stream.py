@@ -10,6 +10,7 @@ disconnect (their cost against sse-starlette's: bench/RESULTS.md, "Streaming tur
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,15 +36,26 @@ async def send_events(
     headers = [*HEADERS, REPLAYED] if replayed else HEADERS
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     # The server reports a disconnect only through `receive`; its sends to a gone client
-    # return quietly.
+    # return quietly. A client's leaving ends the wait for the next event at once (its
+    # timeout brought forward), so the answer is over without waiting for a write.
     gone = asyncio.ensure_future(_disconnect(receive))
+    waiting: asyncio.Timeout | None = None
+
+    def wake(_: asyncio.Future[None]) -> None:
+        if waiting is not None and not waiting.expired():
+            # Between two waits (exited): the loop's own test of `gone` sees it instead.
+            with contextlib.suppress(RuntimeError):
+                waiting.reschedule(asyncio.get_running_loop().time())
+
+    gone.add_done_callback(wake)
     try:
         while not gone.done():
             try:
-                async with asyncio.timeout(ping_sec):
+                async with asyncio.timeout(ping_sec) as waiting:
                     event = await stream.next_event()
             except TimeoutError:
-                await send(PING)
+                if not gone.done():
+                    await send(PING)
                 continue
             last = event.name == "turn"
             body = b"event: " + event.name.encode() + b"\ndata: " + event.data + b"\n\n"

@@ -156,11 +156,9 @@ async def test_turn_whose_client_left_still_holds_its_place_in_the_workers_limit
     make_service: ServiceFactory, serve_agent: AgentServer, gate: Gate, store: RedisView
 ) -> None:
     agent = StreamingAgent(gate=gate, held_after=1)
-    # Frequent pings: the service learns its client left at its next write, not 15 s later
-    # (when the agent call, held at the gate, would time out and end the turn anyway).
-    caller = greeted_by(
-        make_service, serve_agent(agent), max_turns_in_flight=1, stream_ping_sec=0.05
-    )
+    # Pings far apart: the service learns its client left when it leaves, not at its next
+    # write (the agent is held at the gate: there is none until the test opens it).
+    caller = greeted_by(make_service, serve_agent(agent), max_turns_in_flight=1)
 
     async with asyncio.timeout(DEADLINE_SEC):
         async with caller.stream("greeting", call_id="CALL-A") as response:
