@@ -244,18 +244,25 @@ class _CallSocket:
 
     async def _relay(self, turn: OrchestrateRequest, idempotency_key: str) -> None:
         """Runs one turn and sends its events; never raises (the reader awaits it)."""
+        admission = self._sockets.admission
         try:
-            with self._sockets.admission.holding():
+            admission.hold()
+            try:
                 turns = self._sockets.state.turns
                 stream = await open_stream(turns, turn, idempotency_key, self._key_id)
-                self.turns += 1
-                self._metrics.streamed_turns_by(TRANSPORT).inc()
-                suffix = b',"replayed":true}' if stream.replayed else b"}"
-                async for event in stream.events():
-                    if not await self._send(_frame(event, suffix)):
-                        # Leaving the stream never stops the turn (turn_streams.py).
-                        self._metrics.stream_clients_gone_by(TRANSPORT).inc()
-                        return
+            except BaseException:
+                admission.release()
+                raise
+            # In flight until the turn ends, not its relay: a client may leave a turn that goes on.
+            stream.when_over(admission.release)
+            self.turns += 1
+            self._metrics.streamed_turns_by(TRANSPORT).inc()
+            suffix = b',"replayed":true}' if stream.replayed else b"}"
+            async for event in stream.events():
+                if not await self._send(_frame(event, suffix)):
+                    # Leaving the stream never stops the turn (turn_streams.py).
+                    self._metrics.stream_clients_gone_by(TRANSPORT).inc()
+                    return
         except Exception as exc:
             await self._send_error(exc)
 

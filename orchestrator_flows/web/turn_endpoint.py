@@ -18,8 +18,7 @@ the same JSON error as ever.
 from __future__ import annotations
 
 import sys
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 from fastapi import FastAPI, Response
@@ -111,18 +110,16 @@ class TurnEndpoint:
             scope[NO_REQUEST_LINE] = True
         await _send_answer(send, answer)
 
-    @contextmanager
-    def holding(self) -> Iterator[None]:
-        """Counts a turn that came another way (a call's socket) in flight, as one of ours;
-        Overloaded, counted as shed, when the worker holds its limit."""
+    def hold(self) -> None:
+        """Counts a turn that came another way (a call's socket) in flight, as one of ours,
+        until `release`; Overloaded, counted as shed, when the worker holds its limit."""
         if self.in_flight >= self._max_in_flight:
             self._on_shed()
             raise self._overloaded()
         self.in_flight += 1
-        try:
-            yield
-        finally:
-            self.in_flight -= 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
 
     def _overloaded(self) -> Overloaded:
         return Overloaded(
@@ -152,9 +149,6 @@ class TurnEndpoint:
         turn = _parse(OrchestrateRequest, await _read_body(receive, self._max_body))
         return turn, idempotency_key, caller.key_id
 
-    def _turn_over(self) -> None:
-        self.in_flight -= 1
-
     async def _streamed_turn(
         self, headers: dict[bytes, bytes], scope: Scope, receive: Receive, send: Send
     ) -> None:
@@ -172,7 +166,7 @@ class TurnEndpoint:
             else:
                 raise
             return
-        stream.when_over(self._turn_over)
+        stream.when_over(self.release)
         metrics: Metrics = self._state.metrics
         metrics.streamed_turns_by("sse").inc()
         if not stream.replayed:
