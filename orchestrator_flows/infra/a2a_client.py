@@ -34,17 +34,16 @@ from orchestrator_flows.core.errors import (
     AgentError,
     AgentFault,
     AgentHttpError,
-    AgentTaskFailed,
     AgentTimeout,
     AgentUnreachable,
 )
 from orchestrator_flows.core.models import PendingTask
-from orchestrator_flows.core.replies import NEEDS_INPUT, AgentReply
+from orchestrator_flows.core.replies import AgentReply
 from orchestrator_flows.infra.a2a_stream import (
-    FAILED,
     StreamAssembly,
     StreamListener,
     normalise_state,
+    task_reply,
 )
 from orchestrator_flows.infra.settings import VERSION
 
@@ -208,11 +207,7 @@ class A2AClient:
 
     async def _read_stream(self, answer: httpx.Response, assembly: StreamAssembly) -> None:
         if answer.status_code != 200:
-            raise AgentHttpError(
-                f"agent answered HTTP {answer.status_code}",
-                status=answer.status_code,
-                retry_after=retry_after_seconds(answer.headers.get("retry-after")),
-            )
+            raise _http_error(answer)
         if not _is_event_stream(answer.headers):
             # One JSON answer instead of a stream: a refusal before the first event (bad request,
             # streaming not supported), or the whole answer at once.
@@ -245,11 +240,7 @@ class A2AClient:
     async def _post(self, url: str, body: dict[str, Any], protocol: Protocol) -> dict[str, Any]:
         answer, raw = await self._exchange("POST", url, _POST_HEADERS[protocol], orjson.dumps(body))
         if raw is None:
-            raise AgentHttpError(
-                f"agent answered HTTP {answer.status_code}",
-                status=answer.status_code,
-                retry_after=retry_after_seconds(answer.headers.get("retry-after")),
-            )
+            raise _http_error(answer)
         return _json_rpc(raw)
 
     async def _exchange(
@@ -326,6 +317,14 @@ class _Capped(httpx.AsyncByteStream):
 
     async def aclose(self) -> None:
         await self._body.aclose()
+
+
+def _http_error(answer: httpx.Response) -> AgentHttpError:
+    return AgentHttpError(
+        f"agent answered HTTP {answer.status_code}",
+        status=answer.status_code,
+        retry_after=retry_after_seconds(answer.headers.get("retry-after")),
+    )
 
 
 def _json_rpc(raw: bytes) -> dict[str, Any]:
@@ -505,7 +504,7 @@ def _reply_from_task(task: dict[str, Any]) -> AgentReply:
     status = task.get("status") if isinstance(task.get("status"), dict) else {}
     state = normalise_state(status.get("state"))
     task_id = _str_or_none(task.get("id"))
-    if not task_id or state is None:
+    if not task_id or state is None:  # before reading the rest
         raise AgentBadResponse("agent task has no id or no state")
     texts: list[str] = []
     data: list[Any] = []
@@ -519,21 +518,7 @@ def _reply_from_task(task: dict[str, Any]) -> AgentReply:
                 texts.append("".join(pieces))
     if isinstance(status.get("message"), dict):
         _extend(texts, data, status["message"].get("parts"))
-    text = "\n".join(texts)
-    if state in FAILED:
-        raise AgentTaskFailed(
-            f"agent task {state}: {text[:500]}".rstrip(": "), task_id=task_id, task_state=state
-        )
-    if state not in NEEDS_INPUT and state != "completed":
-        raise AgentBadResponse(f"agent task is still {state}", task_id=task_id, task_state=state)
-    return AgentReply(
-        text=text,
-        kind="task",
-        data=data,
-        task_id=task_id,
-        context_id=_str_or_none(task.get("contextId")),
-        task_state=state,
-    )
+    return task_reply("\n".join(texts), data, task_id, _str_or_none(task.get("contextId")), state)
 
 
 def _read_parts(parts: Any) -> tuple[list[str], list[Any]]:

@@ -73,28 +73,7 @@ class StreamAssembly:
                 task_id=self._task_id,
                 context_id=self._context_id,
             )
-        if self._task_id is None or self._state is None:
-            raise AgentBadResponse("agent stream ended without a task id or state")
-        if self._state in FAILED:
-            raise AgentTaskFailed(
-                f"agent task {self._state}: {text[:500]}".rstrip(": "),
-                task_id=self._task_id,
-                task_state=self._state,
-            )
-        if self._state not in FINAL_STATES:
-            raise AgentBadResponse(
-                f"agent stream ended while its task was {self._state}",
-                task_id=self._task_id,
-                task_state=self._state,
-            )
-        return AgentReply(
-            text=text,
-            kind="task",
-            data=self._data,
-            task_id=self._task_id,
-            context_id=self._context_id,
-            task_state=self._state,
-        )
+        return task_reply(text, self._data, self._task_id, self._context_id, self._state)
 
     def _take_task(self, task: dict[str, Any]) -> None:
         self._kind = "task"
@@ -166,6 +145,29 @@ class StreamAssembly:
             self._task_id = task_id
         if isinstance(context_id, str) and context_id:
             self._context_id = context_id
+
+
+def task_reply(
+    text: str, data: list[Any], task_id: str | None, context_id: str | None, state: str | None
+) -> AgentReply:
+    """A task's answer, streamed or not: the caller's to hear when the task completed or waits
+    for the caller; a fault when it failed, or is unfinished (or unnamed) as it ends."""
+    if not task_id or state is None:
+        raise AgentBadResponse("agent task has no id or no state")
+    if state in FAILED:
+        raise AgentTaskFailed(
+            f"agent task {state}: {text[:500]}".rstrip(": "), task_id=task_id, task_state=state
+        )
+    if state not in NEEDS_INPUT and state != "completed":
+        raise AgentBadResponse(f"agent task is still {state}", task_id=task_id, task_state=state)
+    return AgentReply(
+        text=text,
+        kind="task",
+        data=data,
+        task_id=task_id,
+        context_id=context_id,
+        task_state=state,
+    )
 
 
 def normalise_state(state: Any) -> str | None:
