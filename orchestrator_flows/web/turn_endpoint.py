@@ -55,7 +55,7 @@ IdempotencyKey = TypeAdapter(IdempotencyKeyText)
 _READ = frozenset(
     {b"authorization", b"x-api-key", b"idempotency-key", b"content-length", b"accept"}
 )
-EVENT_STREAM = "text/event-stream"
+EVENT_STREAM = b"text/event-stream"  # in Accept: the turn is answered as a stream
 
 
 class ClientGone(Exception):
@@ -93,7 +93,7 @@ class TurnEndpoint:
             return
         headers = {name: value for name, value in reversed(scope["headers"]) if name in _READ}
         self.in_flight += 1
-        if EVENT_STREAM.encode() in headers.get(b"accept", b""):
+        if EVENT_STREAM in headers.get(b"accept", b""):
             await self._streamed_turn(headers, scope, receive, send)
             return
         try:
