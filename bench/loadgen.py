@@ -28,12 +28,15 @@ import random
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
 from processes import cpu_seconds, machine_busy_seconds
+
+T = TypeVar("T")
 
 # One whole call with an agent that never asks for input: one turn per stage.
 CALL_TURNS = [
@@ -370,6 +373,26 @@ async def run_burst(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def add_common_options(parser: argparse.ArgumentParser, *, tag: str) -> None:
+    """The flags every load generator takes: its report's tag, the key, the pids to time."""
+    parser.add_argument("--tag", default=tag)
+    parser.add_argument("--api-key", default="")
+    parser.add_argument("--cpu-pids", default="", help="comma-separated pids to time")
+    parser.add_argument(
+        "--cpu-group", action="append", default=[], help="NAME=pid,pid,...: more pids to time"
+    )
+
+
+def fastest_runner() -> Callable[[Coroutine[Any, Any, T]], T]:
+    """uvloop's run when installed, else asyncio's: the generator must not be the bottleneck."""
+    try:
+        import uvloop
+
+        return uvloop.run
+    except ImportError:
+        return asyncio.run
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", choices=["calls", "stub", "get", "burst"])
@@ -387,19 +410,9 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="calls: retry a turn answered 503 overloaded after this pause (-1: Retry-After)",
     )
-    parser.add_argument("--tag", default="BENCH")
-    parser.add_argument("--api-key", default="")
-    parser.add_argument("--cpu-pids", default="", help="comma-separated pids to time")
-    parser.add_argument(
-        "--cpu-group", action="append", default=[], help="NAME=pid,pid,...: more pids to time"
-    )
+    add_common_options(parser, tag="BENCH")
     args = parser.parse_args(argv)
-    try:
-        import uvloop  # the generator must not be the bottleneck: use the faster loop if any
-
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
+    runner = fastest_runner()
     runs = {"get": run_gets, "burst": run_burst}
     result = runner(runs.get(args.mode, run_loop)(args))
     json.dump(result, sys.stdout)

@@ -1,9 +1,11 @@
 """The raw-ASGI chores the stub agents and the floor share: read a body, send JSON, a lifespan
-with nothing to start."""
+with nothing to start, a stub's agent card."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import orjson
 
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -32,3 +34,21 @@ async def empty_lifespan(receive: Any, send: Any) -> None:
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+def stub_card(url: str, name: str, description: str, *, streaming: bool) -> bytes:
+    """A stub agent's A2A 1.0 card, as JSON."""
+    return orjson.dumps(
+        {
+            "name": name,
+            "description": description,
+            "version": "1",
+            "supportedInterfaces": [
+                {"url": url, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}
+            ],
+            "capabilities": {"streaming": streaming},
+            "defaultInputModes": ["text/plain"],
+            "defaultOutputModes": ["text/plain"],
+            "skills": [{"id": "stub", "name": "stub", "description": "stub", "tags": ["bench"]}],
+        }
+    )

@@ -22,7 +22,7 @@ import os
 from typing import Any
 
 import orjson
-from raw_asgi import empty_lifespan, read_body, respond
+from raw_asgi import empty_lifespan, read_body, respond, stub_card
 
 URL = os.environ.get("STREAM_URL", "http://127.0.0.1:9100/")
 FIRST_SEC = float(os.environ.get("STREAM_FIRST_MS", "200")) / 1000
@@ -34,19 +34,8 @@ SSE_HEADERS = [
     (b"cache-control", b"no-store"),
     (b"x-accel-buffering", b"no"),
 ]
-CARD = orjson.dumps(
-    {
-        "name": "bench-stream-stub",
-        "description": "Streams its answer in chunks after a fixed delay.",
-        "version": "1",
-        "supportedInterfaces": [
-            {"url": URL, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}
-        ],
-        "capabilities": {"streaming": True},
-        "defaultInputModes": ["text/plain"],
-        "defaultOutputModes": ["text/plain"],
-        "skills": [{"id": "stub", "name": "stub", "description": "stub", "tags": ["bench"]}],
-    }
+CARD = stub_card(
+    URL, "bench-stream-stub", "Streams its answer in chunks after a fixed delay.", streaming=True
 )
 # The chunks' texts; their concatenation is the whole answer, streamed or not.
 WORDS = [f"word{n} " for n in range(CHUNKS_AFTER_FIRST)] + ["done."]

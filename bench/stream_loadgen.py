@@ -41,6 +41,8 @@ from loadgen import (
     _cpu_over,
     _pids,
     _turn_body,
+    add_common_options,
+    fastest_runner,
     percentiles_ms,
 )
 
@@ -268,20 +270,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="after the staggered start")
     parser.add_argument("--stagger-sec", type=float, default=0.0, help="workers start over this")
     parser.add_argument("--chunks", type=int, default=21, help="agent: chunks a stream must have")
-    parser.add_argument("--tag", default="STREAM")
-    parser.add_argument("--api-key", default="")
-    parser.add_argument("--cpu-pids", default="", help="comma-separated pids to time")
-    parser.add_argument(
-        "--cpu-group", action="append", default=[], help="NAME=pid,pid,...: more pids to time"
-    )
+    add_common_options(parser, tag="STREAM")
     args = parser.parse_args(argv)
-    try:
-        import uvloop  # the generator must not be the bottleneck: use the faster loop if any
-
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
-    json.dump(runner(run(args)), sys.stdout)
+    json.dump(fastest_runner()(run(args)), sys.stdout)
 
 
 if __name__ == "__main__":

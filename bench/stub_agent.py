@@ -17,24 +17,13 @@ import os
 from typing import Any
 
 import orjson
-from raw_asgi import empty_lifespan, read_body, respond
+from raw_asgi import empty_lifespan, read_body, respond, stub_card
 
 URL = os.environ.get("STUB_URL", "http://127.0.0.1:9100/")
 STATE = os.environ.get("STUB_STATE", "TASK_STATE_COMPLETED")
 DELAY_SEC = int(os.environ.get("STUB_DELAY_MS", "0")) / 1000
-CARD = orjson.dumps(
-    {
-        "name": "bench-stub",
-        "description": "Answers every message with a completed task, at once.",
-        "version": "1",
-        "supportedInterfaces": [
-            {"url": URL, "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}
-        ],
-        "capabilities": {"streaming": False},
-        "defaultInputModes": ["text/plain"],
-        "defaultOutputModes": ["text/plain"],
-        "skills": [{"id": "stub", "name": "stub", "description": "stub", "tags": ["bench"]}],
-    }
+CARD = stub_card(
+    URL, "bench-stub", "Answers every message with a completed task, at once.", streaming=False
 )
 _task_numbers = itertools.count(1)
 
