@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     http_header_timeout_sec: float = Field(10.0, gt=0)
     http_body_timeout_sec: float = Field(30.0, gt=0)
     http_max_connections: int = Field(2048, ge=1)
+    # The console's call search reads at most this many calls' states from Redis per search
+    # (a call id is read directly); past it the list says it is incomplete.
+    console_scan_limit: int = Field(10_000, ge=1)
 
     @field_validator("log_level", mode="before")
     @classmethod
