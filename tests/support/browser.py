@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from playwright.async_api import Browser, BrowserContext, Dialog, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Dialog, Page, async_playwright, expect
 
 from tests.support.timing import DEADLINE_SEC
 
@@ -39,6 +39,9 @@ CHROMIUM_ARGS = (
 DESKTOP = {"width": 1280, "height": 800}
 TABLET = {"width": 768, "height": 1024}
 SCREENSHOTS = "CONSOLE_SCREENSHOTS"
+# A page waited for (`expect(...)`, a click) may take this long on two loaded cores; only a
+# failing test waits it out.
+expect.set_options(timeout=DEADLINE_SEC * 1000)
 
 
 def chromium_binary() -> str | None:
@@ -111,10 +114,15 @@ class Tabs:
 
     def __init__(self, browser: Browser, base_url: str) -> None:
         self.browser = browser
-        self.base_url = base_url
+        self.base_url = base_url.rstrip("/")
+
+    def url(self, path: str) -> str:
+        """The absolute URL of a path on the service, as the browser's address bar shows it."""
+        return self.base_url + path
 
     async def open(self, viewport: dict[str, int] = DESKTOP) -> Tab:
         context = await self.browser.new_context(viewport=viewport, base_url=self.base_url)
+        context.set_default_timeout(DEADLINE_SEC * 1000)
         return Tab(await context.new_page(), context)
 
 
@@ -128,3 +136,13 @@ async def tabs_on(chromium: Chromium, base_url: str) -> AsyncIterator[Tabs]:
         finally:
             # Over CDP, close() closes the contexts this connection made, then disconnects.
             await browser.close()
+
+
+async def sign_in(tab: Tab, key: str) -> None:
+    """Signs in to the console with `key` as a person would: the field labelled "API key",
+    then the button "Sign in"; returns once the answer to the form has loaded."""
+    page = tab.page
+    await page.goto("/console/sign-in")
+    await page.get_by_label("API key").fill(key)
+    async with page.expect_navigation():
+        await page.get_by_role("button", name="Sign in").click()
