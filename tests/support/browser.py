@@ -63,7 +63,10 @@ class Chromium:
 def start_chromium(binary: str, profile: Path) -> Chromium:
     """Starts the browser with an empty profile in `profile`; the DevTools port it chose is the
     first line of the profile's DevToolsActivePort file once it is listening."""
-    command = [binary, "--headless", "--remote-debugging-port=0", f"--user-data-dir={profile}"]
+    # Scrollbars hidden as Playwright's own headless launch does: the window's width is then
+    # the page's (no scrollbar to take from it), in layouts and in screenshots alike.
+    command = [binary, "--headless", "--hide-scrollbars", "--remote-debugging-port=0"]
+    command.append(f"--user-data-dir={profile}")
     process = subprocess.Popen(
         [*command, *CHROMIUM_ARGS, "about:blank"],
         stdout=subprocess.DEVNULL,

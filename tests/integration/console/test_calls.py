@@ -124,6 +124,9 @@ async def test_the_call_page_fits_a_tablet_without_scrolling_sideways(
     await tab.page.goto(f"/console/calls/{CALL_ID}")
 
     await expect(tab.page.locator("#call-outcome")).to_have_text("completed")
-    width = await tab.page.evaluate("[document.scrollingElement.scrollWidth, window.innerWidth]")
-    assert width[0] <= width[1], f"the page is {width[0]}px wide in a {width[1]}px window"
+    # Wider than the window it is shown in (scrollbars aside) = a sideways scroll.
+    widths = "[document.scrollingElement.scrollWidth, document.scrollingElement.clientWidth]"
+    width, window = await tab.page.evaluate(widths)
+    assert window == TABLET["width"]
+    assert width <= window, f"the page is {width}px wide in a {window}px window"
     await tab.screenshot("call-tablet")
