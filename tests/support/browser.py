@@ -99,6 +99,11 @@ class Tab:
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
         self.page.on("dialog", self._dismiss)
 
+    @property
+    def refused_by_csp(self) -> list[str]:
+        """What the page's Content-Security-Policy stopped: the browser says so on its console."""
+        return [message for message in self.console if "Content Security Policy" in message]
+
     async def _dismiss(self, dialog: Dialog) -> None:
         self.dialogs.append(dialog.message)
         await dialog.dismiss()

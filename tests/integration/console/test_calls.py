@@ -56,7 +56,7 @@ async def test_an_auditor_finds_a_call_by_id_and_reads_its_track_and_masked_code
     await expect(exchange.locator("tr.step")).to_have_count(2)
     await expect(exchange).to_contain_text("Exchange with auth")
     await tab.screenshot("call")
-    assert tab.errors == []
+    assert tab.errors == [] and tab.refused_by_csp == []
 
 
 async def test_an_admin_deletes_a_call_after_confirming_and_it_leaves_redis(
@@ -113,6 +113,7 @@ async def test_markup_in_a_call_is_shown_as_text_and_never_runs(
     assert await tab.page.evaluate("typeof window.__pwned") == "undefined"
     assert tab.dialogs == []
     assert tab.errors == []
+    assert tab.refused_by_csp == []  # escaped: not even an attempt for the policy to stop
 
 
 async def test_the_call_page_fits_a_tablet_without_scrolling_sideways(

@@ -22,3 +22,4 @@ async def test_a_monitor_reads_each_stage_with_its_intents_and_their_agents(tabs
     await expect(authentication.filter(has_text="otp_verify")).to_contain_text("auth")
     await expect(tab.page.locator("#flow-agents tbody th")).to_have_text(sorted(ROLES))
     await tab.screenshot("flows")
+    assert tab.refused_by_csp == []

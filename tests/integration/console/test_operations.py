@@ -35,5 +35,5 @@ async def test_the_operations_page_follows_new_turns_without_a_reload(
     await expect(lines).to_have_count(5)
     await expect(lines.first).to_have_attribute("points", re.compile(r"\S \S"))
     assert await page.evaluate("window.__same_page") is True
-    assert tab.errors == []
+    assert tab.errors == [] and tab.refused_by_csp == []
     await tab.screenshot("operations")
