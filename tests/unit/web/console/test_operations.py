@@ -1,0 +1,130 @@
+"""The operations feed: readings from the live app, their rates, and the Server-Sent Events
+that carry them."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import httpx
+import orjson
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Route
+
+from orchestrator_flows.ops.metrics import Metrics
+from orchestrator_flows.ops.snapshot import OpsSnapshot, RedisHealth, snapshot_of
+from orchestrator_flows.web.console.operations import (
+    feed_length,
+    read_snapshot,
+    readings,
+    snapshot_feed,
+)
+from tests.support.service import Service
+
+MOMENT = datetime(2025, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def with_greetings(count: int) -> OpsSnapshot:
+    m = Metrics({"greeting"}, lambda: {})
+    m.turns_by("GREETING", "greeting", "success", "").inc(count)
+    return snapshot_of(m.samples(), circuits={}, in_flight=0, redis=RedisHealth(0.5))
+
+
+def reader(snapshots: list[OpsSnapshot]):
+    taken: Iterator[OpsSnapshot] = iter(snapshots)
+
+    async def read() -> OpsSnapshot:
+        return next(taken)
+
+    return read
+
+
+async def test_a_feed_gives_rates_from_its_second_reading_on() -> None:
+    seconds = iter([10.0, 12.0, 13.0])
+    read = reader([with_greetings(0), with_greetings(4), with_greetings(7)])
+
+    got = [
+        r
+        async for r in readings(
+            read, every_sec=0, count=3, clock=lambda: next(seconds), now=lambda: MOMENT
+        )
+    ]
+
+    assert got[0].rates is None
+    assert got[1].rates.by_stage["GREETING"] == 2.0  # 4 turns in 2 s
+    assert got[2].rates.by_stage["GREETING"] == 3.0  # 3 turns in 1 s
+    assert [r.snapshot.turns["GREETING"]["success"] for r in got] == [0, 4, 7]
+
+
+@pytest.mark.parametrize(
+    ("every_sec", "stream_sec", "count"),
+    [(2.0, 300.0, 150), (2.0, 3.0, 1), (5.0, 1.0, 1), (0.5, 2.0, 4)],
+)
+def test_a_feed_holds_as_many_readings_as_fit_in_its_time(
+    every_sec: float, stream_sec: float, count: int
+) -> None:
+    assert feed_length(every_sec, stream_sec) == count
+
+
+async def test_the_feed_sends_snapshot_events_of_json_then_ends() -> None:
+    counts = itertools.count()
+
+    async def read() -> OpsSnapshot:
+        return with_greetings(next(counts))
+
+    async def feed(_: Request):
+        return snapshot_feed(read, every_sec=0.001, stream_sec=0.003)
+
+    app = Starlette(routes=[Route("/events", feed)])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://console"
+    ) as http:
+        answer = await http.get("/events")
+
+    assert answer.headers["content-type"].startswith("text/event-stream")
+    events = parse_events(answer.text)
+    assert [e["event"] for e in events] == ["snapshot"] * 3
+    figures = [orjson.loads(e["data"]) for e in events]
+    assert [f["snapshot"]["turns"]["GREETING"]["success"] for f in figures] == [0, 1, 2]
+    assert figures[0]["rates"] is None
+    assert figures[2]["rates"]["by_outcome"]["success"] > 0
+
+
+def parse_events(text: str) -> list[dict[str, str]]:
+    """Each event's fields (comments, such as pings, left out)."""
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in block.splitlines() if line and ":" in line[1:]
+        )
+        if "event" in fields:
+            events.append(fields)
+    return events
+
+
+async def test_a_reading_counts_the_turns_the_service_took(service: Service) -> None:
+    before = await read_snapshot(service.app.state)
+    await service.turn("greeting")
+    await service.turn("closing")  # refused: wrong stage
+
+    after = await read_snapshot(service.app.state)
+
+    assert before.turns["GREETING"]["success"] == 0
+    assert after.turns["GREETING"]["success"] == 1
+    assert after.turns["AUTHENTICATION"]["rejected"] == 1
+    assert after.calls_started == before.calls_started + 1
+    assert after.agents["greeting"].calls == 1
+    assert after.circuits["greeting"] == "closed"
+    assert after.redis.round_trip_ms is not None and after.redis.unavailable is None
+
+
+async def test_a_reading_says_why_redis_did_not_answer(service: Service) -> None:
+    service.server.connected = False
+
+    got = await read_snapshot(service.app.state)
+
+    assert got.redis.round_trip_ms is None
+    assert got.redis.unavailable == "ConnectionError"
