@@ -11,22 +11,41 @@ signal, so an open page never holds a shutdown).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated
 
 import orjson
+from fastapi import Depends, FastAPI, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.datastructures import State
 
 from orchestrator_flows.core.errors import StoreUnavailable
 from orchestrator_flows.core.transitions import iso
 from orchestrator_flows.infra.redis_store import RedisStore
-from orchestrator_flows.ops.snapshot import OpsRates, OpsSnapshot, RedisHealth, rates, snapshot_of
+from orchestrator_flows.infra.settings import Settings
+from orchestrator_flows.ops.metrics import LATENCY_BUCKETS
+from orchestrator_flows.ops.snapshot import (
+    OUTCOMES,
+    AgentLatency,
+    OpsRates,
+    OpsSnapshot,
+    RedisHealth,
+    rates,
+    snapshot_of,
+)
+from orchestrator_flows.web.auth import Permission
+from orchestrator_flows.web.console.rendering import render
+from orchestrator_flows.web.console.sessions import ConsoleSession, console_caller
 
 Clock = Callable[[], float]
+Monitor = Annotated[ConsoleSession, Depends(console_caller(Permission.MONITOR, "watch operations"))]
+NONE = "—"  # no figure: no interval yet, or no turns in it
+# A quantile past the last histogram bound has no upper bound to show: "over" this.
+LATENCY_CEILING_MS = LATENCY_BUCKETS[-1] * 1000
 
 
 @dataclass(frozen=True)
@@ -105,6 +124,92 @@ def snapshot_feed(
     return EventSourceResponse(events(), headers=headers)
 
 
-def figures(reading: Reading) -> dict[str, Any]:
-    """A reading as the page's template and console.js both read it."""
-    return orjson.loads(reading.as_json())
+def add_operations(console: FastAPI, settings: Settings) -> None:
+    @console.get("/operations")
+    async def operations_page(request: Request, session: Monitor) -> Response:
+        snapshot = await read_snapshot(request.app.state)
+        reading = Reading(at=datetime.now(UTC), snapshot=snapshot, rates=None)
+        context = {
+            "at": iso(reading.at),
+            "figures": shown(reading),
+            "turns": turn_rows(snapshot),
+            "outcomes": outcome_rows(snapshot),
+            "agents": agent_rows(snapshot),
+            "refresh_sec": settings.console_refresh_sec,
+            "latency_ceiling_ms": LATENCY_CEILING_MS,
+        }
+        return render(request, "operations.html", context)
+
+    @console.get("/operations/events")
+    async def operations_events(request: Request, session: Monitor) -> Response:
+        return snapshot_feed(
+            functools.partial(read_snapshot, request.app.state),
+            every_sec=settings.console_refresh_sec,
+            stream_sec=settings.console_stream_sec,
+        )
+
+
+def shown(reading: Reading) -> dict[str, str]:
+    """The page's headline figures as text; console.js writes them the same way."""
+    s, r = reading.snapshot, reading.rates
+    return {
+        "turns-per-sec": per_sec(r.total) if r else NONE,
+        "error-rate": share(r.error_rate) if r else NONE,
+        "rejection-rate": share(r.rejection_rate) if r else NONE,
+        "in-flight": str(s.in_flight),
+        "calls-started": str(s.calls_started),
+        "calls-completed": str(s.calls_completed),
+        "redis-health": redis_text(s.redis),
+    }
+
+
+def turn_rows(snapshot: OpsSnapshot) -> list[tuple[str, int]]:
+    """Each stage and its turns since start."""
+    return [(stage, sum(by.values())) for stage, by in snapshot.turns.items()]
+
+
+def outcome_rows(snapshot: OpsSnapshot) -> list[tuple[str, int]]:
+    """Each outcome and its turns since start, over all stages."""
+    totals = dict.fromkeys(OUTCOMES, 0)
+    for by_outcome in snapshot.turns.values():
+        for outcome, count in by_outcome.items():
+            totals[outcome] = totals.get(outcome, 0) + count
+    return list(totals.items())
+
+
+def agent_rows(snapshot: OpsSnapshot) -> list[dict[str, str]]:
+    """Each agent, with calls or a circuit: its figures as text, its circuit's state."""
+    rows = []
+    for role in sorted({*snapshot.agents, *snapshot.circuits}):
+        agent = snapshot.agents.get(role) or AgentLatency(0, 0, None, None)
+        rows.append(
+            {
+                "role": role,
+                "calls": str(agent.calls),
+                "faults": str(agent.faults),
+                "p50": latency(agent.p50_ms, agent.calls),
+                "p95": latency(agent.p95_ms, agent.calls),
+                "circuit": snapshot.circuits.get(role, "closed"),
+            }
+        )
+    return rows
+
+
+def latency(ms: float | None, calls: int) -> str:
+    if not calls:
+        return NONE
+    return f"over {LATENCY_CEILING_MS:g} ms" if ms is None else f"{ms:g} ms"
+
+
+def per_sec(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def share(value: float | None) -> str:
+    return NONE if value is None else f"{value * 100:.1f} %"
+
+
+def redis_text(health: RedisHealth) -> str:
+    if health.unavailable is not None:
+        return f"unavailable ({health.unavailable})"
+    return f"ok, {health.round_trip_ms:.2f} ms"
