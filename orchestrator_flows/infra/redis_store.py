@@ -13,6 +13,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
@@ -133,6 +134,17 @@ def call_keys(prefix: str, call_id: str) -> CallKeys:
     )
 
 
+def console_session_key(prefix: str, session_hash: str) -> str:
+    """A console sign-in session, under the hash of its id (web/console/sessions.py)."""
+    return f"{prefix}:console:{session_hash}"
+
+
+def state_keys_pattern(prefix: str) -> str:
+    """SCAN's MATCH for every call's state key. Neither the prefix nor a call id can hold a
+    glob character (settings and models.ID_PATTERN allow none), so only `*` matches widely."""
+    return f"{prefix}:{{*}}:state"
+
+
 class Lease(NamedTuple):
     call_id: str
     token: str  # random, then "|" and the request's Idempotency-Key (if any)
@@ -148,6 +160,18 @@ class TurnStart(NamedTuple):
     replay: StoredAnswer | None = None
     held_bytes: int = 0
 
+
+class LiveCalls(NamedTuple):
+    """The states of the calls Redis holds, in no particular order."""
+
+    states: list[CallState]
+    truncated: bool  # Redis holds more calls than the scan limit: the rest were not read
+    unreadable: int  # states skipped: records this release cannot read (each one logged)
+
+
+# Keys asked for per SCAN (its COUNT: slots looked at, of every kind of key) and read per MGET
+# or pipeline. Each is one short command: Redis serves turns between them.
+SCAN_BATCH = 1000
 
 POOL_HEADROOM = 16  # connections beyond the store's slots: the client's own (cluster discovery)
 
@@ -403,6 +427,19 @@ class RedisStore:
         async with self._round_trip("ping"):
             return bool(await self._redis.ping())
 
+    async def save_console_session(self, session_hash: str, record: bytes, ttl_sec: int) -> None:
+        async with self._round_trip("console_session"):
+            key = console_session_key(self._prefix, session_hash)
+            await self._redis.set(key, record, ex=ttl_sec)
+
+    async def read_console_session(self, session_hash: str) -> bytes | None:
+        async with self._round_trip("console_session"):
+            return await self._redis.get(console_session_key(self._prefix, session_hash))
+
+    async def end_console_session(self, session_hash: str) -> None:
+        async with self._round_trip("console_session"):
+            await self._redis.delete(console_session_key(self._prefix, session_hash))
+
     async def begin_turn(self, call_id: str, idempotency_key: str = "") -> TurnStart:
         keys = self.keys(call_id)
         token = f"{secrets.token_hex(16)}|{idempotency_key}"
@@ -546,6 +583,52 @@ class RedisStore:
         ):
             exists, steps = await pipe.exists(keys.state).lrange(keys.steps, 0, -1).execute()
         return [_read(STEP, raw, call_id) for raw in steps] if exists else None
+
+    async def live_calls(self, *, scan_limit: int) -> LiveCalls:
+        """Every call's state (at most `scan_limit` of them), for the console's search. A call
+        that ends or expires while it runs may be missing; one stored in a format this release
+        cannot read is skipped and counted. On a Redis Cluster it scans every primary."""
+        async with self._round_trip("live_calls"):
+            keys, truncated = await self._state_keys(scan_limit)
+            raws = await self._values(keys)
+        states, unreadable = [], 0
+        skip = len(self._prefix) + 2  # "{prefix}:{"
+        for key, raw in zip(keys, raws, strict=True):
+            if raw is None:
+                continue  # gone since the scan: ended by a DELETE or expired
+            try:
+                states.append(_read(STATE, raw, key[skip : -len("}:state")].decode()))
+            except StoredRecordUnreadable:
+                unreadable += 1
+        return LiveCalls(states, truncated, unreadable)
+
+    async def _state_keys(self, scan_limit: int) -> tuple[list[bytes], bool]:
+        """Up to `scan_limit` state keys, and whether there were more. SCAN may name a key
+        twice (while Redis rehashes): the dict keeps each once."""
+        found: dict[bytes, None] = {}
+        scan = self._redis.scan_iter(match=state_keys_pattern(self._prefix), count=SCAN_BATCH)
+        async with aclosing(scan) as keys:
+            async for key in keys:
+                found[key] = None
+                if len(found) > scan_limit:
+                    return list(found)[:scan_limit], True
+        return list(found), False
+
+    async def _values(self, keys: list[bytes]) -> list[bytes | None]:
+        """GET of each key, in batches. One MGET per batch on a single Redis; on a cluster the
+        keys lie on different slots, which MGET refuses: a pipeline of GETs instead, which the
+        cluster client splits per node."""
+        values: list[bytes | None] = []
+        for start in range(0, len(keys), SCAN_BATCH):
+            batch = keys[start : start + SCAN_BATCH]
+            if not isinstance(self._redis, RedisCluster):
+                values += await self._redis.mget(batch)
+                continue
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in batch:
+                    pipe.get(key)
+                values += await pipe.execute()
+        return values
 
     async def delete_call(self, call_id: str) -> bool:
         keys = self.keys(call_id)

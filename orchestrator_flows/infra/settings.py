@@ -121,6 +121,8 @@ class Settings(BaseSettings):
         description="The largest POST /orchestrate body taken, in bytes, declared or sent in"
         " chunks; a larger one is answered 413 `body_too_large` before it is read whole.",
     )
+    # A console sign-in lasts this long (web/console/sessions.py); signing out ends it sooner.
+    console_session_min: int = Field(30, ge=1, le=24 * 60)
     # The HTTP server's own limits (http_limits.py), checked before the app sees a request:
     # a header block larger than this is answered 431; one not whole within the header timeout,
     # or a body not whole within the body timeout, has its connection closed; past the
@@ -129,6 +131,9 @@ class Settings(BaseSettings):
     http_header_timeout_sec: float = Field(10.0, gt=0)
     http_body_timeout_sec: float = Field(30.0, gt=0)
     http_max_connections: int = Field(2048, ge=1)
+    # The console's call search reads at most this many calls' states from Redis per search
+    # (a call id is read directly); past it the list says it is incomplete.
+    console_scan_limit: int = Field(10_000, ge=1)
 
     @field_validator("log_level", mode="before")
     @classmethod

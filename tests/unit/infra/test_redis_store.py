@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from operator import itemgetter
 from typing import Any
 
 import fakeredis
@@ -383,8 +384,18 @@ async def unreachable_store() -> AsyncIterator[RedisStore]:
         lambda s: s.read_steps(CALL),
         lambda s: s.delete_call(CALL),
         lambda s: s.ping(),
+        lambda s: s.live_calls(scan_limit=10),
     ],
-    ids=["begin_turn", "commit_step", "release", "read_call", "read_steps", "delete", "ping"],
+    ids=[
+        "begin_turn",
+        "commit_step",
+        "release",
+        "read_call",
+        "read_steps",
+        "delete",
+        "ping",
+        "live_calls",
+    ],
 )
 async def test_redis_down_is_store_unavailable_with_retry_after(
     unreachable_store: RedisStore, operation
@@ -619,3 +630,58 @@ async def test_a_step_from_a_newer_release_refuses_reading_the_trail(
             await read(CALL)
         assert caught.value.details["record"] == "step"
         assert caught.value.details["version"] == 7
+
+
+async def test_live_calls_are_the_states_of_every_call_held_and_nothing_else(
+    store: RedisStore, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    written = [await run_turn(store, f"CALL-{n}") for n in range(5)]
+    await store.begin_turn("CALL-NEW")  # a lease, no state yet
+    other = RedisStore(redis, prefix="orch2", ttl_sec=TTL, lease_sec=2.5, max_call_bytes=MAX_BYTES)
+    await run_turn(other, "CALL-ELSEWHERE")
+
+    live = await store.live_calls(scan_limit=100)
+
+    by_id = itemgetter("call_identify_id")
+    assert sorted(live.states, key=by_id) == sorted(written, key=by_id)
+    assert (live.truncated, live.unreadable) == (False, 0)
+
+
+async def test_live_calls_skip_and_count_an_unreadable_state(
+    store: RedisStore, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    await run_turn(store, "CALL-OK")
+    await redis.set(call_keys("orch", "CALL-DAMAGED").state, b"{not json")
+    newer = orjson.dumps({"v": 9, **state_after(1, "CALL-NEWER")})
+    await redis.set(call_keys("orch", "CALL-NEWER").state, newer)
+
+    live = await store.live_calls(scan_limit=100)
+
+    assert [s["call_identify_id"] for s in live.states] == ["CALL-OK"]
+    assert live.unreadable == 2
+
+
+async def test_live_calls_stop_at_the_scan_limit_and_say_so(store: RedisStore) -> None:
+    for n in range(7):
+        await run_turn(store, f"CALL-{n}")
+
+    cut = await store.live_calls(scan_limit=3)
+    whole = await store.live_calls(scan_limit=7)
+
+    assert (len(cut.states), cut.truncated) == (3, True)
+    assert (len(whole.states), whole.truncated) == (7, False)
+
+
+async def test_live_calls_read_more_calls_than_one_batch(
+    store: RedisStore, redis: fakeredis.FakeAsyncRedis
+) -> None:
+    count = redis_store.SCAN_BATCH * 2 + 1
+    for n in range(count):
+        await redis.set(
+            call_keys("orch", f"CALL-{n}").state, STATE.write(state_after(1, f"CALL-{n}"))
+        )
+
+    live = await store.live_calls(scan_limit=count)
+
+    assert len({s["call_identify_id"] for s in live.states}) == count
+    assert not live.truncated
