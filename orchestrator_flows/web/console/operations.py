@@ -16,10 +16,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
 
 import orjson
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.datastructures import State
 
@@ -37,12 +36,10 @@ from orchestrator_flows.ops.snapshot import (
     rates,
     snapshot_of,
 )
-from orchestrator_flows.web.auth import Permission
+from orchestrator_flows.web.console.pages import Monitor
 from orchestrator_flows.web.console.rendering import render
-from orchestrator_flows.web.console.sessions import ConsoleSession, console_caller
 
 Clock = Callable[[], float]
-Monitor = Annotated[ConsoleSession, Depends(console_caller(Permission.MONITOR, "watch operations"))]
 NONE = "—"  # no figure: no interval yet, or no turns in it
 # A quantile past the last histogram bound has no upper bound to show: "over" this.
 LATENCY_CEILING_MS = LATENCY_BUCKETS[-1] * 1000
@@ -110,7 +107,6 @@ def snapshot_feed(
     *,
     every_sec: float,
     stream_sec: float,
-    headers: dict[str, str] | None = None,
 ) -> EventSourceResponse:
     # The browser reconnects one refresh after a feed ends.
     retry_ms = int(every_sec * 1000)
@@ -121,7 +117,7 @@ def snapshot_feed(
         ):
             yield ServerSentEvent(data=reading.as_json().decode(), event="snapshot", retry=retry_ms)
 
-    return EventSourceResponse(events(), headers=headers)
+    return EventSourceResponse(events())
 
 
 def add_operations(console: FastAPI, settings: Settings) -> None:
@@ -142,11 +138,13 @@ def add_operations(console: FastAPI, settings: Settings) -> None:
 
     @console.get("/operations/events")
     async def operations_events(request: Request, session: Monitor) -> Response:
-        return snapshot_feed(
+        feed = snapshot_feed(
             functools.partial(read_snapshot, request.app.state),
             every_sec=settings.console_refresh_sec,
             stream_sec=settings.console_stream_sec,
         )
+        del feed.headers["cache-control"]  # SecurityHeaders sends the console's one
+        return feed
 
 
 def shown(reading: Reading) -> dict[str, str]:
