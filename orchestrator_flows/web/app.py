@@ -148,6 +148,7 @@ def create_app(
         in_flight=lambda: turn.in_flight,
     )
     app.state.keyring = keyring_from(settings)
+    app.state.settings = settings
     turn = TurnEndpoint(
         app,
         app.state.keyring,

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 from typing import Annotated
+from urllib.parse import urlencode
 
 import structlog
 from fastapi import Depends, FastAPI, Form, Path, Request, Response
 from fastapi.responses import JSONResponse
 
-from orchestrator_flows.core.errors import CallNotFound, Forbidden, Unauthenticated
+from orchestrator_flows.core.call_search import OUTCOMES, CallQuery
+from orchestrator_flows.core.errors import CallNotFound, Forbidden, InvalidRequest, Unauthenticated
 from orchestrator_flows.core.flows import Stage
 from orchestrator_flows.core.models import ID_PATTERN, CallState, StepRecord
 from orchestrator_flows.core.session_views import session_view
+from orchestrator_flows.service.call_search import search_calls
 from orchestrator_flows.web.auth import GRANTS, Permission, Role
 from orchestrator_flows.web.console import call_view
 from orchestrator_flows.web.console.rendering import render, see_other
@@ -36,6 +39,8 @@ Reader = Annotated[ConsoleSession, Depends(console_caller(Permission.READ, "read
 Deleter = Annotated[ConsoleSession, Depends(console_caller(Permission.DELETE, "delete calls"))]
 Monitor = Annotated[ConsoleSession, Depends(console_caller(Permission.MONITOR, "watch operations"))]
 CONSOLE_ROLES = (Role.AUDITOR, Role.ADMIN, Role.MONITOR)
+SEARCH_FIELDS = ("call_id", "account_id", "from", "to", "stage", "intent", "agent", "outcome")
+PAGE_SIZE = 25
 
 
 def home_of(roles: frozenset[Role]) -> str:
@@ -120,6 +125,24 @@ def _add_sign_in(console: FastAPI) -> None:
         return response
 
 
+def _choices(request: Request) -> dict[str, list[str]]:
+    flows = request.app.state.flows
+    return {
+        "intents": sorted(flows.stage_of_intent),
+        "agents": sorted(flows.agents),
+        "outcomes": list(OUTCOMES),
+    }
+
+
+def _page_number(text: str) -> int:
+    return int(text) if text.isdigit() and 0 < int(text) < 1_000_000 else 1
+
+
+def _page_link(form: dict[str, str], number: int) -> str:
+    query = {name: value for name, value in form.items() if value} | {"page": str(number)}
+    return "/console/calls?" + urlencode(query)
+
+
 def _sign_in_page(
     request: Request, after: str | None, problem: str | None = None, status: int = 200
 ) -> Response:
@@ -137,6 +160,33 @@ def _sign_in_page(
 
 
 def _add_call_pages(console: FastAPI) -> None:
+    @console.get("/calls")
+    async def calls_page(request: Request, session: Reader) -> Response:
+        params = request.query_params
+        form = {name: params.get(name, "").strip() for name in SEARCH_FIELDS}
+        context = {"form": form, "choices": _choices(request), "deleted": params.get("deleted")}
+        try:
+            query = CallQuery.from_params(form)
+        except InvalidRequest as invalid:
+            context |= {"problems": invalid.details["fields"], "page": None}
+            return render(request, "calls.html", context, invalid.status_code)
+        number = _page_number(params.get("page", ""))
+        found = await search_calls(
+            request.app.state.store,
+            query,
+            offset=(number - 1) * PAGE_SIZE,
+            limit=PAGE_SIZE,
+            scan_limit=request.app.state.settings.console_scan_limit,
+        )
+        pages = max(1, -(-found.total // PAGE_SIZE))
+        links = {
+            "previous": _page_link(form, number - 1) if number > 1 else None,
+            "next": _page_link(form, number + 1) if number < pages else None,
+        }
+        context |= {"page": found, "number": number, "pages": pages, "links": links}
+        context |= {"problems": [], "stage_label": lambda flow_id: Stage.of(flow_id).label}
+        return render(request, "calls.html", context)
+
     @console.get("/calls/{call_id}")
     async def call_page(request: Request, call_id: CallIdPath, session: Reader) -> Response:
         state, steps = await _read_call(request, call_id)

@@ -8,6 +8,7 @@ and styles only from /console/static, so even markup that slipped through could 
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,15 @@ templates = Jinja2Templates(
         lstrip_blocks=True,
     )
 )
+
+
+def moment(stamp: str) -> str:
+    """A stored ISO-8601 UTC timestamp as people read it, to the millisecond."""
+    when = datetime.fromisoformat(stamp)
+    return when.strftime("%Y-%m-%d %H:%M:%S.") + f"{when.microsecond // 1000:03d} UTC"
+
+
+templates.env.filters["moment"] = moment
 
 
 def render(

@@ -130,3 +130,33 @@ async def test_every_console_page_sends_a_strict_content_security_policy(browser
         assert "unsafe-inline" not in policy
         assert answer.headers["cache-control"] == "no-store"
         assert answer.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_a_forged_session_cookie_opens_nothing(browser) -> None:
+    from itsdangerous import URLSafeTimedSerializer
+
+    forged = URLSafeTimedSerializer("not-the-service-key", salt="orch-console").dumps("any-id")
+    browser.cookies.set("orch_console", forged, domain="svc", path="/console")
+    answer = await browser.get("/console/calls")
+    assert answer.status_code == 303
+    assert answer.headers["location"].startswith("/console/sign-in")
+
+
+async def test_a_session_whose_record_expired_from_redis_is_over(browser, service) -> None:
+    await sign_in(browser, "auditor")
+    for key in await service.redis.keys("*:console:*"):
+        await service.redis.delete(key)  # as its TTL would
+    answer = await browser.get("/console/calls")
+    assert answer.status_code == 303
+
+
+async def test_with_authentication_disabled_any_key_signs_in_with_every_role(make_service) -> None:
+    service = await make_service(auth_disabled=True, api_keys=None)
+    async with browser_client(service.app) as http:
+        form = await http.get("/console/sign-in")
+        answer = await http.post(
+            "/console/sign-in",
+            data={"api_key": "anything", "csrf_token": csrf_token(form.text)},
+        )
+        assert answer.status_code == 303
+        assert (await http.get("/console/calls")).status_code == 200
