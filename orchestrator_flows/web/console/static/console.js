@@ -183,7 +183,8 @@
       drawTurns(history, Object.keys(s.turns));
       var time = document.getElementById("updated-at");
       time.setAttribute("datetime", reading.at);
-      time.textContent = reading.at;
+      // As the server writes it (rendering.moment): "2025-05-01 12:00:00.123 UTC".
+      time.textContent = reading.at.slice(0, 10) + " " + reading.at.slice(11, 23) + " UTC";
       status.classList.remove("feed-stopped");
       main.setAttribute("data-updated-at", reading.at);
     });
