@@ -1,6 +1,6 @@
 """The console's call search (service/call_search.py) over N live calls in a private
 redis-server, against the floor: the same keys read bare with redis-py (SCAN + MGET, or one GET),
-nothing decoded. Medians of several runs, each search and its floor timed in turn.
+nothing decoded. Medians of several runs, each search and its floor timed in turn in every run.
 
     python bench/call_search.py                   # 1,000 and 10,000 calls, 7 runs each
     python bench/call_search.py --calls 500 --runs 3
@@ -133,13 +133,21 @@ async def floor_scan(client: redis.Redis) -> int:
     return read
 
 
-async def median_ms(run: Callable[[], Awaitable[object]], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        await run()
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+async def elapsed_ms(run: Callable[[], Awaitable[object]]) -> float:
+    started = time.perf_counter()
+    await run()
+    return (time.perf_counter() - started) * 1000
+
+
+async def paired_medians(
+    search: Callable[[], Awaitable[object]], floor: Callable[[], Awaitable[object]], runs: int
+) -> tuple[float, float, float]:
+    """Medians of the search's time, the floor's and their ratio, the two timed in turn in
+    each run, so that a busy machine slows both alike."""
+    pairs = [(await elapsed_ms(search), await elapsed_ms(floor)) for _ in range(runs)]
+    searched, floors = zip(*pairs, strict=True)
+    ratios = [s / f for s, f in pairs]
+    return statistics.median(searched), statistics.median(floors), statistics.median(ratios)
 
 
 async def measure(url: str, call_ids: list[str], runs: int) -> None:
@@ -165,11 +173,10 @@ async def measure(url: str, call_ids: list[str], runs: int) -> None:
             async def search(query: CallQuery = query) -> None:
                 await search_calls(store, query, offset=0, limit=PAGE, scan_limit=limit)
 
-            searched = await median_ms(search, runs)
-            floor = await median_ms(floors[name], runs)
+            searched, floor, ratio = await paired_medians(search, floors[name], runs)
             print(
                 f"  {name:<18} {searched:9.2f} ms   floor {floor:8.2f} ms   "
-                f"{searched / floor:6.1f}x   ({page.total} found, {len(page.rows)} on the page)"
+                f"{ratio:6.1f}x   ({page.total} found, {len(page.rows)} on the page)"
             )
     finally:
         await disconnect(client)
@@ -191,7 +198,10 @@ def main() -> None:
                     client.flushall()
                     call_ids = fill(client, flows, count)
                     keys = client.dbsize()
-                    print(f"{count} calls ({keys} keys), median of {args.runs} runs:")
+                    print(
+                        f"{count} calls ({keys} keys), medians of {args.runs} runs"
+                        " (the ratio: of each run's pair)"
+                    )
                     asyncio.run(measure(url, call_ids, args.runs))
         finally:
             stop(server)
