@@ -145,7 +145,7 @@ def run_demo(args: argparse.Namespace) -> int:
     configure_logging("WARNING", "console")  # the demo prints each turn itself
     ensure_port_free(args.host, args.port, "the service")
     # Fresh keys for this demo only: authentication stays on, and nothing needs configuring.
-    keys = {role: new_key(role)[0] for role in (Role.CLIENT, Role.AUDITOR, Role.ADMIN)}
+    keys = {role: new_key(role)[0] for role in Role}
     api_keys = SecretStr(",".join(f"{role}:{key}" for role, key in keys.items()))
     with session_store(settings) as redis_url:
         agents, urls = start_agents(settings, "127.0.0.1", "127.0.0.1")
@@ -184,6 +184,8 @@ def print_serving(base: str, keys: dict[Role, str], *, after_failure: bool) -> N
     print(f"API keys for this run: client  {keys[Role.CLIENT]}")
     print(f"                       auditor {keys[Role.AUDITOR]}")
     print(f"                       admin   {keys[Role.ADMIN]}")
+    print(f"                       monitor {keys[Role.MONITOR]}")
+    print(f"Console: {base}/console (sign in with the auditor, admin or monitor key)")
     print(f"e.g. curl -H 'Authorization: Bearer {keys[Role.AUDITOR]}' {base}/session/<id>")
     print(f"     curl -X DELETE -H 'Authorization: Bearer {keys[Role.ADMIN]}' {base}/session/<id>")
 

@@ -134,6 +134,11 @@ def call_keys(prefix: str, call_id: str) -> CallKeys:
     )
 
 
+def console_session_key(prefix: str, session_hash: str) -> str:
+    """A console sign-in session, under the hash of its id (web/console/sessions.py)."""
+    return f"{prefix}:console:{session_hash}"
+
+
 def state_keys_pattern(prefix: str) -> str:
     """SCAN's MATCH for every call's state key. Neither the prefix nor a call id can hold a
     glob character (settings and models.ID_PATTERN allow none), so only `*` matches widely."""
@@ -421,6 +426,19 @@ class RedisStore:
     async def ping(self) -> bool:
         async with self._round_trip("ping"):
             return bool(await self._redis.ping())
+
+    async def save_console_session(self, session_hash: str, record: bytes, ttl_sec: int) -> None:
+        async with self._round_trip("console_session"):
+            key = console_session_key(self._prefix, session_hash)
+            await self._redis.set(key, record, ex=ttl_sec)
+
+    async def read_console_session(self, session_hash: str) -> bytes | None:
+        async with self._round_trip("console_session"):
+            return await self._redis.get(console_session_key(self._prefix, session_hash))
+
+    async def end_console_session(self, session_hash: str) -> None:
+        async with self._round_trip("console_session"):
+            await self._redis.delete(console_session_key(self._prefix, session_hash))
 
     async def begin_turn(self, call_id: str, idempotency_key: str = "") -> TurnStart:
         keys = self.keys(call_id)

@@ -116,6 +116,8 @@ class Settings(BaseSettings):
         description="The largest POST /orchestrate body taken, in bytes, declared or sent in"
         " chunks; a larger one is answered 413 `body_too_large` before it is read whole.",
     )
+    # A console sign-in lasts this long (web/console/sessions.py); signing out ends it sooner.
+    console_session_min: int = Field(30, ge=1, le=24 * 60)
     # The HTTP server's own limits (http_limits.py), checked before the app sees a request:
     # a header block larger than this is answered 431; one not whole within the header timeout,
     # or a body not whole within the body timeout, has its connection closed; past the

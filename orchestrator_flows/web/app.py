@@ -11,7 +11,6 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
 from typing import Annotated
 
 import httpx
@@ -47,7 +46,7 @@ from orchestrator_flows.core.errors import (
     Unauthenticated,
     UnknownIntent,
 )
-from orchestrator_flows.core.flows import FlowConfig, Stage, load_flows
+from orchestrator_flows.core.flows import FlowConfig, load_flows
 from orchestrator_flows.core.masking.mask import MaskingPolicy
 from orchestrator_flows.core.models import (
     ID_PATTERN,
@@ -58,7 +57,7 @@ from orchestrator_flows.core.models import (
     Stats,
     StepRecord,
 )
-from orchestrator_flows.core.transitions import iso
+from orchestrator_flows.core.session_views import session_view
 from orchestrator_flows.infra.a2a_client import A2AClient
 from orchestrator_flows.infra.redis_store import RedisStore, ReplicaWait
 from orchestrator_flows.infra.resources import agent_pool, session_store
@@ -75,6 +74,7 @@ from orchestrator_flows.web.access_log import RequestLog
 from orchestrator_flows.web.api_docs import add_offline_docs, error_responses, turn_answer
 from orchestrator_flows.web.auth import Caller, Permission, keyring_from, require
 from orchestrator_flows.web.call_socket import add_call_sockets
+from orchestrator_flows.web.console import add_console
 from orchestrator_flows.web.error_answers import add_error_handlers
 from orchestrator_flows.web.request_ids import add_request_ids
 from orchestrator_flows.web.turn_endpoint import (
@@ -148,6 +148,7 @@ def create_app(
         in_flight=lambda: turn.in_flight,
     )
     app.state.keyring = keyring_from(settings)
+    app.state.settings = settings
     turn = TurnEndpoint(
         app,
         app.state.keyring,
@@ -160,6 +161,7 @@ def create_app(
     _add_routes(app, settings, turn)
     add_call_sockets(app, app.state.keyring, turn, settings.max_body_bytes)
     add_offline_docs(app)
+    add_console(app, settings)
     # From the outside in: the request id (so that every answer and log line carries it), the
     # request's log line, then POST /orchestrate answered ahead of the router. Middleware added
     # later (by whoever builds the app) wraps all three, the turn included.
@@ -369,16 +371,7 @@ def _add_session_routes(app: FastAPI) -> None:
         found = await store.read_call(call_identify_id)
         if found is None:
             raise _not_found(call_identify_id)
-        state, steps = found
-        expires = datetime.fromisoformat(state["updated_at"]) + timedelta(seconds=store.ttl_sec)
-        return SessionView.model_validate(
-            {key: value for key, value in state.items() if key in SessionView.model_fields}
-            | {
-                "current_flow_label": Stage(state["current_flow_id"]).label,
-                "steps": steps,
-                "expires_at": iso(expires),
-            }
-        )
+        return session_view(*found, store.ttl_sec)
 
     @app.get(
         "/session/{call_identify_id}/steps",

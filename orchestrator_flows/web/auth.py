@@ -107,6 +107,12 @@ class KeyRing:
         self._allowed[(digest, permission)] = caller
         return caller
 
+    def identify(self, presented: str | None) -> Caller:
+        """Who presents this key, whatever they may do; Unauthenticated when nobody."""
+        if self.disabled:
+            return ANONYMOUS
+        return self._caller_of(_digest(presented))
+
     def _caller_of(self, digest: bytes) -> Caller:
         # Compare with every key, matched or not, so the time taken does not depend on which.
         roles = {k.role for k in self._keys if hmac.compare_digest(k.digest, digest)}
