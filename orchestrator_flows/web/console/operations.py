@@ -4,8 +4,9 @@ The page is drawn by the server from a snapshot (figures even without JavaScript
 console.js listens to /console/operations/events, which sends `event: snapshot` with the
 figures and the rates since the previous snapshot every CONSOLE_REFRESH_SEC seconds. A feed
 ends after CONSOLE_STREAM_SEC (the browser reconnects, and its session is checked again),
-when the client leaves, or when the server shuts down (sse-starlette watches uvicorn's exit
-signal, so an open page never holds a shutdown).
+when the client leaves, or when the server shuts down, so an open page never holds a shutdown:
+sse-starlette watches uvicorn's exit signal, and a server run without signal handlers
+(cli.ServerThread) sets `app.state.stopping`, which the feed reads at every tick.
 """
 
 from __future__ import annotations
@@ -85,12 +86,16 @@ async def readings(
     count: int,
     clock: Clock = time.monotonic,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    stopping: Callable[[], bool] = lambda: False,
 ) -> AsyncIterator[Reading]:
-    """`count` readings, the first at once, then one every `every_sec` seconds."""
+    """`count` readings, the first at once, then one every `every_sec` seconds; none once
+    `stopping()` says the server is shutting down."""
     previous: tuple[float, OpsSnapshot] | None = None
     for index in range(count):
         if index:
             await asyncio.sleep(every_sec)
+        if stopping():
+            return
         snapshot, taken = await read(), clock()
         since = rates(previous[1], snapshot, taken - previous[0]) if previous else None
         yield Reading(at=now(), snapshot=snapshot, rates=since)
@@ -107,14 +112,14 @@ def snapshot_feed(
     *,
     every_sec: float,
     stream_sec: float,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> EventSourceResponse:
     # The browser reconnects one refresh after a feed ends.
     retry_ms = int(every_sec * 1000)
+    count = feed_length(every_sec, stream_sec)
 
     async def events() -> AsyncIterator[ServerSentEvent]:
-        async for reading in readings(
-            read, every_sec=every_sec, count=feed_length(every_sec, stream_sec)
-        ):
+        async for reading in readings(read, every_sec=every_sec, count=count, stopping=stopping):
             yield ServerSentEvent(data=reading.as_json().decode(), event="snapshot", retry=retry_ms)
 
     return EventSourceResponse(events())
@@ -142,6 +147,7 @@ def add_operations(console: FastAPI, settings: Settings) -> None:
             functools.partial(read_snapshot, request.app.state),
             every_sec=settings.console_refresh_sec,
             stream_sec=settings.console_stream_sec,
+            stopping=lambda: request.app.state.stopping,
         )
         del feed.headers["cache-control"]  # SecurityHeaders sends the console's one
         return feed

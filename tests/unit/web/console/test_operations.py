@@ -61,6 +61,17 @@ async def test_a_feed_gives_rates_from_its_second_reading_on() -> None:
     assert [r.snapshot.turns["GREETING"]["success"] for r in got] == [0, 4, 7]
 
 
+async def test_a_feed_ends_at_its_next_tick_once_the_server_is_stopping() -> None:
+    read = reader([with_greetings(n) for n in range(5)])
+    stopping = False
+    got = []
+    async for reading in readings(read, every_sec=0, count=5, stopping=lambda: stopping):
+        got.append(reading)
+        stopping = len(got) == 2
+
+    assert len(got) == 2
+
+
 @pytest.mark.parametrize(
     ("every_sec", "stream_sec", "count"),
     [(2.0, 300.0, 150), (2.0, 3.0, 1), (5.0, 1.0, 1), (0.5, 2.0, 4)],
