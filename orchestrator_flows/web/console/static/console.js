@@ -97,7 +97,7 @@
   function axis(svg, top) {
     svg.appendChild(element("line", { x1: LEFT, y1: TOP, x2: LEFT, y2: HEIGHT - BOTTOM, "class": "axis" }));
     svg.appendChild(element("line", { x1: LEFT, y1: HEIGHT - BOTTOM, x2: WIDTH - RIGHT, y2: HEIGHT - BOTTOM, "class": "axis" }));
-    svg.appendChild(element("text", { x: LEFT - 6, y: TOP + 4, "class": "tick", "text-anchor": "end" }, top));
+    svg.appendChild(element("text", { x: LEFT + 6, y: TOP + 4, "class": "tick", "text-anchor": "start" }, top));
     svg.appendChild(element("text", { x: LEFT - 6, y: HEIGHT - BOTTOM, "class": "tick", "text-anchor": "end" }, "0"));
   }
 
