@@ -36,10 +36,13 @@ class CliError(Exception):
 
 class ServerThread:
     """Runs uvicorn servers in one background thread and event loop (no signal handlers there),
-    each with the HTTP limits."""
+    each with the HTTP limits. On stop, answers still open after `grace_sec` (a console page's
+    live feed never ends by itself) are cut."""
 
-    def __init__(self, apps: dict[tuple[str, int], object], limits: HttpLimits):
-        options = uvicorn_options(limits)
+    def __init__(
+        self, apps: dict[tuple[str, int], object], limits: HttpLimits, grace_sec: float = 5.0
+    ):
+        options = uvicorn_options(limits) | {"timeout_graceful_shutdown": grace_sec}
         self.servers = [
             uvicorn.Server(
                 uvicorn.Config(app, host=host, port=port, log_level="warning", **options)
@@ -67,6 +70,9 @@ class ServerThread:
     def stop(self) -> None:
         for server in self.servers:
             server.should_exit = True
+            # The console's live feeds end at their next tick instead of holding the shutdown.
+            if (state := getattr(server.config.app, "state", None)) is not None:
+                state.stopping = True
         self.thread.join(15)
 
 

@@ -205,7 +205,17 @@ def row_of(state: CallState) -> CallRow:
 def page_of(rows: Iterable[CallRow], offset: int, limit: int) -> list[CallRow]:
     """Rows offset to offset + limit of all, newest first: by start, then by call id (unique),
     so that the order is total and pages neither repeat nor skip a call."""
+    newest = sorted(rows, key=lambda row: (row.started_at, row.call_identify_id), reverse=True)
+    return _window(newest, offset, limit)
+
+
+def page_of_states(states: Iterable[CallState], offset: int, limit: int) -> list[CallRow]:
+    """page_of(map(row_of, states), offset, limit), making rows for the page's calls only."""
+    newest = sorted(states, key=lambda s: (started_at(s), s["call_identify_id"]), reverse=True)
+    return [row_of(state) for state in _window(newest, offset, limit)]
+
+
+def _window(newest: list[Any], offset: int, limit: int) -> list[Any]:
     if offset < 0 or limit < 1:
         raise ValueError(f"a page needs offset >= 0 and limit >= 1, not {offset}, {limit}")
-    newest = sorted(rows, key=lambda row: (row.started_at, row.call_identify_id), reverse=True)
     return newest[offset : offset + limit]

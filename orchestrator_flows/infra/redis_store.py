@@ -587,19 +587,23 @@ class RedisStore:
     async def live_calls(self, *, scan_limit: int) -> LiveCalls:
         """Every call's state (at most `scan_limit` of them), for the console's search. A call
         that ends or expires while it runs may be missing; one stored in a format this release
-        cannot read is skipped and counted. On a Redis Cluster it scans every primary."""
+        cannot read is skipped and counted. On a Redis Cluster it scans every primary.
+        Each batch is decoded as it arrives, so that turns sharing the event loop wait for one
+        batch's decoding at most, never for a whole search's."""
+        states: list[CallState] = []
+        unreadable = 0
+        skip = len(self._prefix) + 2  # "{prefix}:{"
         async with self._round_trip("live_calls"):
             keys, truncated = await self._state_keys(scan_limit)
-            raws = await self._values(keys)
-        states, unreadable = [], 0
-        skip = len(self._prefix) + 2  # "{prefix}:{"
-        for key, raw in zip(keys, raws, strict=True):
-            if raw is None:
-                continue  # gone since the scan: ended by a DELETE or expired
-            try:
-                states.append(_read(STATE, raw, key[skip : -len("}:state")].decode()))
-            except StoredRecordUnreadable:
-                unreadable += 1
+            for start in range(0, len(keys), SCAN_BATCH):
+                batch = keys[start : start + SCAN_BATCH]
+                for key, raw in zip(batch, await self._values(batch), strict=True):
+                    if raw is None:
+                        continue  # gone since the scan: ended by a DELETE or expired
+                    try:
+                        states.append(_read(STATE, raw, key[skip : -len("}:state")].decode()))
+                    except StoredRecordUnreadable:
+                        unreadable += 1
         return LiveCalls(states, truncated, unreadable)
 
     async def _state_keys(self, scan_limit: int) -> tuple[list[bytes], bool]:
@@ -615,20 +619,15 @@ class RedisStore:
         return list(found), False
 
     async def _values(self, keys: list[bytes]) -> list[bytes | None]:
-        """GET of each key, in batches. One MGET per batch on a single Redis; on a cluster the
-        keys lie on different slots, which MGET refuses: a pipeline of GETs instead, which the
-        cluster client splits per node."""
-        values: list[bytes | None] = []
-        for start in range(0, len(keys), SCAN_BATCH):
-            batch = keys[start : start + SCAN_BATCH]
-            if not isinstance(self._redis, RedisCluster):
-                values += await self._redis.mget(batch)
-                continue
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key in batch:
-                    pipe.get(key)
-                values += await pipe.execute()
-        return values
+        """GET of each key: one MGET on a single Redis; on a cluster the keys lie on different
+        slots, which MGET refuses: a pipeline of GETs instead, which the cluster client splits
+        per node."""
+        if not isinstance(self._redis, RedisCluster):
+            return await self._redis.mget(keys)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.get(key)
+            return await pipe.execute()
 
     async def delete_call(self, call_id: str) -> bool:
         keys = self.keys(call_id)

@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     # A streamed turn (Accept: text/event-stream) sends a keep-alive comment after this many
     # seconds without an event, so that proxies keep a slow agent's stream open.
     stream_ping_sec: float = Field(15.0, gt=0)
+    # The console's operations page: a snapshot of the figures every this many seconds, on a
+    # feed (Server-Sent Events) that ends after console_stream_sec; the browser then reconnects
+    # at once, and its console session is checked again.
+    console_refresh_sec: float = Field(2.0, gt=0)
+    console_stream_sec: float = Field(300.0, gt=0)
     # The built-in intent classifier adds a sentence encoder to its n-gram model when the
     # package's `encoder` extra is installed; false keeps it to the n-gram model alone.
     classifier_encoder: bool = True

@@ -152,13 +152,22 @@ class Metrics:
 
     def stats(self) -> dict[str, Any]:
         """The figures an operator asks first, from the same samples /metrics shows."""
-        samples = list(_samples(self._collected()))
+        samples = self.samples()
         return {
             "agents": _agent_stats(samples),
             "stages": _stage_stats(samples),
             "calls_started": _total(samples, "orch_calls_started_total"),
             "calls_completed": _total(samples, "orch_calls_completed_total"),
         }
+
+    def samples(self) -> list[Sample]:
+        """Every sample /metrics shows from the counters and histograms (every worker's, with
+        PROMETHEUS_MULTIPROC_DIR), as (name, labels, value)."""
+        return list(_samples(self._collected()))
+
+    def turns_in_flight(self) -> int:
+        """Turns this worker holds now, arrival to answer."""
+        return self._in_flight()
 
     def _collected(self) -> Iterator[Metric]:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -227,11 +236,11 @@ def _summarise_agent(entry: dict[str, Any]) -> dict[str, Any]:
         "calls": calls,
         "success_rate": round(1 - entry["faults"] / calls, 4) if calls else None,
         "mean_ms": round(entry["sum"] / calls * 1000, 2) if calls else None,
-        "p95_ms": _quantile_ms(entry["buckets"], calls, 0.95) if calls else None,
+        "p95_ms": quantile_ms(entry["buckets"], calls, 0.95) if calls else None,
     }
 
 
-def _quantile_ms(buckets: dict[float, float], count: int, q: float) -> float | None:
+def quantile_ms(buckets: dict[float, float], count: int, q: float) -> float | None:
     """Upper bound of the histogram bucket holding the q-quantile; None past the last bound."""
     rank = q * count
     for le in sorted(buckets):

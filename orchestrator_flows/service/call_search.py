@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from orchestrator_flows.core.call_search import CallQuery, CallRow, matches, page_of, row_of
+from orchestrator_flows.core.call_search import CallQuery, CallRow, matches, page_of_states
 from orchestrator_flows.core.errors import StoredRecordUnreadable
 from orchestrator_flows.infra.redis_store import LiveCalls, RedisStore
 
@@ -28,9 +28,9 @@ async def search_calls(
         states, truncated, unreadable = await _one_call(store, query.call_id)
     else:
         states, truncated, unreadable = await store.live_calls(scan_limit=scan_limit)
-    rows = [row_of(state) for state in states if matches(query, state)]
-    page = page_of(rows, offset, limit)
-    return CallPage(tuple(page), len(rows), offset, limit, truncated, unreadable)
+    found = [state for state in states if matches(query, state)]
+    page = page_of_states(found, offset, limit)
+    return CallPage(tuple(page), len(found), offset, limit, truncated, unreadable)
 
 
 async def _one_call(store: RedisStore, call_id: str) -> LiveCalls:

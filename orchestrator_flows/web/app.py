@@ -149,6 +149,7 @@ def create_app(
     )
     app.state.keyring = keyring_from(settings)
     app.state.settings = settings
+    app.state.stopping = False  # set by a server run without signal handlers: cli.ServerThread
     turn = TurnEndpoint(
         app,
         app.state.keyring,

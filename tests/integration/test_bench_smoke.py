@@ -151,3 +151,14 @@ def test_streaming_run_times_the_first_chunk_and_the_end_through_the_service_and
         r"^  (?:first chunk|end) p(?:50|99): [+-]\S+ ms <= \d+ ms: (met|MISSED)$", run.stdout, re.M
     )
     assert len(verdicts) == 4, run.stdout
+
+
+def test_call_search_run_times_each_search_against_its_floor_and_finds_the_calls() -> None:
+    run = run_script("call_search.py", "--calls", "60", "--runs", "1")
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "60 calls (" in run.stdout
+    for name in ("no filter, page 1", "account filter", "call id"):
+        row = rf"^  {name}\s+[\d.]+ ms\s+floor\s+[\d.]+ ms\s+[\d.]+x\s+\(([1-9]\d*) found"
+        assert re.search(row, run.stdout, re.MULTILINE), f"no {name!r} row:\n{run.stdout}"
+    assert "(60 found, 50 on the page)" in run.stdout

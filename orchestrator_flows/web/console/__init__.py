@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 
 from orchestrator_flows.infra.settings import Settings
 from orchestrator_flows.web.console.error_pages import add_error_pages
+from orchestrator_flows.web.console.operations import add_operations
 from orchestrator_flows.web.console.pages import add_pages
 from orchestrator_flows.web.console.rendering import SecurityHeaders, see_other
 from orchestrator_flows.web.console.sessions import ConsoleSessions
@@ -24,6 +25,7 @@ def add_console(app: FastAPI, settings: Settings) -> None:
     app.state.console_sessions = ConsoleSessions(settings, lambda: app.state.store)
     console.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     add_pages(console)
+    add_operations(console, settings)
     add_error_pages(console)
     console.add_middleware(SecurityHeaders)
 

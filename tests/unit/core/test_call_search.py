@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime
 
 import pytest
@@ -12,6 +13,7 @@ from orchestrator_flows.core.call_search import (
     CallRow,
     matches,
     page_of,
+    page_of_states,
     row_of,
 )
 from orchestrator_flows.core.errors import InvalidRequest
@@ -248,7 +250,21 @@ def test_pages_cover_every_call_once() -> None:
     assert page_of(listed, 30, 5) == []
 
 
+def test_a_page_of_states_is_the_page_of_their_rows() -> None:
+    states = [
+        call_state(call_identify_id=f"CALL-{n}", created_at=f"2025-01-0{1 + n % 4}T10:00:00Z")
+        for n in range(17)
+    ]
+    random.Random(7).shuffle(states)
+    rows = [row_of(state) for state in states]
+
+    for offset in (0, 5, 15):
+        assert page_of_states(states, offset, 5) == page_of(rows, offset, 5)
+
+
 @pytest.mark.parametrize(("offset", "limit"), [(-1, 10), (0, 0)])
 def test_a_page_needs_a_place_and_a_size(offset: int, limit: int) -> None:
     with pytest.raises(ValueError):
         page_of([], offset, limit)
+    with pytest.raises(ValueError):
+        page_of_states([], offset, limit)
