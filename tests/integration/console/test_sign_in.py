@@ -81,7 +81,7 @@ async def test_signing_out_ends_the_session_even_for_its_old_cookie(tabs: Tabs) 
     await expect(stale.page).to_have_url(tabs.url(SIGN_IN_FIRST))
 
 
-async def test_the_keyboard_alone_signs_in(tabs: Tabs) -> None:
+async def test_the_keyboard_alone_signs_in_and_reaches_the_navigation(tabs: Tabs) -> None:
     tab = await tabs.open()
     page = tab.page
     await page.goto("/console/sign-in")
@@ -100,3 +100,10 @@ async def test_the_keyboard_alone_signs_in(tabs: Tabs) -> None:
         await page.keyboard.press("Enter")
 
     await expect(page).to_have_url(tabs.url("/console/calls"))
+    # Then, from the top of the page, Tab walks the skip link, the navigation and sign-out.
+    await page.locator("body").focus()
+    focused = []
+    for _ in range(5):
+        await page.keyboard.press("Tab")
+        focused.append(await page.evaluate("document.activeElement.textContent.trim()"))
+    assert focused == ["Skip to content", "Calls", "Operations", "Flows", "Sign out"]
