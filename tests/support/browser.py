@@ -56,8 +56,13 @@ class Chromium:
     endpoint: str
 
     def stop(self) -> None:
-        self.process.kill()
-        self.process.wait()
+        # Asked to end first, so that it ends its renderer and helper processes with it.
+        self.process.terminate()
+        try:
+            self.process.wait(DEADLINE_SEC)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
 
 
 def start_chromium(binary: str, profile: Path) -> Chromium:
