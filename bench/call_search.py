@@ -44,6 +44,7 @@ from orchestrator_flows.infra.redis_store import (
     state_keys_pattern,
 )
 from orchestrator_flows.infra.settings import DEFAULT_FLOWS_FILE
+from orchestrator_flows.ops.runtime import tune_garbage_collector
 from orchestrator_flows.service.call_search import search_calls
 
 PREFIX = "orch"
@@ -139,6 +140,28 @@ async def elapsed_ms(run: Callable[[], Awaitable[object]]) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+async def longest_stall_ms(run: Callable[[], Awaitable[object]]) -> float:
+    """The longest the event loop was held during `run`: what a turn served by the same worker
+    could wait. A ticker asks for the loop every millisecond and notes its longest gap."""
+    gaps: list[float] = [0.0]
+    done = asyncio.Event()
+
+    async def tick() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            gaps.append(now - last - 0.001)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    await asyncio.sleep(0)
+    await run()
+    done.set()
+    await ticker
+    return max(gaps) * 1000
+
+
 async def paired_medians(
     search: Callable[[], Awaitable[object]], floor: Callable[[], Awaitable[object]], runs: int
 ) -> tuple[float, float, float]:
@@ -151,6 +174,7 @@ async def paired_medians(
 
 
 async def measure(url: str, call_ids: list[str], runs: int) -> None:
+    tune_garbage_collector()  # as the service does once started
     client = connect(url, 10.0)
     store = RedisStore(client, prefix=PREFIX, ttl_sec=3600, lease_sec=5, max_call_bytes=1 << 20)
     limit = len(call_ids)
@@ -174,9 +198,11 @@ async def measure(url: str, call_ids: list[str], runs: int) -> None:
                 await search_calls(store, query, offset=0, limit=PAGE, scan_limit=limit)
 
             searched, floor, ratio = await paired_medians(search, floors[name], runs)
+            stall = statistics.median([await longest_stall_ms(search) for _ in range(runs)])
             print(
                 f"  {name:<18} {searched:9.2f} ms   floor {floor:8.2f} ms   "
-                f"{ratio:6.1f}x   ({page.total} found, {len(page.rows)} on the page)"
+                f"{ratio:6.1f}x   loop held {stall:6.2f} ms at most"
+                f"   ({page.total} found, {len(page.rows)} on the page)"
             )
     finally:
         await disconnect(client)
