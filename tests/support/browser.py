@@ -1,10 +1,10 @@
 """Headless Chromium for the console's browser tests.
 
-The browser is the system's (Debian's `chromium`, or CHROMIUM_PATH), never one downloaded by
-`playwright install`. It starts once per test session as a plain process serving the DevTools
-protocol; each test drives it with Playwright's async API from its own event loop (Playwright's
-objects belong to the loop that made them, and every integration test has a loop of its own),
-in fresh browser contexts: no cookie or storage leaks from one test to the next.
+The browser is the system's (Debian's `chromium`, or CHROMIUM_PATH), given to Playwright as
+`executable_path`: never one downloaded by `playwright install`. Each test launches it from its
+own event loop (Playwright's objects belong to the loop that made them, and every integration
+test has a loop of its own) and opens fresh browser contexts on it: no cookie or storage leaks
+from one test to the next.
 
 Set CONSOLE_SCREENSHOTS=<dir> to have the tests write their screenshots there
 (`CONSOLE_SCREENSHOTS=docs/console pytest tests/integration/console` makes the docs' images).
@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -46,46 +44,6 @@ expect.set_options(timeout=DEADLINE_SEC * 1000)
 
 def chromium_binary() -> str | None:
     return os.environ.get("CHROMIUM_PATH") or shutil.which("chromium")
-
-
-@dataclass
-class Chromium:
-    """A running headless Chromium and the address of its DevTools endpoint."""
-
-    process: subprocess.Popen
-    endpoint: str
-
-    def stop(self) -> None:
-        # Asked to end first, so that it ends its renderer and helper processes with it.
-        self.process.terminate()
-        try:
-            self.process.wait(DEADLINE_SEC)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def start_chromium(binary: str, profile: Path) -> Chromium:
-    """Starts the browser with an empty profile in `profile`; the DevTools port it chose is the
-    first line of the profile's DevToolsActivePort file once it is listening."""
-    # Scrollbars hidden as Playwright's own headless launch does: the window's width is then
-    # the page's (no scrollbar to take from it), in layouts and in screenshots alike.
-    command = [binary, "--headless", "--hide-scrollbars", "--remote-debugging-port=0"]
-    command.append(f"--user-data-dir={profile}")
-    process = subprocess.Popen(
-        [*command, *CHROMIUM_ARGS, "about:blank"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    port_file = profile / "DevToolsActivePort"
-    deadline = time.monotonic() + DEADLINE_SEC
-    while not (port_file.exists() and port_file.read_text().strip()):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"{binary} did not open its DevTools port")
-        time.sleep(0.02)
-    port = port_file.read_text().split()[0]
-    return Chromium(process, f"http://127.0.0.1:{port}")
 
 
 @dataclass
@@ -140,14 +98,17 @@ class Tabs:
 
 
 @asynccontextmanager
-async def tabs_on(chromium: Chromium, base_url: str) -> AsyncIterator[Tabs]:
-    """Tabs for one test; its contexts close when it ends (the browser keeps running)."""
+async def tabs_on(binary: str, base_url: str) -> AsyncIterator[Tabs]:
+    """Tabs for one test on a Chromium of its own, closed when the test ends. Playwright's
+    headless launch hides scrollbars: the window's width is the page's, in layouts and in
+    screenshots alike."""
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.connect_over_cdp(chromium.endpoint)
+        browser = await playwright.chromium.launch(
+            executable_path=binary, args=list(CHROMIUM_ARGS), timeout=DEADLINE_SEC * 1000
+        )
         try:
             yield Tabs(browser, base_url)
         finally:
-            # Over CDP, close() closes the contexts this connection made, then disconnects.
             await browser.close()
 
 

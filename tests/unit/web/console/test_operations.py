@@ -63,11 +63,9 @@ async def test_a_feed_gives_rates_from_its_second_reading_on() -> None:
 
 async def test_a_feed_ends_at_its_next_tick_once_the_server_is_stopping() -> None:
     read = reader([with_greetings(n) for n in range(5)])
-    stopping = False
-    got = []
-    async for reading in readings(read, every_sec=0, count=5, stopping=lambda: stopping):
+    got: list = []
+    async for reading in readings(read, every_sec=0, count=5, stopping=lambda: len(got) >= 2):
         got.append(reading)
-        stopping = len(got) == 2
 
     assert len(got) == 2
 
