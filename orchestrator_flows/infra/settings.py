@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     # The console's call search reads at most this many calls' states from Redis per search
     # (a call id is read directly); past it the list says it is incomplete.
     console_scan_limit: int = Field(10_000, ge=1)
+    # The operations page's calls in progress are counted (every live call's state read) at most
+    # this often, however many pages are open.
+    console_census_sec: float = Field(30.0, gt=0)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -47,6 +47,11 @@ class OpsSnapshot:
     calls_started: int
     calls_completed: int
     redis: RedisHealth
+    # Live calls in Redis not yet complete, and all live calls, as last counted (None: not yet,
+    # or Redis did not answer); `calls_counted_all` False when the scan limit cut the count.
+    calls_in_progress: int | None = None
+    live_calls: int | None = None
+    calls_counted_all: bool = True
 
 
 @dataclass(frozen=True)

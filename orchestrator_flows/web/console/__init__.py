@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from orchestrator_flows.infra.settings import Settings
+from orchestrator_flows.service.call_search import CallCensus
 from orchestrator_flows.web.console.error_pages import add_error_pages
 from orchestrator_flows.web.console.operations import add_operations
 from orchestrator_flows.web.console.pages import add_pages
@@ -23,6 +24,11 @@ def add_console(app: FastAPI, settings: Settings) -> None:
     console = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, redirect_slashes=False)
     console.state = app.state
     app.state.console_sessions = ConsoleSessions(settings, lambda: app.state.store)
+    app.state.call_census = CallCensus(
+        lambda: app.state.store,
+        every_sec=settings.console_census_sec,
+        scan_limit=settings.console_scan_limit,
+    )
     console.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     add_pages(console)
     add_operations(console, settings)

@@ -12,6 +12,7 @@ sse-starlette watches uvicorn's exit signal, and a server run without signal han
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -71,11 +72,20 @@ async def redis_health(store: RedisStore, clock: Clock = time.perf_counter) -> R
 async def read_snapshot(state: State) -> OpsSnapshot:
     """The app's figures now: its metrics, this worker's circuits and turns, Redis's ping."""
     circuits = state.breakers.snapshot()
-    return snapshot_of(
+    snapshot = snapshot_of(
         state.metrics.samples(),
         circuits={role: circuit["state"] for role, circuit in circuits.items()},
         in_flight=state.metrics.turns_in_flight(),
         redis=await redis_health(state.store),
+    )
+    count = await state.call_census.latest()
+    if count is None:
+        return snapshot
+    return dataclasses.replace(
+        snapshot,
+        calls_in_progress=count.in_progress,
+        live_calls=count.live,
+        calls_counted_all=not count.truncated,
     )
 
 
@@ -161,10 +171,19 @@ def shown(reading: Reading) -> dict[str, str]:
         "error-rate": share(r.error_rate) if r else NONE,
         "rejection-rate": share(r.rejection_rate) if r else NONE,
         "in-flight": str(s.in_flight),
+        "calls-in-progress": in_progress(s),
         "calls-started": str(s.calls_started),
         "calls-completed": str(s.calls_completed),
         "redis-health": redis_text(s.redis),
     }
+
+
+def in_progress(snapshot: OpsSnapshot) -> str:
+    """Calls in progress "of" those live, "+" where the scan limit cut the count."""
+    if snapshot.calls_in_progress is None:
+        return NONE
+    more = "" if snapshot.calls_counted_all else "+"
+    return f"{snapshot.calls_in_progress}{more} of {snapshot.live_calls}{more} live"
 
 
 def turn_rows(snapshot: OpsSnapshot) -> list[tuple[str, int]]:

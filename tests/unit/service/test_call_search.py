@@ -7,7 +7,7 @@ import orjson
 from orchestrator_flows.core.call_search import CallQuery
 from orchestrator_flows.core.records import STATE
 from orchestrator_flows.infra.redis_store import RedisStore, call_keys
-from orchestrator_flows.service.call_search import CallPage, search_calls
+from orchestrator_flows.service.call_search import CallCensus, CallCount, CallPage, search_calls
 from tests.support.records import call_state
 from tests.support.service import Service
 
@@ -112,3 +112,57 @@ async def test_an_unreadable_call_is_left_out_and_counted(service: Service) -> N
 
     assert (listed.total, listed.unreadable) == (3, 1)
     assert (by_id.total, by_id.unreadable) == (0, 1)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def census_of(service: Service, clock: Clock, scan_limit: int = 100) -> CallCensus:
+    return CallCensus(
+        lambda: service.app.state.store, every_sec=30, scan_limit=scan_limit, clock=clock
+    )
+
+
+async def test_the_census_counts_live_calls_not_yet_complete(service: Service) -> None:
+    await walk(service, "DONE-1", "ACC-1", len(TURNS))
+    await walk(service, "OPEN-1", "ACC-1", 2)
+    await walk(service, "OPEN-2", "ACC-2", 4)
+
+    count = await census_of(service, Clock()).latest()
+
+    assert count == CallCount(in_progress=2, live=3, truncated=False)
+
+
+async def test_the_census_counts_again_only_when_its_count_is_old(service: Service) -> None:
+    clock = Clock()
+    census = census_of(service, clock)
+    await walk(service, "OPEN-1", "ACC-1", 1)
+    assert (await census.latest()).in_progress == 1
+
+    await walk(service, "OPEN-2", "ACC-1", 1)
+    clock.now = 29.0
+    assert (await census.latest()).in_progress == 1  # the count of 29 s ago
+    clock.now = 30.0
+    assert (await census.latest()).in_progress == 2
+
+
+async def test_the_census_keeps_its_last_count_while_redis_is_down(service: Service) -> None:
+    clock = Clock()
+    census = census_of(service, clock)
+    assert await census.latest() == CallCount(0, 0, False)
+    await walk(service, "OPEN-1", "ACC-1", 1)
+    service.server.connected = False
+    clock.now = 60.0
+    assert await census.latest() == CallCount(0, 0, False)
+
+
+async def test_the_census_says_when_the_scan_limit_cut_it(service: Service) -> None:
+    for n in range(3):
+        await walk(service, f"OPEN-{n}", "ACC-1", 1)
+    count = await census_of(service, Clock(), scan_limit=2).latest()
+    assert count == CallCount(in_progress=2, live=2, truncated=True)

@@ -158,6 +158,12 @@
     });
   }
 
+  function inProgress(s) {
+    if (s.calls_in_progress === null) return NONE;
+    var more = s.calls_counted_all ? "" : "+";
+    return s.calls_in_progress + more + " of " + s.live_calls + more + " live";
+  }
+
   function follow(main) {
     var ceiling = Number(main.getAttribute("data-latency-ceiling-ms"));
     var history = [];
@@ -170,6 +176,7 @@
       setText("error-rate", r ? share(r.error_rate) : NONE);
       setText("rejection-rate", r ? share(r.rejection_rate) : NONE);
       setText("in-flight", String(s.in_flight));
+      setText("calls-in-progress", inProgress(s));
       setText("calls-started", String(s.calls_started));
       setText("calls-completed", String(s.calls_completed));
       setText("redis-health", redisText(s.redis));

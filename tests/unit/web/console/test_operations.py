@@ -176,6 +176,7 @@ async def test_the_page_shows_the_figures_before_any_script_runs(
     assert page.status_code == 200
     html = page.text
     assert '<dd id="calls-started">1</dd>' in html
+    assert '<dd id="calls-in-progress">1 of 1 live</dd>' in html
     assert '<dd id="in-flight">0</dd>' in html
     assert re.search(r'<dd id="redis-health" class="health-ok">ok, [\d.]+ ms</dd>', html)
     assert re.search(r'data-stage="GREETING"><th scope="row">GREETING</th><td class="rate">—</td>'
