@@ -78,6 +78,12 @@ class CallNotFound(OrchestratorError):
     code = "call_not_found"
     example_details: ClassVar[dict[str, Any]] = {"call_identify_id": "CALL-001"}
 
+    @classmethod
+    def of(cls, call_id: str) -> Self:
+        return cls(
+            f"no call {call_id!r} (never started, deleted or expired)", call_identify_id=call_id
+        )
+
 
 class IntentNotAllowed(OrchestratorError):
     """The intent belongs to another stage than the call's; `allowed_intents` are this stage's."""

@@ -17,7 +17,7 @@ import httpx
 import orjson
 import redis.asyncio as redis
 import structlog
-from fastapi import Depends, FastAPI, Path, Request, Response, Security
+from fastapi import Depends, FastAPI, Request, Response, Security
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -49,7 +49,6 @@ from orchestrator_flows.core.errors import (
 from orchestrator_flows.core.flows import FlowConfig, load_flows
 from orchestrator_flows.core.masking.mask import MaskingPolicy
 from orchestrator_flows.core.models import (
-    ID_PATTERN,
     AgentHealth,
     OrchestrateResponse,
     Readiness,
@@ -76,6 +75,7 @@ from orchestrator_flows.web.auth import Caller, Permission, keyring_from, requir
 from orchestrator_flows.web.call_socket import add_call_sockets
 from orchestrator_flows.web.console import add_console
 from orchestrator_flows.web.error_answers import add_error_handlers
+from orchestrator_flows.web.paths import CallIdPath
 from orchestrator_flows.web.request_ids import add_request_ids
 from orchestrator_flows.web.turn_endpoint import (
     Served,
@@ -87,7 +87,6 @@ from orchestrator_flows.web.turn_endpoint import (
 log = logging.getLogger("orchestrator")
 events = structlog.get_logger("orchestrator.sessions")
 
-CallIdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]
 # What each operation may answer besides its success; OpenAPI documents them (api_docs.py).
 DENIED = (Unauthenticated, Forbidden)
 TURN_ERRORS = (
@@ -371,7 +370,7 @@ def _add_session_routes(app: FastAPI) -> None:
     ) -> SessionView:
         found = await store.read_call(call_identify_id)
         if found is None:
-            raise _not_found(call_identify_id)
+            raise CallNotFound.of(call_identify_id)
         return session_view(*found, store.ttl_sec)
 
     @app.get(
@@ -386,7 +385,7 @@ def _add_session_routes(app: FastAPI) -> None:
     ) -> Response:
         steps = await store.read_steps(call_identify_id)
         if steps is None:
-            raise _not_found(call_identify_id)
+            raise CallNotFound.of(call_identify_id)
         return Response(orjson.dumps(steps), media_type="application/json")
 
     @app.delete(
@@ -401,7 +400,7 @@ def _add_session_routes(app: FastAPI) -> None:
         store: Annotated[RedisStore, Depends(_store)],
     ) -> Response:
         if not await store.delete_call(call_identify_id):
-            raise _not_found(call_identify_id)
+            raise CallNotFound.of(call_identify_id)
         # The trail is gone; this line is what is left to say who removed it.
         events.info("call_deleted", call_identify_id=call_identify_id, api_key_id=caller.key_id)
         return Response(status_code=204)
@@ -418,12 +417,6 @@ def _agent_health(app: FastAPI) -> list[AgentHealth]:
         )
         for role, url in flows.agents.items()
     ]
-
-
-def _not_found(call_id: str) -> CallNotFound:
-    return CallNotFound(
-        f"no call {call_id!r} (never started, deleted or expired)", call_identify_id=call_id
-    )
 
 
 @functools.cache

@@ -34,20 +34,17 @@ from orchestrator_flows.infra.settings import DEFAULT_FLOWS_FILE, Settings
 from orchestrator_flows.web.app import create_app
 from tests.support.agents import Recording, Seen, agent_app, free_port, serve_in_thread
 from tests.support.misbehavers import AnyAgent, serve
-from tests.support.service import API_KEYS, IDEMPOTENCY_SECRET, bearer, default_executors
+from tests.support.service import (
+    API_KEYS,
+    HAPPY_PATH,
+    IDEMPOTENCY_SECRET,
+    bearer,
+    default_executors,
+)
 from tests.support.timing import DEADLINE_SEC, Gate
 
 CALL_ID = "CALL-001"
 ACCOUNT_ID = "ACC-1"
-# The happy path of a call, one (intent, caller's words) per turn.
-HAPPY_PATH = [
-    ("greeting", "hello"),
-    ("verify_identity", "I am the account holder"),
-    ("otp_verify", "the code is 123456"),
-    ("refund_request", "I want a refund"),
-    ("process_refund", "yes, refund it"),
-    ("closing", "thanks, bye"),
-]
 NEXT_STAGES = [2, 2, 3, 4, 5, None]  # the stage each turn of the happy path leaves the call at
 OTP_QUESTION = "Please tell me the one-time code we sent you."
 

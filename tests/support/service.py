@@ -25,6 +25,17 @@ ROLES = [
 ]  # fmt: skip
 
 
+# The happy path of a call, one (intent, caller's words) per turn: stages 1, 2, 2, 3, 4, 5.
+HAPPY_PATH = [
+    ("greeting", "hello"),
+    ("verify_identity", "I am the account holder"),
+    ("otp_verify", "the code is 123456"),
+    ("refund_request", "I want a refund"),
+    ("process_refund", "yes, refund it"),
+    ("closing", "thanks, bye"),
+]
+
+
 # One key per role. The default test client uses the admin's, which may do everything.
 KEYS = {role: f"{role}-test-key-0123456789" for role in ("client", "auditor", "admin", "monitor")}
 API_KEYS = ",".join(f"{role}:{key}" for role, key in KEYS.items())

@@ -7,13 +7,13 @@ from typing import Annotated
 from urllib.parse import urlencode
 
 import structlog
-from fastapi import Depends, FastAPI, Form, Path, Request, Response
+from fastapi import Depends, FastAPI, Form, Request, Response
 from fastapi.responses import JSONResponse
 
 from orchestrator_flows.core.call_search import OUTCOMES, CallQuery
 from orchestrator_flows.core.errors import CallNotFound, Forbidden, InvalidRequest, Unauthenticated
 from orchestrator_flows.core.flows import Stage
-from orchestrator_flows.core.models import ID_PATTERN, CallState, StepRecord
+from orchestrator_flows.core.models import CallState, StepRecord
 from orchestrator_flows.core.session_views import session_view
 from orchestrator_flows.service.call_search import search_calls
 from orchestrator_flows.web.auth import GRANTS, Permission, Role
@@ -30,11 +30,11 @@ from orchestrator_flows.web.console.sessions import (
     sessions_of,
     set_cookie,
 )
+from orchestrator_flows.web.paths import CallIdPath
 
 log = logging.getLogger("orchestrator")
 events = structlog.get_logger("orchestrator.sessions")
 
-CallIdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=ID_PATTERN)]
 Reader = Annotated[ConsoleSession, Depends(console_caller(Permission.READ, "read calls"))]
 Deleter = Annotated[ConsoleSession, Depends(console_caller(Permission.DELETE, "delete calls"))]
 Monitor = Annotated[ConsoleSession, Depends(console_caller(Permission.MONITOR, "watch operations"))]
@@ -216,7 +216,7 @@ def _add_call_pages(console: FastAPI) -> None:
     @console.post("/calls/{call_id}/delete")
     async def delete_call(request: Request, call_id: CallIdPath, session: Deleter) -> Response:
         if not await request.app.state.store.delete_call(call_id):
-            raise _not_found(call_id)
+            raise CallNotFound.of(call_id)
         # The trail is gone; this line is what is left to say who removed it.
         events.info(
             "call_deleted", call_identify_id=call_id, api_key_id=session.key_id, via="console"
@@ -227,11 +227,5 @@ def _add_call_pages(console: FastAPI) -> None:
 async def _read_call(request: Request, call_id: str) -> tuple[CallState, list[StepRecord]]:
     found = await request.app.state.store.read_call(call_id)
     if found is None:
-        raise _not_found(call_id)
+        raise CallNotFound.of(call_id)
     return found
-
-
-def _not_found(call_id: str) -> CallNotFound:
-    return CallNotFound(
-        f"no live call {call_id!r} (never started, deleted or expired)", call_identify_id=call_id
-    )

@@ -9,17 +9,9 @@ from orchestrator_flows.core.records import STATE
 from orchestrator_flows.infra.redis_store import RedisStore, call_keys
 from orchestrator_flows.service.call_search import CallCensus, CallCount, CallPage, search_calls
 from tests.support.records import call_state
-from tests.support.service import Service
+from tests.support.service import HAPPY_PATH, Service
 
-# The happy path, one (intent, caller's words) per turn: the call reaches stage 2, 2, 3, 4, 5, end.
-TURNS = [
-    ("greeting", "hello"),
-    ("verify_identity", "I am the account holder"),
-    ("otp_verify", "the code is 123456"),
-    ("refund_request", "I want a refund"),
-    ("process_refund", "yes, refund it"),
-    ("closing", "thanks, bye"),
-]
+TURNS = HAPPY_PATH
 
 
 async def walk(service: Service, call_id: str, account_id: str, turns: int) -> None:
