@@ -755,3 +755,15 @@ def test_grafana_reads_the_prometheus_service_and_the_dashboard() -> None:
     assert (url.hostname, url.port) == ("prometheus", container_port("prometheus"))
     assert used_uids == {datasource["uid"]}
     assert dashboards == ["./deploy/grafana-dashboard.json"]
+
+
+def test_every_console_template_and_asset_ships_in_the_package() -> None:
+    """An installed service (the Docker image: not an editable install) has its console."""
+    package = ROOT / "orchestrator_flows"
+    patterns = pyproject()["tool"]["setuptools"]["package-data"]["orchestrator_flows"]
+    console = package / "web" / "console"
+    files = [p for folder in ("templates", "static") for p in (console / folder).iterdir()]
+    assert files
+    for path in files:
+        relative = path.relative_to(package).as_posix()
+        assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), relative
