@@ -64,7 +64,7 @@ def add_pages(console: FastAPI) -> None:
         return see_other(home_of(session.roles) if session else "/console/sign-in")
 
     @console.get("/flows")
-    async def flows_page(request: Request, session: Monitor) -> Response:
+    async def flows_page(request: Request, session: Reader) -> Response:
         flows = request.app.state.flows
         stages = [
             (stage, sorted(flows.stages[stage].items()), flows.classifiable(stage))

@@ -35,7 +35,7 @@ NO_STORE = (b"cache-control", b"no-store")  # pages hold trails: no shared or di
 NAV = [
     ("Calls", "/console/calls", Permission.READ),
     ("Operations", "/console/operations", Permission.MONITOR),
-    ("Flows", "/console/flows", Permission.MONITOR),
+    ("Flows", "/console/flows", Permission.READ),
 ]
 
 templates = Jinja2Templates(

@@ -8,9 +8,9 @@ from tests.support.browser import Tabs, sign_in
 from tests.support.service import KEYS, ROLES
 
 
-async def test_a_monitor_reads_each_stage_with_its_intents_and_their_agents(tabs: Tabs) -> None:
+async def test_an_auditor_reads_each_stage_with_its_intents_and_their_agents(tabs: Tabs) -> None:
     tab = await tabs.open()
-    await sign_in(tab, KEYS["monitor"])
+    await sign_in(tab, KEYS["auditor"])
 
     await tab.page.goto("/console/flows")
 

@@ -77,7 +77,7 @@ async def test_an_admin_deletes_a_call_after_confirming(browser, service: Servic
 
 
 async def test_the_flows_page_draws_every_stage_and_route(browser, service: Service) -> None:
-    await sign_in(browser, "monitor")
+    await sign_in(browser, "auditor")
     page = await browser.get("/console/flows")
     assert page.status_code == 200
     flows = service.app.state.flows

@@ -69,9 +69,11 @@ async def test_a_sign_in_without_its_form_token_is_refused(browser) -> None:
 async def test_a_monitor_sees_operations_but_not_calls(browser) -> None:
     answer = await sign_in(browser, "monitor")
     assert answer.headers["location"] == "/console/operations"
-    refused = await browser.get("/console/calls/CALL-001")
-    assert refused.status_code == 403
-    assert "may not read calls" in refused.text
+    for page in ("/console/calls", "/console/calls/CALL-001", "/console/flows"):
+        refused = await browser.get(page)
+        assert refused.status_code == 403
+        assert "may not read calls" in refused.text
+    assert (await browser.get("/console/operations")).status_code == 200
 
 
 async def test_a_page_without_a_session_sends_to_sign_in_and_back(browser) -> None:
