@@ -25,7 +25,8 @@ from tests.integration.conftest import (
 )
 from tests.support import nginx
 from tests.support.agents import WORDS, StreamingAgent, free_port
-from tests.support.service import bearer
+from tests.support.console import csrf_token
+from tests.support.service import KEYS, bearer
 from tests.support.streams import StreamReader
 from tests.support.timing import DEADLINE_SEC, Gate
 
@@ -150,3 +151,23 @@ async def test_streamed_words_pass_the_proxy_as_the_agent_speaks_them(
     assert first.data == {"text": WORDS[0]}
     assert "".join(stream.chunks) == stream.turn["response"]["text"] == agent.text
     assert len(store.steps()) == 1
+
+
+async def test_the_console_signs_in_through_the_proxy(proxy_for: ProxyFactory) -> None:
+    # nginx passes `Host: $host`, without the port the browser's Origin names.
+    url, _ = proxy_for()
+    browser_like = {"Origin": url, "Sec-Fetch-Site": "same-origin"}
+    async with httpx.AsyncClient(base_url=url, headers=browser_like) as browser:
+        form = await browser.get("/console/sign-in")
+        answer = await browser.post(
+            "/console/sign-in",
+            data={"api_key": KEYS["auditor"], "csrf_token": csrf_token(form.text)},
+        )
+        assert answer.status_code == 303, answer.text
+        assert (await browser.get("/console/calls")).status_code == 200
+        cross_site = {"Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site"}
+        page = await browser.get("/console/calls")
+        refused = await browser.post(
+            "/console/sign-out", data={"csrf_token": csrf_token(page.text)}, headers=cross_site
+        )
+        assert refused.status_code == 403

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from fastapi import Request, Response
@@ -155,12 +156,14 @@ def forget_cookie(request: Request, response: Response, name: str) -> None:
 
 
 def refuse_cross_site(request: Request) -> None:
-    """A state-changing request must come from the console's own pages."""
+    """A state-changing request must come from the console's own pages: the browser's
+    Sec-Fetch-Site says so, and its Origin names the host the request was sent to. Only the
+    host is compared: a proxy in front (deploy/nginx.conf) passes the Host without its port, and
+    one that ends TLS makes the scheme the service sees differ from the browser's."""
     fetch_site = request.headers.get("sec-fetch-site")
     origin = request.headers.get("origin")
-    own_origin = f"{request.url.scheme}://{request.url.netloc}"
     if (fetch_site is not None and fetch_site not in SAME_SITE_FETCHES) or (
-        origin is not None and origin != own_origin
+        origin is not None and urlsplit(origin).hostname != request.url.hostname
     ):
         raise Forbidden("a request from another site was refused", reason="cross_site")
 

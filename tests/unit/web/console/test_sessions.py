@@ -162,3 +162,18 @@ async def test_with_authentication_disabled_any_key_signs_in_with_every_role(mak
         )
         assert answer.status_code == 303
         assert (await http.get("/console/calls")).status_code == 200
+
+
+async def test_a_proxy_that_drops_the_port_from_host_still_lets_the_console_post(
+    browser, service: Service
+) -> None:
+    await service.turn("greeting")
+    await sign_in(browser, "admin")
+    page = await browser.get("/console/calls/CALL-001/delete")
+    answer = await browser.post(
+        "/console/calls/CALL-001/delete",
+        data={"csrf_token": csrf_token(page.text)},
+        headers={"Origin": "http://svc:8000", "Sec-Fetch-Site": "same-origin"},
+    )
+    assert answer.status_code == 303
+    assert (await service.http.get("/session/CALL-001")).status_code == 404
