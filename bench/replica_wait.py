@@ -64,12 +64,19 @@ async def one_round(store: RedisStore, calls: int, tag: str) -> list[float]:
     return timings
 
 
-async def in_sync(replica_url: str) -> None:
-    """Until the replica has its primary's data: before that, WAIT can only time out."""
+async def in_sync(replica_url: str, deadline_sec: float = 30.0) -> None:
+    """Until the replica has its primary's data: before that, WAIT can only time out. A replica
+    still not linked at the deadline is an error that says what it reported."""
     client = connect(replica_url, 1.0)
-    while (await client.info("replication")).get("master_link_status") != "up":
-        await asyncio.sleep(0.05)
-    await client.aclose()
+    info: dict = {}
+    try:
+        async with asyncio.timeout(deadline_sec):
+            while (info := await client.info("replication")).get("master_link_status") != "up":
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise SystemExit(f"the replica did not sync within {deadline_sec:g} s: {info}") from None
+    finally:
+        await client.aclose()
 
 
 async def measure(url: str, replica_url: str, args: argparse.Namespace) -> dict[str, list[float]]:
@@ -103,8 +110,12 @@ def main(argv: list[str] | None = None) -> int:
     print(describe_machine())
     with tempfile.TemporaryDirectory(prefix="orch-wait-") as tmp:
         primary_port, replica_port = free_port(), free_port()
-        primary = start_redis(primary_port, Path(tmp))
-        replica = start_redis(replica_port, Path(tmp), replica_of=primary_port)
+        # Each in a directory of its own: the primary's full-sync RDB file and the replica's
+        # received one must not meet under the same name.
+        (Path(tmp) / "primary").mkdir()
+        (Path(tmp) / "replica").mkdir()
+        primary = start_redis(primary_port, Path(tmp) / "primary")
+        replica = start_redis(replica_port, Path(tmp) / "replica", replica_of=primary_port)
         try:
             urls = (f"redis://127.0.0.1:{port}/0" for port in (primary_port, replica_port))
             medians = asyncio.run(measure(*urls, args))

@@ -159,6 +159,9 @@ def test_call_search_run_times_each_search_against_its_floor_and_finds_the_calls
     assert run.returncode == 0, run.stdout + run.stderr
     assert "60 calls (" in run.stdout
     for name in ("no filter, page 1", "account filter", "call id"):
-        row = rf"^  {name}\s+[\d.]+ ms\s+floor\s+[\d.]+ ms\s+[\d.]+x\s+\(([1-9]\d*) found"
+        row = (
+            rf"^  {name}\s+[\d.]+ ms\s+floor\s+[\d.]+ ms\s+[\d.]+x\s+"
+            r"loop held\s+[\d.]+ ms at most\s+\(([1-9]\d*) found"
+        )
         assert re.search(row, run.stdout, re.MULTILINE), f"no {name!r} row:\n{run.stdout}"
     assert "(60 found, 50 on the page)" in run.stdout
