@@ -170,10 +170,11 @@ async def main() -> None:
     sys.path[:0] = [str(args.service_dir), str(BENCH)]
     tmp = Path(tempfile.mkdtemp(prefix="orch-inprocess-"))
     redis_port, stub_port = free_port(), free_port()
-    redis_server = start_redis(redis_port, tmp)
     stub_url = f"http://127.0.0.1:{stub_port}/"
-    stub = start_stub(stub_url, stub_port, args.stream or args.stream_agent, tmp)
+    started: list = []  # stopped whatever fails, so that no server outlives the script
     try:
+        started.append(start_redis(redis_port, tmp))
+        started.append(start_stub(stub_url, stub_port, args.stream or args.stream_agent, tmp))
         app, headers = build_app(args.floor, f"redis://127.0.0.1:{redis_port}/0", stub_url)
         if args.stream:
             headers.append((b"accept", b"text/event-stream"))
@@ -183,8 +184,8 @@ async def main() -> None:
         await shutdown()
         print(("floor" if args.floor else "service"), orjson.dumps(figures).decode(), file=stdout)
     finally:
-        stop(stub)
-        stop(redis_server)
+        for process in reversed(started):
+            stop(process)
 
 
 if __name__ == "__main__":

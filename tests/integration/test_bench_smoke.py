@@ -3,8 +3,11 @@ a benchmark never runs as a timed test; this only proves the harness works."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -29,15 +32,31 @@ TABLE_ROWS = [
 
 
 def run_script(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """One of bench/'s scripts, as a user runs it from the repository."""
-    return subprocess.run(
+    """One of bench/'s scripts, as a user runs it from the repository. In a session of its own:
+    a script that failed and left a server of its own behind (holding its output open), or that
+    hangs, is killed with everything it started, and the test shows what it printed."""
+    with subprocess.Popen(
         [sys.executable, f"bench/{script}", *args],
         cwd=SERVICE_DIR,
         env=clean_environment(),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-    )
+        start_new_session=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            stdout, stderr = process.communicate()
+            pytest.fail(
+                f"bench/{script} (exit status {process.returncode}) did not finish or left a"
+                f" process holding its output after {timeout:g} s:\n{stdout}\n{stderr}"
+            )
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # what it left behind, if anything
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 @pytest.fixture(scope="module")
