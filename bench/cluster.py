@@ -29,6 +29,7 @@ from processes import (
     BenchError,
     clean_environment,
     free_port,
+    free_ports,
     process_tree,
     run_loadgen,
     service_environment,
@@ -93,7 +94,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def running_stack(args: argparse.Namespace, tmp: Path) -> Iterator[Stack]:
     """Both Redis set-ups, the stub and four service processes, each stopped on exit."""
     with ExitStack() as stack:
-        single_port, stub_port = free_port(), free_port()
+        single_port, stub_port = free_ports(2)
         single_url = f"redis://127.0.0.1:{single_port}/0"
         single_redis = start_redis(single_port, tmp)
         stack.callback(stop, single_redis)

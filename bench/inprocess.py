@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 import uvloop
-from processes import BENCH, REPO, ROLES, free_port, start_redis, start_uvicorn, stop
+from processes import BENCH, REPO, ROLES, free_ports, start_redis, start_uvicorn, stop
 
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 TURNS = [
@@ -169,7 +169,7 @@ async def main() -> None:
     os.chdir(args.service_dir)  # the service's (and the floor's) flows.toml is read from here
     sys.path[:0] = [str(args.service_dir), str(BENCH)]
     tmp = Path(tempfile.mkdtemp(prefix="orch-inprocess-"))
-    redis_port, stub_port = free_port(), free_port()
+    redis_port, stub_port = free_ports(2)
     stub_url = f"http://127.0.0.1:{stub_port}/"
     started: list = []  # stopped whatever fails, so that no server outlives the script
     try:

@@ -7,6 +7,7 @@ load generator, Redis, the stub agent and the server under test never share an e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -49,9 +50,19 @@ def redis_binary(name: str) -> str:
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free loopback ports. Each probe stays bound until all are chosen: a port
+    let go may be handed out again at once, and two servers given one port collide."""
+    with contextlib.ExitStack() as probes:
+        ports = []
+        for _ in range(count):
+            probe = probes.enter_context(socket.socket())
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+        return ports
 
 
 def start_redis(

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from processes import describe_machine, free_port, start_redis, stop_all
+from processes import describe_machine, free_ports, start_redis, stop_all
 
 from orchestrator_flows.core.models import CallState, StepRecord
 from orchestrator_flows.infra.redis_store import RedisStore, ReplicaWait, connect
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command: python bench/replica_wait.py {' '.join(argv or sys.argv[1:])}".rstrip())
     print(describe_machine())
     with tempfile.TemporaryDirectory(prefix="orch-wait-") as tmp:
-        primary_port, replica_port = free_port(), free_port()
+        primary_port, replica_port = free_ports(2)
         # Each in a directory of its own: the primary's full-sync RDB file and the replica's
         # received one must not meet under the same name.
         (Path(tmp) / "primary").mkdir()

@@ -15,7 +15,7 @@ import redis
 from processes import (
     BENCH,
     clean_environment,
-    free_port,
+    free_ports,
     service_environment,
     start_redis,
     start_uvicorn,
@@ -40,7 +40,7 @@ def running_stack(args: argparse.Namespace, tmp: Path, in_flight: int) -> Iterat
     """Redis, the stub, the service and the floor, each in its own process, stopped on exit.
     `in_flight`: the most turns the floor will hold at once (its Redis pool's size)."""
     with ExitStack() as stack:
-        redis_port, stub_port, service_port, floor_port = (free_port() for _ in range(4))
+        redis_port, stub_port, service_port, floor_port = free_ports(4)
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
         stack.callback(stop, start_redis(redis_port, tmp))
         client = stack.enter_context(redis.Redis.from_url(redis_url))

@@ -37,7 +37,7 @@ from processes import (
     BENCH,
     BenchError,
     clean_environment,
-    free_port,
+    free_ports,
     machine_busy_seconds,
     process_tree,
     run_loadgen,
@@ -110,7 +110,7 @@ class StreamStack:
 def running_stack(args: argparse.Namespace, tmp: Path) -> Iterator[StreamStack]:
     """Redis, the streaming stub and the service, each in its own process, stopped on exit."""
     with ExitStack() as stack:
-        redis_port, agent_port, service_port = (free_port() for _ in range(3))
+        redis_port, agent_port, service_port = free_ports(3)
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
         redis_server = start_redis(redis_port, tmp)
         stack.callback(stop, redis_server)
