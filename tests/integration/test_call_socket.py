@@ -110,6 +110,13 @@ async def _within_deadline(work: Any) -> Any:
     return await asyncio.wait_for(work, DEADLINE_SEC)
 
 
+async def close_code(ws: ClientConnection) -> int | None:
+    """The code the server closes the socket with (None: closed without one)."""
+    with pytest.raises(websockets.ConnectionClosed) as closed:
+        await _within_deadline(ws.recv())
+    return closed.value.rcvd.code if closed.value.rcvd is not None else None
+
+
 @pytest.mark.parametrize(
     ("headers", "status", "code"),
     [({}, 401, "unauthenticated"), ({"X-API-Key": KEYS["monitor"]}, 403, "forbidden")],
@@ -229,10 +236,9 @@ async def test_binary_frame_closes_1003_and_changes_nothing(
 
     async with connect(base) as ws:
         await ws.send(json.dumps(TURN).encode())
-        with pytest.raises(websockets.ConnectionClosed) as closed:
-            await _within_deadline(ws.recv())
+        code = await close_code(ws)
 
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1003
+    assert code == 1003
     assert store.keys() == []
 
 
@@ -243,10 +249,9 @@ async def test_frame_over_the_body_limit_closes_1009_and_changes_nothing(
 
     async with connect(base) as ws:
         await ws.send(json.dumps(TURN | {"input_message": "x" * 2000}))
-        with pytest.raises(websockets.ConnectionClosed) as closed:
-            await _within_deadline(ws.recv())
+        code = await close_code(ws)
 
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    assert code == 1009
     assert store.keys() == []
 
 
@@ -259,10 +264,9 @@ async def test_shutdown_closes_the_socket_1012_and_the_turn_under_way_still_comm
         await ws.send(json.dumps(TURN))
         await gate.arrived()
         stopping = asyncio.create_task(asyncio.to_thread(servers.stops[base]))
-        with pytest.raises(websockets.ConnectionClosed) as closed:
-            await _within_deadline(ws.recv())
+        code = await close_code(ws)
     gate.open()  # the agent answers after the server began to stop
     await _within_deadline(stopping)
 
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+    assert code == 1012
     await eventually(lambda: len(store.steps()) == 1, "the turn's step committed")

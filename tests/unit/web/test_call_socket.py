@@ -71,6 +71,20 @@ async def frames_of_turn(ws: AsyncWebSocketSession) -> list[dict[str, Any]]:
     return frames
 
 
+async def answer_then_answer(
+    ws: AsyncWebSocketSession, first: dict[str, Any] | str, then: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The last frame of the answer to `first` (a frame, or text sent as it is), then of `then`
+    sent on the same socket: whether the socket stays usable after `first`."""
+    if isinstance(first, str):
+        await ws.send_text(first)
+    else:
+        await ws.send_json(first)
+    answered = (await frames_of_turn(ws))[-1]
+    await ws.send_json(then)
+    return answered, (await frames_of_turn(ws))[-1]
+
+
 async def steps_of(service: Service, call_id: str = CALL) -> list[dict[str, Any]]:
     answer = await service.http.get(f"/session/{call_id}/steps")
     return answer.json() if answer.status_code == 200 else []
@@ -177,10 +191,9 @@ async def test_call_id_in_the_frame_may_repeat_the_paths_but_not_differ(
     service: Service,
 ) -> None:
     async with socket(service) as ws:
-        await ws.send_json(TURN | {"call_identify_id": "CALL-OTHER"})
-        refused = (await frames_of_turn(ws))[-1]
-        await ws.send_json(TURN | {"call_identify_id": CALL})
-        taken = (await frames_of_turn(ws))[-1]
+        refused, taken = await answer_then_answer(
+            ws, TURN | {"call_identify_id": "CALL-OTHER"}, TURN | {"call_identify_id": CALL}
+        )
 
     assert refused["event"] == "error"
     assert refused["data"]["status"] == 422
@@ -203,10 +216,7 @@ async def test_invalid_frame_is_an_error_frame_and_the_socket_stays_usable(
     service: Service, frame: str, loc: list[str]
 ) -> None:
     async with socket(service) as ws:
-        await ws.send_text(frame)
-        refused = (await frames_of_turn(ws))[-1]
-        await ws.send_json(TURN)
-        taken = (await frames_of_turn(ws))[-1]
+        refused, taken = await answer_then_answer(ws, frame, TURN)
 
     assert refused["event"] == "error"
     assert refused["data"]["status"] == 422
@@ -221,10 +231,7 @@ async def test_turn_refused_before_the_agent_is_an_error_frame_with_its_http_sta
     service: Service,
 ) -> None:
     async with socket(service) as ws:
-        await ws.send_json(TURN | {"intent": "closing"})
-        refused = (await frames_of_turn(ws))[-1]
-        await ws.send_json(TURN)
-        taken = (await frames_of_turn(ws))[-1]
+        refused, taken = await answer_then_answer(ws, TURN | {"intent": "closing"}, TURN)
 
     assert refused == {
         "event": "error",
